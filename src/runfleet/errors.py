@@ -1,0 +1,127 @@
+"""The exceptions runfleet raises, one tree so callers can catch as broadly as they need.
+
+::
+
+    RunfleetError
+    ├── RunError                  a run ended without a result (carries run_id)
+    │   ├── RunFailed             the server reported failure (code, message)
+    │   ├── RunExpired            a tool round outlived ``expires_at``
+    │   ├── RunCancelled          cancelled by the user, a policy or shutdown
+    │   ├── RunTimeout            the fleet's deadline passed (also a TimeoutError)
+    │   ├── RunIncomplete         ended ``incomplete`` (reason)
+    │   ├── RunNotFound           the server does not know the id (404)
+    │   └── ToolError             a tool call failed and policy fails the run
+    ├── QuotaError                the request quota cannot be spent
+    │   └── QuotaExhausted        429s persisted past the fleet's patience
+    ├── AuthError                 401/403: the key is missing or refused
+    └── FleetClosed               submit() on a fleet that is shutting down
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthError",
+    "FleetClosed",
+    "QuotaError",
+    "QuotaExhausted",
+    "RunCancelled",
+    "RunError",
+    "RunExpired",
+    "RunFailed",
+    "RunIncomplete",
+    "RunNotFound",
+    "RunTimeout",
+    "RunfleetError",
+    "ToolError",
+]
+
+
+class RunfleetError(Exception):
+    """Raised for every failure runfleet itself reports."""
+
+
+class RunError(RunfleetError):
+    """Raised when a run ends without a result."""
+
+    def __init__(self, run_id: str, message: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"{run_id}: {message}")
+
+
+class RunFailed(RunError):
+    """Raised when the server reports a run as failed."""
+
+    def __init__(self, run_id: str, code: str | None, message: str | None) -> None:
+        self.code = code
+        self.detail = message
+        super().__init__(run_id, f"failed ({code or 'no code'}): {message or 'no message'}")
+
+
+class RunExpired(RunError):
+    """Raised when a run expired, usually because a tool round outlived ``expires_at``."""
+
+    def __init__(self, run_id: str, message: str = "expired before its tool outputs arrived") -> None:
+        super().__init__(run_id, message)
+
+
+class RunCancelled(RunError):
+    """Raised when a run was cancelled by the caller, a policy or shutdown."""
+
+    def __init__(self, run_id: str, reason: str = "cancelled") -> None:
+        self.reason = reason
+        super().__init__(run_id, reason)
+
+
+class RunTimeout(RunError, TimeoutError):
+    """Raised when a run outlived the fleet's deadline and was cancelled server-side."""
+
+    def __init__(self, run_id: str, timeout: float) -> None:
+        self.timeout = timeout
+        super().__init__(run_id, f"no result within {timeout:g} s; cancelled on the server")
+
+
+class RunIncomplete(RunError):
+    """Raised when a run ended ``incomplete`` (token limits, content filter)."""
+
+    def __init__(self, run_id: str, reason: str | None) -> None:
+        self.reason = reason
+        super().__init__(run_id, f"incomplete ({reason or 'no reason given'})")
+
+
+class RunNotFound(RunError):
+    """Raised when the server does not know the run (404), e.g. a stored response aged out."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(run_id, "not found on the server")
+
+
+class ToolError(RunError):
+    """Raised when a tool call failed and the fleet's policy fails the run instead of replying."""
+
+    def __init__(self, run_id: str, tool: str, message: str) -> None:
+        self.tool = tool
+        super().__init__(run_id, f"tool {tool!r} failed: {message}")
+
+
+class QuotaError(RunfleetError):
+    """Raised when the request quota cannot be spent."""
+
+
+class QuotaExhausted(QuotaError):
+    """Raised when rate-limit errors persist past the fleet's patience."""
+
+
+class AuthError(RunfleetError):
+    """Raised when the server refuses the API key (401/403); every waiter fails fast."""
+
+    def __init__(self, status: int, key_hint: str, message: str) -> None:
+        self.status = status
+        self.key_hint = key_hint
+        super().__init__(
+            f"HTTP {status} with API key ...{key_hint}: {message} "
+            "(the key is read when the client is created)"
+        )
+
+
+class FleetClosed(RunfleetError):
+    """Raised when work is submitted to a fleet that is closing or closed."""
