@@ -60,7 +60,9 @@ class RunFailed(RunError):
 class RunExpired(RunError):
     """Raised when a run expired, usually because a tool round outlived ``expires_at``."""
 
-    def __init__(self, run_id: str, message: str = "expired before its tool outputs arrived") -> None:
+    def __init__(
+        self, run_id: str, message: str = "expired before its tool outputs arrived"
+    ) -> None:
         super().__init__(run_id, message)
 
 

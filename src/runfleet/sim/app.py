@@ -1,0 +1,363 @@
+"""The simulator's HTTP face: OpenAI's routes, auth, the quota, faults and the stats endpoint.
+
+Every API request passes the same gate in the order OpenAI applies them: auth, then the
+quota (429 with ``retry-after``), then injected faults; only then does a store see it. The
+``/_sim/`` routes bypass the gate so that observing the simulator never disturbs what it
+measures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from .assistants import AssistantStore
+from .lifecycle import Job
+from .ratelimit import TokenBucket, go_duration
+from .responses import ResponseStore
+from .scenario import Scenario, load_scenario
+from .stats import SimStats
+from .world import SimError, World
+
+__all__ = ["DroppedConnection", "SimApp", "create_app"]
+
+Handler = Callable[[Request, float], Awaitable[tuple[dict[str, Any], Job | None]]]
+
+
+class DroppedConnection(Exception):
+    """Raised after the response head is sent, so the server closes the connection mid-body."""
+
+
+class _DropResponse(Response):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        raise DroppedConnection("connection dropped by the simulator's fault injection")
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str]) -> Response:
+    data = json.dumps(body, separators=(",", ":")).encode()
+    return Response(data, status, headers, media_type="application/json")
+
+
+class SimApp:
+    """One simulated OpenAI account: its stores, quota, faults and counters.
+
+    Args:
+        scenario: a built-in name, a JSON file, a dict or a :class:`Scenario`.
+        clock: returns seconds on a monotonic clock; defaults to the running event loop's,
+            so a test that fast-forwards the loop (looptime) fast-forwards the simulator too.
+    """
+
+    def __init__(
+        self,
+        scenario: str | Scenario | dict[str, Any] = "ample",
+        *,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self._clock = clock or (lambda: asyncio.get_running_loop().time())
+        self.scenario: Scenario = load_scenario(scenario)
+        self.reset()
+        self.asgi = Starlette(
+            routes=self._routes(),
+            exception_handlers={HTTPException: self._http_error},  # type: ignore[dict-item]
+        )
+
+    def reset(self, scenario: Scenario | None = None) -> None:
+        """Forget every run and counter; restart scenario time at zero."""
+        self.scenario = scenario or self.scenario
+        self.world = World(self.scenario)
+        self.epoch = time.time()  # only for the Unix timestamps in bodies, never for timing
+        self.responses = ResponseStore(self.world, self.epoch)
+        self.assistants = AssistantStore(self.world, self.epoch)
+        self.bucket = TokenBucket(self.scenario.quota, self.scenario.faults.storms)
+        self.stats = SimStats()
+        self.faults_rng = random.Random(self.scenario.seed + 1)
+        self._t0: float | None = None
+
+    def now(self) -> float:
+        """Return scenario seconds since the first request after the last reset."""
+        t = self._clock()
+        if self._t0 is None:
+            self._t0 = t
+        return (t - self._t0) / self.scenario.time_scale
+
+    def snapshot(self, per_run: bool = False) -> dict[str, Any]:
+        """Return the stats endpoint's data."""
+        return self.stats.snapshot(
+            self.now(),
+            scenario=self.scenario.name,
+            time_scale=self.scenario.time_scale,
+            rpm=self.scenario.quota.rpm,
+            responses=self.responses.jobs(),
+            runs=self.assistants.jobs(),
+            per_run=per_run,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.asgi(scope, receive, send)
+
+    # the gate every API request passes
+
+    def _headers(self, now: float) -> dict[str, str]:
+        scale = self.scenario.time_scale
+        limit = max(1, round(self.scenario.quota.rpm / scale))
+        return {
+            "x-request-id": "req_" + secrets.token_hex(16),
+            "openai-version": "2020-10-01",
+            "x-ratelimit-limit-requests": str(limit),
+            "x-ratelimit-remaining-requests": str(
+                math.floor(limit * self.bucket.remaining_fraction(now))
+            ),
+            "x-ratelimit-reset-requests": go_duration(self.bucket.until_full(now) * scale),
+            "x-ratelimit-limit-tokens": "30000000",
+            "x-ratelimit-remaining-tokens": "29999000",
+            "x-ratelimit-reset-tokens": "2ms",
+        }
+
+    def _endpoint(self, name: str, handler: Handler, poll: bool = False) -> Callable[..., Any]:
+        async def endpoint(request: Request) -> Response:
+            now = self.now()
+            self.stats.record(name, now)
+            try:
+                self._authorize(request)
+            except SimError as err:
+                self.stats.unauthorized += 1
+                self.stats.statuses[err.status] += 1
+                return _json(
+                    err.status, err.body(), {"x-request-id": "req_" + secrets.token_hex(16)}
+                )
+            headers = self._headers(now)
+            try:
+                self._admit(now)
+                drop = await self._inject_faults()
+                body, job = await handler(request, now)
+            except SimError as err:
+                self.stats.statuses[err.status] += 1
+                return _json(err.status, err.body(), headers | err.headers)
+            self.stats.statuses[200] += 1
+            pa = self.scenario.poll_after_ms
+            if poll and pa is not None and job is not None:
+                headers["openai-poll-after-ms"] = str(round(pa * self.scenario.time_scale))
+            if drop:
+                return _DropResponse(headers=headers)
+            return _json(200, body, headers)
+
+        return endpoint
+
+    def _authorize(self, request: Request) -> None:
+        auth = request.headers.get("authorization", "")
+        key = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        if not key:
+            raise SimError(
+                401,
+                "You didn't provide an API key. You need to provide your API key in an "
+                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+            )
+        expected = self.scenario.api_key
+        if expected is not None and not secrets.compare_digest(key, expected):
+            shown = f"{key[:3]}***{key[-4:]}" if len(key) > 8 else "***"
+            raise SimError(
+                401,
+                f"Incorrect API key provided: {shown}. You can find your API key at "
+                "https://platform.openai.com/account/api-keys.",
+                code="invalid_api_key",
+            )
+
+    def _admit(self, now: float) -> None:
+        adm = self.bucket.admit(now)
+        if adm.admitted:
+            return
+        if adm.storm:
+            self.stats.storm_limited += 1
+        else:
+            self.stats.rate_limited += 1
+        scale = self.scenario.time_scale
+        rpm = self.scenario.quota.rpm
+        headers = {}
+        if self.scenario.quota.retry_after:
+            real = adm.retry_after * scale
+            headers = {
+                "retry-after-ms": str(math.ceil(real * 1000)),
+                "retry-after": str(math.ceil(real)),
+            }
+        raise SimError(
+            429,
+            f"Rate limit reached for default-model in organization org-sim on requests per min "
+            f"(RPM): Limit {round(rpm / scale)}, Used {round(rpm / scale)}, Requested 1. "
+            f"Please try again in {go_duration(adm.retry_after * scale)}.",
+            type="requests",
+            code="rate_limit_exceeded",
+            headers=headers,
+        )
+
+    async def _inject_faults(self) -> bool:
+        """Fail, slow down or mark for dropping a fraction of requests, as the scenario says."""
+        f = self.scenario.faults
+        roll = self.faults_rng.random()
+        if roll < f.error_500:
+            self.stats.faults["error_500"] += 1
+            raise SimError(
+                500, "The server had an error while processing your request.", type="server_error"
+            )
+        if roll < f.error_500 + f.error_503:
+            self.stats.faults["error_503"] += 1
+            raise SimError(
+                503,
+                "The engine is currently overloaded, please try again later.",
+                type="server_error",
+            )
+        if f.slow and self.faults_rng.random() < f.slow:
+            self.stats.faults["slow"] += 1
+            await asyncio.sleep(f.slow_delay.draw(self.faults_rng) * self.scenario.time_scale)
+        drop = roll < f.error_500 + f.error_503 + f.drop
+        if drop:
+            self.stats.faults["drop"] += 1
+        return drop
+
+    async def _http_error(self, request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 405:
+            msg = f"Invalid method for URL ({request.method} {request.url.path})."
+        else:
+            msg = f"Invalid URL ({request.method} {request.url.path})."
+        return _json(exc.status_code, SimError(exc.status_code, msg).body(), {})
+
+    # routes
+
+    def _routes(self) -> list[Route]:
+        r, a = self.responses_handlers(), self.assistants_handlers()
+        run = "/v1/threads/{tid}/runs/{rid}"
+        table: list[tuple[str, str, str, Handler]] = [
+            ("POST", "/v1/responses", "responses.create", r["create"]),
+            ("GET", "/v1/responses/{id}", "responses.retrieve", r["retrieve"]),
+            ("POST", "/v1/responses/{id}/cancel", "responses.cancel", r["cancel"]),
+            ("POST", "/v1/threads", "threads.create", a["create_thread"]),
+            ("POST", "/v1/threads/runs", "threads.create_and_run", a["create_and_run"]),
+            ("GET", "/v1/threads/{tid}", "threads.retrieve", a["retrieve_thread"]),
+            ("POST", "/v1/threads/{tid}/messages", "messages.create", a["create_message"]),
+            ("GET", "/v1/threads/{tid}/messages", "messages.list", a["list_messages"]),
+            ("POST", "/v1/threads/{tid}/runs", "runs.create", a["create_run"]),
+            ("GET", run, "runs.retrieve", a["retrieve_run"]),
+            ("POST", run + "/submit_tool_outputs", "runs.submit_tool_outputs", a["submit"]),
+            ("POST", run + "/cancel", "runs.cancel", a["cancel_run"]),
+        ]
+        routes = [
+            Route(path, self._endpoint(name, handler, poll=name.endswith(".retrieve")), methods=[m])
+            for m, path, name, handler in table
+        ]
+        return [
+            *routes,
+            Route("/_sim/stats", self._stats_endpoint, methods=["GET"]),
+            Route("/_sim/reset", self._reset_endpoint, methods=["POST"]),
+        ]
+
+    def responses_handlers(self) -> dict[str, Handler]:
+        """Return the Responses handlers keyed by operation."""
+        # Handlers read self.responses on each call so that reset() swaps the store under them.
+
+        async def create(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
+            return self.responses.create(await _body(req), now), None
+
+        async def retrieve(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
+            return self.responses.retrieve(req.path_params["id"], now)
+
+        async def cancel(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
+            return self.responses.cancel(req.path_params["id"], now), None
+
+        return {"create": create, "retrieve": retrieve, "cancel": cancel}
+
+    def assistants_handlers(self) -> dict[str, Handler]:
+        """Return the Assistants handlers keyed by operation."""
+
+        def s() -> AssistantStore:
+            return self.assistants
+
+        async def create_thread(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
+            return s().create_thread(await _body(req, allow_empty=True), now), None
+
+        async def create_and_run(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
+            return s().create_thread_and_run(await _body(req), now), None
+
+        async def retrieve_thread(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
+            return s().retrieve_thread(req.path_params["tid"]), None
+
+        async def create_message(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
+            return s().create_message(req.path_params["tid"], await _body(req), now), None
+
+        async def list_messages(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
+            return s().list_messages(req.path_params["tid"], dict(req.query_params), now), None
+
+        async def create_run(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
+            return s().create_run(req.path_params["tid"], await _body(req), now), None
+
+        async def retrieve_run(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
+            return s().retrieve_run(req.path_params["tid"], req.path_params["rid"], now)
+
+        async def submit(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
+            p = req.path_params
+            return s().submit_tool_outputs(p["tid"], p["rid"], await _body(req), now), None
+
+        async def cancel_run(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
+            return s().cancel_run(req.path_params["tid"], req.path_params["rid"], now), None
+
+        return {
+            "create_thread": create_thread,
+            "create_and_run": create_and_run,
+            "retrieve_thread": retrieve_thread,
+            "create_message": create_message,
+            "list_messages": list_messages,
+            "create_run": create_run,
+            "retrieve_run": retrieve_run,
+            "submit": submit,
+            "cancel_run": cancel_run,
+        }
+
+    async def _stats_endpoint(self, request: Request) -> Response:
+        per_run = request.query_params.get("runs") in ("1", "true")
+        return JSONResponse(self.snapshot(per_run))
+
+    async def _reset_endpoint(self, request: Request) -> Response:
+        raw = await request.body()
+        try:
+            spec = json.loads(raw) if raw.strip() else {}
+            scenario = load_scenario(spec["scenario"]) if "scenario" in spec else None
+            if scenario is None and "seed" in spec:
+                scenario = self.scenario.replace(seed=spec["seed"])
+        except (ValueError, TypeError, KeyError) as exc:
+            return _json(400, SimError(400, f"Invalid reset: {exc}").body(), {})
+        self.reset(scenario)
+        return JSONResponse({"reset": True, "scenario": self.scenario.name})
+
+
+async def _body(request: Request, allow_empty: bool = False) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip() and allow_empty:
+        return {}
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise SimError(
+            400,
+            "We could not parse the JSON body of your request. (HINT: This likely means you "
+            "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload.)",
+        ) from None
+    if not isinstance(data, dict):
+        raise SimError(400, "The request body must be a JSON object.")
+    return data
+
+
+def create_app(scenario: str | Scenario | dict[str, Any] = "ample") -> SimApp:
+    """Return a simulator as an ASGI app (mount it, or use it with ``httpx2.ASGITransport``)."""
+    return SimApp(scenario)

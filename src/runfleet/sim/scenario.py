@@ -1,0 +1,239 @@
+"""Scenarios: what the simulated account looks like (run times, outcomes, quota, faults).
+
+A scenario is data, so users can describe their own workload in a JSON file and get the same
+behaviour every time from its seed. Validation is strict because a misspelt key that silently
+falls back to a default would make a benchmark measure something else than the user believes.
+All durations are in scenario seconds; ``time_scale`` maps them onto real seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "BUILTIN_SCENARIOS",
+    "Dist",
+    "Faults",
+    "Lifecycle",
+    "Outcomes",
+    "Quota",
+    "Scenario",
+    "ScenarioError",
+    "Stalls",
+    "Storms",
+    "Tools",
+    "load_scenario",
+]
+
+BUILTIN_SCENARIOS = ("ample", "faulty", "tight", "tools")
+
+
+class ScenarioError(ValueError):
+    """Raised when a scenario names an unknown key or holds an impossible value."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Dist(_Strict):
+    """A duration distribution: ``fixed`` value, ``lognormal`` (median, sigma) or ``uniform``."""
+
+    dist: Literal["fixed", "lognormal", "uniform"] = "fixed"
+    value: float = Field(default=0.0, ge=0)
+    median: float = Field(default=1.0, gt=0)
+    sigma: float = Field(default=0.0, ge=0, le=5)
+    low: float = Field(default=0.0, ge=0)
+    high: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _number_is_fixed(cls, data: Any) -> Any:
+        # A bare number is the common case; accepting it keeps scenario files short.
+        if isinstance(data, int | float) and not isinstance(data, bool):
+            return {"dist": "fixed", "value": data}
+        return data
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Dist:
+        if self.dist == "uniform" and self.high < self.low:
+            raise ValueError(f"uniform high ({self.high:g}) is below low ({self.low:g})")
+        return self
+
+    def draw(self, rng: random.Random) -> float:
+        """Draw one value from the injected RNG so a seed reproduces a whole scenario."""
+        if self.dist == "fixed":
+            return self.value
+        if self.dist == "uniform":
+            return rng.uniform(self.low, self.high)
+        return self.median * math.exp(rng.gauss(0.0, self.sigma)) if self.sigma else self.median
+
+    @classmethod
+    def fixed(cls, value: float) -> Dist:
+        """Return a distribution that always yields ``value``."""
+        return cls(dist="fixed", value=value)
+
+
+class Lifecycle(_Strict):
+    """How long each phase of a run lasts."""
+
+    queued: Dist = Dist(dist="lognormal", median=0.5, sigma=0.5)
+    in_progress: Dist = Dist(dist="lognormal", median=6.0, sigma=0.5)
+    # After tool outputs arrive, the model works again; usually shorter than the first pass.
+    resume: Dist = Dist(dist="lognormal", median=3.0, sigma=0.5)
+    cancel_delay: Dist = Dist.fixed(0.5)
+    expires_after: float = Field(default=600.0, gt=0)
+    # Background responses are kept only for a while (about 10 min per OpenAI's guide);
+    # null keeps them for the life of the server.
+    response_ttl: float | None = Field(default=None, gt=0)
+
+
+class Outcomes(_Strict):
+    """Probabilities of how a run ends when it does not end ``completed``."""
+
+    failed: float = Field(default=0.0, ge=0, le=1)
+    incomplete: float = Field(default=0.0, ge=0, le=1)
+    rate_limit_share: float = Field(default=0.2, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _sum(self) -> Outcomes:
+        if self.failed + self.incomplete > 1:
+            raise ValueError("failed + incomplete exceeds 1")
+        return self
+
+
+class Tools(_Strict):
+    """How often runs ask for tools, and the shape of those rounds."""
+
+    probability: float = Field(default=0.0, ge=0, le=1)
+    rounds: Dist = Dist(dist="uniform", low=1, high=3)
+    calls_per_round: Dist = Dist(dist="uniform", low=1, high=2)
+    # Names used when the request declares no function tools of its own.
+    names: tuple[str, ...] = ("get_weather",)
+    # After outputs are submitted, the run may still show the same requires_action for a while.
+    submit_lag: Dist = Dist.fixed(0.0)
+
+
+class Stalls(_Strict):
+    """Runs that stay ``queued`` far beyond the usual, as users observe on the live API."""
+
+    probability: float = Field(default=0.0, ge=0, le=1)
+    queued: Dist = Dist.fixed(300.0)
+
+
+class Quota(_Strict):
+    """The account's request limit, enforced as a token bucket over ``window`` seconds.
+
+    A window below 60 s is OpenAI's sub-minute enforcement: 600 RPM with a 1 s window admits
+    at most 10 requests in any second, not 600 at once.
+    """
+
+    rpm: float = Field(default=10_000.0, gt=0)
+    window: float = Field(default=60.0, gt=0, le=60)
+    retry_after: bool = True
+    # Whether requests refused with 429 still count in the window (OpenAI says failed
+    # requests count); off by default so a client that backs off recovers at once.
+    count_rejected: bool = False
+
+
+class Storms(_Strict):
+    """Periods in which every request gets a 429 whatever the quota says."""
+
+    every: float = Field(default=0.0, ge=0)
+    duration: float = Field(default=0.0, ge=0)
+
+
+class Faults(_Strict):
+    """Injected failures, each a fraction of API requests."""
+
+    error_500: float = Field(default=0.0, ge=0, le=1)
+    error_503: float = Field(default=0.0, ge=0, le=1)
+    slow: float = Field(default=0.0, ge=0, le=1)
+    slow_delay: Dist = Dist.fixed(2.0)
+    # The request is applied, then the connection closes before the body is sent: the
+    # client cannot know whether a create happened (why the SDK's retries are dangerous).
+    drop: float = Field(default=0.0, ge=0, le=1)
+    storms: Storms = Storms()
+
+    @model_validator(mode="after")
+    def _sum(self) -> Faults:
+        if self.error_500 + self.error_503 + self.drop > 1:
+            raise ValueError("error_500 + error_503 + drop exceeds 1")
+        return self
+
+
+class Scenario(_Strict):
+    """Everything the simulator needs to behave like one kind of account and workload."""
+
+    name: str = "custom"
+    description: str = ""
+    seed: int = 0
+    time_scale: float = Field(default=1.0, gt=0)
+    api_key: str | None = None
+    lifecycle: Lifecycle = Lifecycle()
+    outcomes: Outcomes = Outcomes()
+    tools: Tools = Tools()
+    stalls: Stalls = Stalls()
+    quota: Quota = Quota()
+    poll_after_ms: float | None = Field(default=None, ge=0)
+    faults: Faults = Faults()
+    reply: str = "Simulated reply to: {prompt}"
+
+    def replace(self, **changes: Any) -> Scenario:
+        """Return a copy with top-level fields changed, validated like a file would be."""
+        return _validate({**self.model_dump(), **changes}, self.name)
+
+
+def _validate(data: Any, source: str) -> Scenario:
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise ScenarioError(_one_line(exc, source)) from None
+
+
+def _one_line(exc: ValidationError, source: str) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+    if err["type"] == "extra_forbidden":
+        return f"scenario {source}: unknown key {where!r}"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"scenario {source}: {where or 'top level'}: {msg}"
+
+
+def load_scenario(spec: str | Path | dict[str, Any] | Scenario) -> Scenario:
+    """Return a scenario from a built-in name, a JSON file path or a dict.
+
+    Raises:
+        ScenarioError: the name is unknown, the file unreadable, or a value impossible;
+            the message is one line naming the offending key.
+    """
+    if isinstance(spec, Scenario):
+        return spec
+    if isinstance(spec, dict):
+        return _validate(spec, "<dict>")
+    text = str(spec)
+    if text in BUILTIN_SCENARIOS:
+        raw = resources.files("runfleet.sim").joinpath(f"scenarios/{text}.json").read_text()
+        return _validate(json.loads(raw), text)
+    path = Path(text)
+    if not path.suffix and not path.exists():
+        raise ScenarioError(
+            f"scenario {text!r}: not a built-in ({', '.join(BUILTIN_SCENARIOS)}) nor a file"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ScenarioError(f"scenario {text}: cannot read: {exc.strerror}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ScenarioError(f"scenario {text}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ScenarioError(f"scenario {text}: the top level must be a JSON object")
+    data.setdefault("name", path.stem)
+    return _validate(data, text)

@@ -1,0 +1,123 @@
+"""Serve the simulator over real HTTP on loopback, from tests, benchmarks or the CLI."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import uvicorn
+
+from .app import DroppedConnection, SimApp
+from .scenario import Scenario, load_scenario
+
+__all__ = ["SimServer", "serve"]
+
+
+class _HideDrops(logging.Filter):
+    """Keep injected connection drops out of uvicorn's error log: they are the point."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, DroppedConnection)
+
+
+_HIDE_DROPS = _HideDrops()
+
+
+@dataclass(frozen=True)
+class SimServer:
+    """A running simulator: where to point a client, and the app for stats and resets."""
+
+    app: SimApp
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        """Return the server's root URL."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """Return the URL to give the SDK as ``base_url`` (or ``OPENAI_BASE_URL``)."""
+        return f"{self.url}/v1"
+
+    def stats(self, per_run: bool = False) -> dict[str, Any]:
+        """Return what ``GET /_sim/stats`` returns, without a request."""
+        return self.app.snapshot(per_run)
+
+    def reset(self, scenario: str | Path | Scenario | None = None) -> None:
+        """Forget all runs and counters, optionally switching scenario."""
+        self.app.reset(load_scenario(scenario) if scenario is not None else None)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    scenario: str | Path | Scenario | dict[str, Any] = "ample",
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    time_scale: float | None = None,
+    seed: int | None = None,
+    api_key: str | None = None,
+    log_level: str = "warning",
+) -> AsyncIterator[SimServer]:
+    """Run the simulator on loopback for the duration of the block.
+
+    Port 0 picks a free port. ``time_scale`` multiplies every scenario duration (0.01 runs the
+    scenario 100 times faster). Example::
+
+        async with serve("tight", time_scale=0.05) as sim:
+            client = AsyncOpenAI(base_url=sim.base_url, api_key="sk-sim")
+    """
+    sc = load_scenario(scenario)
+    changes: dict[str, Any] = {}
+    if time_scale is not None:
+        changes["time_scale"] = time_scale
+    if seed is not None:
+        changes["seed"] = seed
+    if api_key is not None:
+        changes["api_key"] = api_key
+    if changes:
+        sc = sc.replace(**changes)
+    app = SimApp(sc)
+    sock = _bind(host, port)
+    config = uvicorn.Config(
+        app, log_level=log_level, lifespan="off", access_log=False, timeout_graceful_shutdown=1
+    )
+    server = uvicorn.Server(config)
+    logging.getLogger("uvicorn.error").addFilter(_HIDE_DROPS)
+    try:
+        # startup/main_loop/shutdown rather than serve(): serve() takes over SIGINT, which is
+        # not ours to take inside someone else's program or test run.
+        config.load()
+        server.lifespan = config.lifespan_class(config)
+        await server.startup(sockets=[sock])
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.main_loop)
+            try:
+                yield SimServer(app, host, sock.getsockname()[1])
+            finally:
+                server.should_exit = True
+        await server.shutdown(sockets=[sock])
+    finally:
+        sock.close()

@@ -1,0 +1,91 @@
+"""What the simulator saw, reported out of band so benchmarks judge every client by one clock."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from .lifecycle import Job
+from .ratelimit import PeakWindow
+
+__all__ = ["SimStats", "percentile"]
+
+
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    """Return the q-quantile (0..1) by nearest rank, or None for no values."""
+    if not sorted_values:
+        return None
+    idx = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[idx]
+
+
+class SimStats:
+    """Counters of API requests by endpoint and outcome, faults injected and 429s caused."""
+
+    def __init__(self) -> None:
+        self.requests: Counter[str] = Counter()
+        self.statuses: Counter[int] = Counter()
+        self.faults: Counter[str] = Counter()
+        self.rate_limited = 0
+        self.storm_limited = 0
+        self.unauthorized = 0
+        self.peak = PeakWindow(60.0)
+
+    def record(self, endpoint: str, now: float) -> None:
+        """Count one API request as it arrives."""
+        self.requests[endpoint] += 1
+        self.peak.record(now)
+
+    def snapshot(
+        self,
+        now: float,
+        *,
+        scenario: str,
+        time_scale: float,
+        rpm: float,
+        responses: Iterable[Job],
+        runs: Iterable[Job],
+        per_run: bool = False,
+    ) -> dict[str, Any]:
+        """Return every figure as JSON-ready data; times in scenario seconds."""
+        kinds = {"responses": list(responses), "runs": list(runs)}
+        out: dict[str, Any] = {
+            "scenario": scenario,
+            "time_scale": time_scale,
+            "now": now,
+            "requests": dict(sorted(self.requests.items())),
+            "requests_total": sum(self.requests.values()),
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "rate_limited": self.rate_limited,
+            "storm_limited": self.storm_limited,
+            "unauthorized": self.unauthorized,
+            "faults": dict(sorted(self.faults.items())),
+            "peak_window": {"seconds": self.peak.length, "peak": self.peak.peak, "quota": rpm},
+        }
+        for name, jobs in kinds.items():
+            by_status: Counter[str] = Counter(job.status_at(now)[0].value for job in jobs)
+            lat = sorted(x for job in jobs for x in job.latencies)
+            out[name] = {
+                "total": len(jobs),
+                "by_status": dict(sorted(by_status.items())),
+                "retrieves": sum(job.retrieves for job in jobs),
+                "detection": {
+                    "count": len(lat),
+                    "p50": percentile(lat, 0.5),
+                    "p95": percentile(lat, 0.95),
+                    "max": lat[-1] if lat else None,
+                    "mean": sum(lat) / len(lat) if lat else None,
+                },
+            }
+            if per_run:
+                out[name]["items"] = [
+                    {
+                        "id": job.id,
+                        "status": job.status_at(now)[0].value,
+                        "retrieves": job.retrieves,
+                        "latencies": job.latencies,
+                    }
+                    for job in jobs
+                ]
+        return out
