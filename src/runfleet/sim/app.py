@@ -42,14 +42,18 @@ class DroppedConnection(Exception):
 
 
 class _DropResponse(Response):
+    """Send the head (with the full body's content-length), then fail instead of the body."""
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         raise DroppedConnection("connection dropped by the simulator's fault injection")
 
 
-def _json(status: int, body: dict[str, Any], headers: dict[str, str]) -> Response:
+def _json(
+    status: int, body: dict[str, Any], headers: dict[str, str], cls: type[Response] = Response
+) -> Response:
     data = json.dumps(body, separators=(",", ":")).encode()
-    return Response(data, status, headers, media_type="application/json")
+    return cls(data, status, headers, media_type="application/json")
 
 
 class SimApp:
@@ -139,9 +143,14 @@ class SimApp:
                 return _json(
                     err.status, err.body(), {"x-request-id": "req_" + secrets.token_hex(16)}
                 )
-            headers = self._headers(now)
             try:
                 self._admit(now)
+            except SimError as err:
+                self.stats.statuses[err.status] += 1
+                return _json(err.status, err.body(), self._headers(now) | err.headers)
+            # Read after admission, so remaining counts the request being answered.
+            headers = self._headers(now)
+            try:
                 drop = await self._inject_faults()
                 body, job = await handler(request, now)
             except SimError as err:
@@ -151,9 +160,7 @@ class SimApp:
             pa = self.scenario.poll_after_ms
             if poll and pa is not None and job is not None:
                 headers["openai-poll-after-ms"] = str(round(pa * self.scenario.time_scale))
-            if drop:
-                return _DropResponse(headers=headers)
-            return _json(200, body, headers)
+            return _json(200, body, headers, _DropResponse if drop else Response)
 
         return endpoint
 

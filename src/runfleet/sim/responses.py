@@ -85,7 +85,13 @@ class ResponseStore:
                     param="input",
                 )  # fmt: skip
             return None
-        prev = self._get(str(prev_id), now, param="previous_response_id")
+        try:
+            prev = self._get(str(prev_id), now)
+        except SimError:
+            raise SimError(
+                400, f"Previous response with id '{prev_id}' not found.",
+                param="previous_response_id", code="previous_response_not_found",
+            ) from None  # fmt: skip
         status, _ = prev.job.status_at(now)
         if status not in TERMINAL:
             raise SimError(
@@ -106,14 +112,14 @@ class ResponseStore:
             )
         return prev if pending else None
 
-    def _get(self, ident: str, now: float, param: str | None = None) -> _Response:
+    def _get(self, ident: str, now: float) -> _Response:
         resp = self.items.get(ident)
         if resp is None:
-            raise not_found("response", ident, param)
+            raise not_found("response", ident)
         ttl = self.world.scenario.lifecycle.response_ttl
         if ttl is not None and now > resp.job.created + ttl:
             del self.items[ident]
-            raise not_found("response", ident, param)
+            raise not_found("response", ident)
         return resp
 
     def retrieve(self, ident: str, now: float) -> tuple[dict[str, Any], Job]:

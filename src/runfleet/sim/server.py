@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import anyio
 import uvicorn
 
 from .app import DroppedConnection, SimApp
 from .scenario import Scenario, load_scenario
 
-__all__ = ["SimServer", "serve"]
+__all__ = ["SimServer", "run", "serve"]
 
 
 class _HideDrops(logging.Filter):
@@ -107,17 +107,54 @@ async def serve(
     server = uvicorn.Server(config)
     logging.getLogger("uvicorn.error").addFilter(_HIDE_DROPS)
     try:
-        # startup/main_loop/shutdown rather than serve(): serve() takes over SIGINT, which is
-        # not ours to take inside someone else's program or test run.
+        # startup/shutdown rather than serve(): serve() takes over SIGINT, which is not ours
+        # to take inside someone else's program or test run. Its main loop only refreshes the
+        # Date header, so the block's exceptions need no task group to wrap them.
         config.load()
         server.lifespan = config.lifespan_class(config)
         await server.startup(sockets=[sock])
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.main_loop)
-            try:
-                yield SimServer(app, host, sock.getsockname()[1])
-            finally:
-                server.should_exit = True
-        await server.shutdown(sockets=[sock])
+        try:
+            yield SimServer(app, host, sock.getsockname()[1])
+        finally:
+            await server.shutdown(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def run(
+    scenario: str | Path | Scenario = "ample",
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8787,
+    time_scale: float | None = None,
+    seed: int | None = None,
+    api_key: str | None = None,
+    log_level: str = "warning",
+    announce: Callable[[str], None] = print,
+) -> None:
+    """Serve the simulator in the foreground until Ctrl-C (what ``runfleet sim`` does).
+
+    Raises:
+        ScenarioError: the scenario is unknown or invalid (before anything listens).
+        OSError: the address cannot be bound.
+    """
+    sc = load_scenario(scenario)
+    changes = {
+        k: v
+        for k, v in {"time_scale": time_scale, "seed": seed, "api_key": api_key}.items()
+        if v is not None
+    }
+    sc = sc.replace(**changes) if changes else sc
+    sock = _bind(host, port)
+    config = uvicorn.Config(SimApp(sc), log_level=log_level, lifespan="off", access_log=False)
+    logging.getLogger("uvicorn.error").addFilter(_HIDE_DROPS)
+    base = f"http://{host}:{sock.getsockname()[1]}/v1"
+    announce(
+        f"runfleet sim: scenario {sc.name!r} (time scale {sc.time_scale:g}) on {base}\n"
+        f"  export OPENAI_BASE_URL={base} OPENAI_API_KEY={sc.api_key or 'sk-sim'}\n"
+        f"  stats: GET {base.removesuffix('/v1')}/_sim/stats   reset: POST .../_sim/reset"
+    )
+    try:
+        asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
     finally:
         sock.close()

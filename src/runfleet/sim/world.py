@@ -57,9 +57,9 @@ class SimError(Exception):
         }
 
 
-def not_found(what: str, ident: str, param: str | None = None) -> SimError:
+def not_found(what: str, ident: str) -> SimError:
     """Return the 404 OpenAI answers for an unknown id."""
-    return SimError(404, f"No {what} found with id '{ident}'.", param=param)
+    return SimError(404, f"No {what} found with id '{ident}'.")
 
 
 class World:

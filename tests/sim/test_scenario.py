@@ -1,0 +1,109 @@
+"""Scenarios load strictly: a typo or an impossible value is one clear line, never a default."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from runfleet.sim.scenario import BUILTIN_SCENARIOS, Dist, ScenarioError, load_scenario
+
+
+@pytest.mark.parametrize("name", BUILTIN_SCENARIOS)
+def test_builtin_scenarios_load_and_are_named(name: str) -> None:
+    sc = load_scenario(name)
+    assert sc.name == name
+    assert sc.description
+
+
+def test_tight_is_enforced_per_second_and_ample_is_not() -> None:
+    assert load_scenario("tight").quota.window == 1
+    assert load_scenario("ample").quota.rpm > 10 * load_scenario("tight").quota.rpm
+
+
+def test_file_scenario_takes_its_name_from_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"quota": {"rpm": 60}, "lifecycle": {"in_progress": 2.5}}))
+    sc = load_scenario(path)
+    assert sc.name == "mine"
+    assert sc.quota.rpm == 60
+    assert sc.lifecycle.in_progress.draw(random.Random(0)) == 2.5
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"quota": {"rpn": 5}}, "unknown key 'quota.rpn'"),
+        ({"lifecycle": {"queud": 1}}, "unknown key 'lifecycle.queud'"),
+        ({"quota": {"rpm": 0}}, "quota.rpm: Input should be greater than 0"),
+        (
+            {"faults": {"error_500": 1.5}},
+            "faults.error_500: Input should be less than or equal to 1",
+        ),
+        ({"lifecycle": {"queued": {"dist": "gamma"}}}, "lifecycle.queued.dist"),
+        ({"lifecycle": {"queued": {"dist": "uniform", "low": 3, "high": 1}}}, "below low"),
+        ({"outcomes": {"failed": 0.7, "incomplete": 0.5}}, "failed + incomplete exceeds 1"),
+        ({"time_scale": -1}, "time_scale"),
+    ],
+)
+def test_bad_scenario_is_one_line_naming_the_key(
+    tmp_path: Path, data: dict[str, object], message: str
+) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    text = str(info.value)
+    assert message in text
+    assert "\n" not in text
+    assert text.startswith(f"scenario {path}")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"{not json", "not valid JSON"), (b"[1, 2]", "must be a JSON object"), (b"\xff\xfe", "JSON")],
+)
+def test_unreadable_scenario_file_is_one_line(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "broken.json"
+    path.write_bytes(content)
+    with pytest.raises(ScenarioError, match=message):
+        load_scenario(path)
+
+
+def test_unknown_name_lists_the_builtins() -> None:
+    with pytest.raises(ScenarioError, match="not a built-in \\(ample, faulty, tight, tools\\)"):
+        load_scenario("amply")
+
+
+def test_missing_file_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError, match="cannot read"):
+        load_scenario(tmp_path / "nope.json")
+
+
+def test_replace_validates_like_a_file() -> None:
+    sc = load_scenario("ample")
+    assert sc.replace(time_scale=0.5).time_scale == 0.5
+    with pytest.raises(ScenarioError, match="time_scale"):
+        sc.replace(time_scale=0)
+
+
+def test_lognormal_draws_centre_on_the_median() -> None:
+    d = Dist(dist="lognormal", median=8.0, sigma=0.5)
+    rng = random.Random(1)
+    draws = sorted(d.draw(rng) for _ in range(4001))
+    assert 7.5 < draws[2000] < 8.5
+    assert all(x > 0 for x in draws)
+
+
+def test_uniform_draws_stay_in_bounds() -> None:
+    d = Dist(dist="uniform", low=1, high=3)
+    rng = random.Random(2)
+    assert all(1 <= d.draw(rng) <= 3 for _ in range(1000))
+
+
+def test_same_seed_draws_the_same_values() -> None:
+    d = Dist(dist="lognormal", median=2, sigma=1)
+    a, b = random.Random(5), random.Random(5)
+    assert [d.draw(a) for _ in range(10)] == [d.draw(b) for _ in range(10)]
