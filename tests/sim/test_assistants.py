@@ -97,7 +97,8 @@ async def test_tool_rounds_then_completion(start_sim: StartSim) -> None:
 
 
 async def test_tool_outputs_must_match_the_pending_calls(start_sim: StartSim) -> None:
-    async with start_sim(TOOLS, time_scale=0.005) as sim, sdk(sim) as client:
+    slow = {**TOOLS, "lifecycle": {"queued": 10.0, "in_progress": 10.0}}  # 100 ms to look
+    async with start_sim(slow, time_scale=0.005) as sim, sdk(sim) as client:
         run = await client.beta.threads.create_and_run(assistant_id="asst_1")
         with pytest.raises(openai.BadRequestError, match="do not accept tool outputs"):
             await client.beta.threads.runs.submit_tool_outputs(
@@ -168,7 +169,7 @@ async def test_unanswered_requires_action_expires(start_sim: StartSim) -> None:
 
 
 async def test_cancel_goes_through_cancelling(start_sim: StartSim) -> None:
-    scenario = {**FAST, "lifecycle": {**FAST["lifecycle"], "cancel_delay": 1.0}}
+    scenario = {"lifecycle": {"queued": 100.0, "cancel_delay": 1.0}}
     async with start_sim(scenario, time_scale=0.005) as sim, sdk(sim) as client:
         run = await client.beta.threads.create_and_run(assistant_id="a")
         cancelling = await client.beta.threads.runs.cancel(run.id, thread_id=run.thread_id)

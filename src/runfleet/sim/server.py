@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import socket
@@ -60,6 +59,9 @@ class SimServer:
 def _bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit this on Linux; uvloop does not set it on sockets it is
+    # handed, and without it Nagle and delayed ACKs add 40 ms to every keep-alive request.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
@@ -155,6 +157,7 @@ def run(
         f"  stats: GET {base.removesuffix('/v1')}/_sim/stats   reset: POST .../_sim/reset"
     )
     try:
-        asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
+        # Server.run picks uvloop when it is installed: about a third more requests per second.
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
