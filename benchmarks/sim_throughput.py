@@ -119,9 +119,8 @@ async def main() -> None:
             v for k, v in after["responses"]["by_status"].items() if k in ("queued", "in_progress")
         )
         lat.sort()
-        print(
-            f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-        )
+        machine = f"{platform.machine()}, {os.cpu_count()} cores"
+        print(f"machine: {machine}, Python {platform.python_version()}")
         print(
             f"created {args.runs} runs in {create_s:.1f} s ({args.runs / create_s:.0f} creates/s)"
         )
