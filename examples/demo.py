@@ -24,7 +24,10 @@ TOOL = {"type": "function", "name": "get_weather", "parameters": {"type": "objec
 
 async def poll_response(client: AsyncOpenAI, prompt: str) -> str:
     resp = await client.responses.create(
-        model="gpt-5-mini", input=prompt, background=True, tools=[TOOL]  # type: ignore[list-item]
+        model="gpt-5-mini",
+        input=prompt,
+        background=True,
+        tools=[TOOL],  # type: ignore[list-item]
     )
     while True:
         await asyncio.sleep(0.5)

@@ -10,6 +10,7 @@
     │   ├── RunTimeout            the fleet's deadline passed (also a TimeoutError)
     │   ├── RunIncomplete         ended ``incomplete`` (reason)
     │   ├── RunNotFound           the server does not know the id (404)
+    │   ├── RunRejected           the server refused to start it (4xx on create)
     │   └── ToolError             a tool call failed and policy fails the run
     ├── QuotaError                the request quota cannot be spent
     │   └── QuotaExhausted        429s persisted past the fleet's patience
@@ -30,6 +31,7 @@ __all__ = [
     "RunFailed",
     "RunIncomplete",
     "RunNotFound",
+    "RunRejected",
     "RunTimeout",
     "RunfleetError",
     "ToolError",
@@ -95,6 +97,14 @@ class RunNotFound(RunError):
 
     def __init__(self, run_id: str) -> None:
         super().__init__(run_id, "not found on the server")
+
+
+class RunRejected(RunError):
+    """Raised when the server refused to start a run (a 4xx answer to the create request)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__("-", f"refused to start (HTTP {status}): {message}")
 
 
 class ToolError(RunError):

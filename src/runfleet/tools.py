@@ -1,15 +1,13 @@
 """Tool handlers by function name, and the round that answers a run's tool calls.
 
-A run that needs the client stops with a batch of tool calls (a Responses ``function_call``
-round or an Assistants ``required_action``). The fleet hands that batch to
-:meth:`ToolRegistry.run_round`, which answers every call concurrently and returns one output
-per call, in call order. Nothing a handler does can crash the caller: an exception, a timeout,
-bad arguments or an unknown name become an error output the model can read (or, by policy, a
-:class:`~runfleet.errors.ToolError` that fails the run). Cancellation is never swallowed.
+A run that needs the client stops with a batch of calls (a Responses ``function_call`` round or
+an Assistants ``required_action``); :meth:`ToolRegistry.run_round` answers them concurrently,
+one output per call, in call order. Nothing a handler does crashes the caller: an exception, a
+timeout, bad arguments or an unknown name become an error output the model can read (or, by
+policy, a :class:`~runfleet.errors.ToolError`). Cancellation is never swallowed.
 
-Schemas come from pydantic: the signature becomes a model (``pydantic.create_model``), its
-JSON schema is the tool's ``parameters``, and the same model validates and coerces the
-arguments the model sent. Strict schemas reuse the SDK's own ``to_strict_json_schema``.
+Schemas come from pydantic: the signature becomes a model whose JSON schema is ``parameters``
+and which validates the arguments; strict schemas reuse the SDK's ``to_strict_json_schema``.
 """
 
 from __future__ import annotations
@@ -179,20 +177,19 @@ def tool(
 ) -> Tool[P, R] | Callable[[Callable[P, R]], Tool[P, R]]:
     """Make a function (async, or sync to run in a worker thread) a tool the model can call.
 
-    Every parameter needs a type annotation pydantic understands; ``Annotated[...,
-    pydantic.Field(description=...)]`` documents one. The docstring is the description.
+    Every parameter needs a type annotation pydantic understands; document one with
+    ``Annotated[str, pydantic.Field(description=...)]``.
 
     Args:
         name: the function name the model sees (default: the function's ``__name__``).
         description: what the model reads to choose the tool (default: the docstring).
         timeout: seconds one call may take (default: the registry's timeout).
-        strict: ask the platform to guarantee arguments match the schema. Every parameter
-            then becomes required (defaults are only mentioned in the description) and
-            free-form mappings such as ``dict[str, int]`` are refused.
+        strict: have the platform guarantee arguments match the schema; every parameter is
+            then required (defaults become hints) and ``dict[str, X]`` is refused.
 
     Raises:
-        TypeError: a parameter is variadic, positional-only or unannotated, or the
-            signature cannot be described in strict mode.
+        TypeError: a parameter is variadic, positional-only or unannotated, or (strict) a
+            mapping strict mode cannot describe.
         ValueError: the name breaks OpenAI's rule or the timeout is not positive.
 
     Example::

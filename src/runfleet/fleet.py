@@ -1,0 +1,421 @@
+"""``Fleet``: one object per process that keeps many asynchronous OpenAI runs in flight."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from types import TracebackType
+from typing import Any, Literal
+
+import anyio
+import openai
+import structlog
+from anyio.abc import TaskGroup
+from openai import AsyncOpenAI
+
+from .engine import Engine
+from .errors import AuthError, FleetClosed, RunCancelled, RunfleetError, RunRejected
+from .gate import RequestGate
+from .handle import RunHandle
+from .kinds.assistants import AssistantRunSpec, AssistantsKind
+from .kinds.base import Kind, RunRef
+from .kinds.responses import ResponsesKind, ResponseSpec
+from .learning import PollPolicy, RunTimes
+from .quota import RequestQuota
+from .results import RunResult
+from .stats import FleetStats, StatsCollector
+from .tools import OnToolError, ToolRegistry
+
+__all__ = ["Fleet"]
+
+log = structlog.get_logger("runfleet")
+Spec = ResponseSpec | AssistantRunSpec
+_UNSET: Any = object()
+
+
+class Fleet:
+    """Keep many background responses and Assistants runs in flight through one poll loop.
+
+    Every request passes one :class:`~runfleet.quota.RequestQuota`, so the account's
+    requests per minute stay under ``rpm`` however many runs are waiting; idle runs cost a
+    heap entry, not a task. Tool calls are answered by the registered tools, once per round.
+
+    The client is copied with ``max_retries=0``: the SDK's own retries would go around the
+    quota, and they repeat POSTs without an idempotency key. The fleet retries instead,
+    through the quota.
+
+    Example::
+
+        async with Fleet(AsyncOpenAI(), rpm=3000, tools=[get_weather]) as fleet:
+            result = await fleet.respond(model="gpt-5-mini", input="Weather in Oslo?")
+            print(result.text, result.figures.polls)
+
+    Args:
+        client: the SDK client; its key is read when it is created.
+        rpm: requests per minute never to exceed in any 60 s window.
+        burst: requests that may go at once (default: one second's share of ``rpm``).
+        tools: tool handlers (``@tool`` functions or plain functions).
+        concurrency: requests in flight at once; keep it at or under the HTTP client's
+            keep-alive pool (100 for the SDK's default client).
+        policy: how polls are spaced (learning, latency target, stall detection).
+        timeout: default total wait per run, after which it is cancelled on the server;
+            None (the default) waits as long as the run lives.
+        on_exit: at the end of ``async with``: ``"wait"`` for every run, ``"cancel"`` them on
+            the server, or ``"detach"`` (leave them running and end their handles).
+        on_stall: a run stuck in ``queued`` is ``"report"``-ed, or cancelled and
+            ``"recreate"``-d once.
+        tool_errors: a failing tool call becomes an error output the model reads
+            (``"reply"``) or fails the run (``"fail"``).
+        tool_timeout: default seconds per tool call.
+        quota: share a quota between fleets (default: a new one of ``rpm``).
+        max_retries: tries per create, submit or fetch on 429, 5xx and network errors.
+        seed: seeds the jitter, for reproducible benchmarks.
+
+    Raises:
+        ValueError: ``rpm``, ``burst`` or ``concurrency`` out of range, or a client without a key.
+    """
+
+    def __init__(
+        self,
+        client: AsyncOpenAI,
+        *,
+        rpm: float,
+        burst: float | None = None,
+        tools: Iterable[Any] = (),
+        concurrency: int = 64,
+        policy: PollPolicy | None = None,
+        timeout: float | None = None,
+        on_exit: Literal["wait", "cancel", "detach"] = "wait",
+        on_stall: Literal["report", "recreate"] = "report",
+        tool_errors: OnToolError = "reply",
+        tool_timeout: float = 60.0,
+        quota: RequestQuota | None = None,
+        max_retries: int = 5,
+        seed: int | None = None,
+    ) -> None:
+        if not isinstance(rpm, int | float) or not rpm > 0 or math.isinf(rpm):
+            raise ValueError(f"rpm must be a positive number, got {rpm!r}")
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be positive or None, got {timeout!r}")
+        if on_exit not in ("wait", "cancel", "detach"):
+            raise ValueError(f"on_exit must be 'wait', 'cancel' or 'detach', not {on_exit!r}")
+        if not getattr(client, "api_key", None):
+            raise ValueError(
+                "the client has no API key: set OPENAI_API_KEY (or pass api_key=) "
+                "before creating it; the key is read when the client is created"
+            )
+        self._client = client.with_options(max_retries=0)
+        self._quota = quota if quota is not None else RequestQuota(rpm, burst=burst)
+        self._stats = StatsCollector()
+        self._tools = ToolRegistry(tools, timeout=tool_timeout, on_error=tool_errors)
+        gate = RequestGate(self._quota, self._stats, concurrency=concurrency)
+        self._kinds: dict[str, Kind] = {
+            "responses": ResponsesKind(self._client, gate),
+            "assistants": AssistantsKind(self._client, gate),
+        }
+        self._engine = Engine(
+            gate=gate,
+            tools=self._tools,
+            times=RunTimes(policy),
+            stats=self._stats,
+            rng=random.Random(seed),
+            key_hint=str(client.api_key)[-4:],
+            on_stall=on_stall,
+            max_retries=max_retries,
+        )
+        self._timeout = timeout
+        self._on_exit = on_exit
+        self._tg: TaskGroup | None = None
+        self._closing = False
+
+    def __repr__(self) -> str:
+        state = "open" if self._tg is not None and not self._closing else "closed"
+        nxt = self._engine.schedule.next_due()
+        poll = f"{max(0.0, nxt - self._engine.now()):.2f}s" if nxt is not None else "-"
+        q = self._quota.stats()
+        return (
+            f"<Fleet {state} in_flight={len(self._engine.runs)} next_poll_in={poll} "
+            f"rpm={self._stats.snapshot(self._engine.now(), {}, None).requests_last_minute}"
+            f"/{q.effective_rpm:g}>"
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Fleet:
+        if self._tg is not None:
+            raise RuntimeError("a Fleet can be entered once")
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        tg.start_soon(self._engine.loop, tg)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._tg is not None
+        self._closing = True
+        engine = self._engine
+        try:
+            if exc is None and self._on_exit == "wait":
+                await engine.drained()
+            elif self._on_exit == "cancel":
+                # Shielded and bounded: even when the block is being cancelled, the runs are.
+                with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                    await engine.cancel_all("fleet closed")
+            reason = "fleet closed" if exc is None else f"fleet closed by {type(exc).__name__}"
+            engine.detach_all(f"{reason}; the run may still be alive on the server")
+        finally:
+            self._tg.cancel_scope.cancel()
+            await self._tg.__aexit__(None, None, None)
+        return None
+
+    def _check_open(self) -> None:
+        if self._tg is None or self._closing:
+            raise FleetClosed("the fleet is not running: use it inside `async with Fleet(...)`")
+        if self._engine.broken is not None:
+            raise self._engine.broken
+
+    # -- starting runs -------------------------------------------------------------------------
+
+    def _with_tools(self, spec: Spec) -> Spec:
+        if spec.tools or not len(self._tools) or not isinstance(spec, ResponseSpec):
+            return spec
+        # Responses need the definitions on every request of a chain; Assistants runs keep
+        # the assistant's own unless the caller passes some.
+        tools = tuple(dict(t) for t in self._tools.definitions("responses"))
+        return ResponseSpec(
+            spec.model, spec.input, spec.instructions, spec.metadata, tools, spec.extra
+        )
+
+    async def submit(
+        self,
+        spec: Spec,
+        *,
+        timeout: float | None = _UNSET,  # noqa: ASYNC109 - the run's deadline, not this call's
+        tag: Any = None,
+    ) -> RunHandle:
+        """Start a run now (its create request passes the quota); return its handle.
+
+        Raises:
+            RunRejected: the server refused the create request (4xx).
+            AuthError: the server refused the key.
+            FleetClosed: the fleet is not running.
+        """
+        handle, refused = await self._start(spec, timeout, tag)
+        if refused is not None:
+            raise refused
+        return handle
+
+    async def _start(
+        self,
+        spec: Spec,
+        timeout: float | None,  # noqa: ASYNC109 - the run's deadline, not this call's
+        tag: Any,
+    ) -> tuple[RunHandle, RunfleetError | None]:
+        """Create and track a run; a refused create ends its handle with the error."""
+        self._check_open()
+        if isinstance(spec, ResponseSpec):
+            kind, learn = self._kinds["responses"], ("responses", spec.model)
+        elif isinstance(spec, AssistantRunSpec):
+            kind, learn = self._kinds["assistants"], ("assistants", spec.assistant_id)
+        else:
+            raise TypeError(
+                f"expected a ResponseSpec or AssistantRunSpec, not {type(spec).__name__}"
+            )
+        spec = self._with_tools(spec)
+        engine = self._engine
+        run = engine.track(
+            kind,
+            spec,
+            RunRef(),
+            learn_key=learn,
+            timeout=self._timeout if timeout is _UNSET else timeout,
+            tag=tag,
+            created=engine.now(),
+        )
+        assert run.handle is not None
+        try:
+            obs = await engine.retrying(run, lambda: kind.start(spec, run.ref))
+        except Exception as exc:
+            error = self._refused(exc)
+            engine.end(run, error)
+            return run.handle, error
+        except BaseException:
+            engine.end(run, RunCancelled(run.ref.id or "-", "submission cancelled"))
+            raise
+        log.debug("run_submitted", run_id=run.ref.id, kind=kind.name)
+        await engine.first(run, obs)
+        return run.handle, None
+
+    def _refused(self, exc: Exception) -> RunfleetError:
+        """Return what the submitter of a refused create sees; a refused key ends every run."""
+        if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+            error = AuthError(exc.status_code, self._engine.key_hint, exc.message)
+            self._engine.fail_all(error)
+            return error
+        if isinstance(exc, RunfleetError):
+            return exc
+        if isinstance(exc, openai.APIStatusError):
+            refused = RunRejected(exc.status_code, exc.message)
+        else:
+            refused = RunRejected(0, f"{type(exc).__name__}: {exc}")
+        refused.__cause__ = exc
+        return refused
+
+    async def submit_response(
+        self,
+        *,
+        model: str,
+        input: Any,
+        instructions: str | None = None,
+        tools: Iterable[dict[str, Any]] = (),
+        metadata: dict[str, str] | None = None,
+        timeout: float | None = _UNSET,  # noqa: ASYNC109 - the run's deadline, not this call's
+        tag: Any = None,
+        **extra: Any,
+    ) -> RunHandle:
+        """Start a background response (``responses.create`` arguments); return its handle."""
+        spec = ResponseSpec(model, input, instructions, metadata, tuple(tools), extra)
+        return await self.submit(spec, timeout=timeout, tag=tag)
+
+    async def submit_run(
+        self,
+        *,
+        assistant_id: str,
+        prompt: str | None = None,
+        thread_id: str | None = None,
+        instructions: str | None = None,
+        model: str | None = None,
+        tools: Iterable[dict[str, Any]] = (),
+        metadata: dict[str, str] | None = None,
+        timeout: float | None = _UNSET,  # noqa: ASYNC109 - the run's deadline, not this call's
+        tag: Any = None,
+        **extra: Any,
+    ) -> RunHandle:
+        """Start an Assistants run (legacy API); return its handle."""
+        spec = AssistantRunSpec(
+            assistant_id, prompt, thread_id, instructions, model, metadata, tuple(tools), extra
+        )
+        return await self.submit(spec, timeout=timeout, tag=tag)
+
+    async def respond(self, **kwargs: Any) -> RunResult:
+        """Start a background response and wait for it (arguments of :meth:`submit_response`).
+
+        Raises:
+            RunError: it failed, expired, timed out, was cancelled or refused.
+        """
+        return await (await self.submit_response(**kwargs))
+
+    async def run(self, **kwargs: Any) -> RunResult:
+        """Start an Assistants run and wait for it (arguments of :meth:`submit_run`)."""
+        return await (await self.submit_run(**kwargs))
+
+    def watch(
+        self,
+        *,
+        response_id: str | None = None,
+        thread_id: str | None = None,
+        run_id: str | None = None,
+        timeout: float | None = _UNSET,
+        tag: Any = None,
+    ) -> RunHandle:
+        """Follow a run created elsewhere; ``await fleet.watch(response_id=...)`` waits for it.
+
+        Its tool calls are answered by this fleet's tools like any other run's.
+        """
+        self._check_open()
+        if response_id and not (thread_id or run_id):
+            kind, ref = self._kinds["responses"], RunRef(response_id, None, [response_id])
+        elif thread_id and run_id and not response_id:
+            kind, ref = self._kinds["assistants"], RunRef(run_id, thread_id, [])
+        else:
+            raise ValueError("watch() takes response_id, or thread_id and run_id")
+        engine = self._engine
+        run = engine.track(
+            kind,
+            None,
+            ref,
+            learn_key=(kind.name, "watched"),
+            timeout=self._timeout if timeout is _UNSET else timeout,
+            tag=tag,
+            created=engine.now(),
+        )
+        engine.wake(run)
+        assert run.handle is not None
+        return run.handle
+
+    async def map(
+        self, specs: Iterable[Spec] | AsyncIterable[Spec], *, max_in_flight: int = 100
+    ) -> AsyncIterator[RunHandle]:
+        """Start many runs, at most ``max_in_flight`` at once; yield each handle as it ends.
+
+        Each yielded handle is done: ``await handle`` returns at once (or raises its error),
+        ``handle.tag`` is the position of its spec in ``specs``. A spec the server refuses
+        yields a handle that raises :class:`RunRejected`.
+        """
+        self._check_open()
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
+        send, receive = anyio.create_memory_object_stream[RunHandle](math.inf)
+        assert self._tg is not None
+        self._tg.start_soon(self._feed, specs, max_in_flight, send)
+        async with receive:
+            async for handle in receive:
+                yield handle
+
+    async def _feed(
+        self,
+        specs: Iterable[Spec] | AsyncIterable[Spec],
+        max_in_flight: int,
+        send: Any,
+    ) -> None:
+        slots = anyio.Semaphore(max_in_flight)
+        outstanding = 1  # the feeder itself, until it has submitted everything
+
+        def finished(handle: RunHandle) -> None:
+            nonlocal outstanding
+            slots.release()
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                send.send_nowait(handle)  # fails only when the consumer stopped reading
+            outstanding -= 1
+            if outstanding == 0:
+                send.close()
+
+        index = 0
+        async for spec in _aiter(specs):
+            await slots.acquire()
+            outstanding += 1
+            handle, _ = await self._start(spec, _UNSET, index)
+            index += 1
+            handle.add_done_callback(finished)
+        outstanding -= 1
+        if outstanding == 0:
+            send.close()
+
+    # -- figures -------------------------------------------------------------------------------
+
+    def stats(self) -> FleetStats:
+        """Return a snapshot of requests, runs and latency so far."""
+        return self._stats.snapshot(
+            self._engine.now(), self._engine.in_flight(), self._quota.stats()
+        )
+
+    @property
+    def quota(self) -> RequestQuota:
+        """The quota every request of this fleet passes."""
+        return self._quota
+
+
+async def _aiter(items: Iterable[Spec] | AsyncIterable[Spec]) -> AsyncIterator[Spec]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item

@@ -1,0 +1,121 @@
+"""The one door every request of the fleet goes through: quota, concurrency, counts, headers.
+
+Invariant 1 of the design lives here: nothing reaches the server without passing the quota
+first, and every answer — success or error — feeds the quota what the server said about its
+limits. The SDK's own retries are off on the fleet's client, so this is the only path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from typing import Any, TypeVar
+
+import anyio
+import openai
+from openai._legacy_response import LegacyAPIResponse
+
+from .quota import Priority, RequestQuota
+from .stats import StatsCollector
+
+__all__ = ["Outcome", "RequestGate", "RequestKind"]
+
+T = TypeVar("T")
+
+
+class RequestKind(StrEnum):
+    """What a request is for; the stats count by these."""
+
+    CREATE = "create"
+    RETRIEVE = "retrieve"
+    SUBMIT = "submit"
+    FETCH = "fetch"
+    CANCEL = "cancel"
+
+
+class Outcome(StrEnum):
+    """How a request ended, as the stats count it."""
+
+    OK = "ok"
+    RATE_LIMITED = "rate_limited"
+    SERVER_ERROR = "server_error"
+    NETWORK = "network"
+    CLIENT_ERROR = "client_error"
+    AUTH = "auth"
+    NOT_FOUND = "not_found"
+
+
+def classify(exc: BaseException) -> Outcome:
+    """Return how a failed request counts; unknown exceptions count as network trouble."""
+    if isinstance(exc, openai.RateLimitError):
+        return Outcome.RATE_LIMITED
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        return Outcome.AUTH
+    if isinstance(exc, openai.NotFoundError):
+        return Outcome.NOT_FOUND
+    if isinstance(exc, openai.InternalServerError):
+        return Outcome.SERVER_ERROR
+    if isinstance(exc, openai.APIStatusError):
+        return Outcome.SERVER_ERROR if exc.status_code >= 500 else Outcome.CLIENT_ERROR
+    return Outcome.NETWORK
+
+
+class RequestGate:
+    """Admit, bound, send, count: every request of one fleet.
+
+    Args:
+        quota: the request quota every request passes first.
+        stats: where requests are counted.
+        concurrency: requests in flight at once; size it to the HTTP client's keep-alive pool
+            (the SDK's default httpx pool keeps 100 connections alive).
+    """
+
+    def __init__(self, quota: RequestQuota, stats: StatsCollector, *, concurrency: int) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        self.quota = quota
+        self.stats = stats
+        self.limiter = anyio.CapacityLimiter(concurrency)
+
+    async def send(
+        self,
+        kind: RequestKind,
+        priority: Priority,
+        call: Callable[[], Awaitable[LegacyAPIResponse[T]]],
+        *,
+        admitted: bool = False,
+    ) -> tuple[T, Any]:
+        """Send one request through the quota; return the parsed body and the headers.
+
+        Args:
+            admitted: the caller already holds a quota admission and a concurrency slot for
+                this request (the poll loop admits polls itself, so that runs waiting to be
+                polled stay heap entries instead of becoming waiting tasks).
+
+        Raises:
+            openai.APIError: the request failed; it was counted and the quota told.
+        """
+        if admitted:
+            return await self._send(kind, call)
+        await self.quota.acquire(priority)
+        async with self.limiter:
+            return await self._send(kind, call)
+
+    async def _send(
+        self, kind: RequestKind, call: Callable[[], Awaitable[LegacyAPIResponse[T]]]
+    ) -> tuple[T, Any]:
+        self.stats.request_started(kind, asyncio.get_running_loop().time())
+        try:
+            raw = await call()
+        except openai.APIStatusError as exc:
+            self.stats.request_done(classify(exc))
+            # A 429 pauses every admission until its retry-after (the quota reads it).
+            self.quota.observe(exc.response.headers, status=exc.status_code)
+            raise
+        except openai.APIError as exc:
+            self.stats.request_done(classify(exc))
+            raise
+        self.quota.observe(raw.headers, status=raw.status_code)
+        self.stats.request_done(Outcome.OK)
+        return raw.parse(), raw.headers

@@ -1,0 +1,193 @@
+"""Assistants runs (legacy; OpenAI sunset the API on 2026-08-26, the SDK still has it).
+
+A run stops in ``requires_action``; all outputs of a round go back in one
+``submit_tool_outputs``. The reply is a message on the thread, fetched once at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from openai import AsyncOpenAI
+from openai.types.beta.threads import Run
+
+from ..gate import RequestGate, RequestKind
+from ..quota import Priority
+from ..tools import ToolCall, ToolOutput
+from .base import Observation, RunRef, RunState
+from .responses import poll_after
+
+__all__ = ["AssistantRunSpec", "AssistantsKind"]
+
+_STATES = {
+    "queued": RunState.QUEUED,
+    "in_progress": RunState.RUNNING,
+    "requires_action": RunState.NEEDS_TOOLS,
+    "cancelling": RunState.CANCELLING,
+    "cancelled": RunState.CANCELLED,
+    "failed": RunState.FAILED,
+    "completed": RunState.COMPLETED,
+    "incomplete": RunState.INCOMPLETE,
+    "expired": RunState.EXPIRED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AssistantRunSpec:
+    """What to start: a run of ``assistant_id``, on a new thread or on ``thread_id``.
+
+    With a ``prompt`` and no thread, one ``create_and_run`` request does it all (instead of
+    create thread, add message, create run). ``tools`` override the assistant's own when set.
+    """
+
+    assistant_id: str
+    prompt: str | None = None
+    thread_id: str | None = None
+    instructions: str | None = None
+    model: str | None = None
+    metadata: dict[str, str] | None = None
+    tools: tuple[dict[str, Any], ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def observe_run(run: Run, headers: Any) -> Observation:
+    """Map a ``Run`` onto the fleet's states."""
+    state = _STATES.get(run.status, RunState.RUNNING)
+    calls: tuple[ToolCall, ...] = ()
+    if state is RunState.NEEDS_TOOLS and run.required_action is not None:
+        calls = tuple(
+            ToolCall(c.id, c.function.name, c.function.arguments)
+            for c in run.required_action.submit_tool_outputs.tool_calls
+        )
+    code: str | None = None
+    message: str | None = None
+    if run.last_error is not None:
+        code, message = run.last_error.code, run.last_error.message
+    elif run.incomplete_details is not None:
+        code = run.incomplete_details.reason
+    return Observation(
+        state=state,
+        status=run.status,
+        raw=run,
+        tool_calls=calls,
+        poll_after=poll_after(headers),
+        error_code=code,
+        error_message=message,
+        expires_at=float(run.expires_at) if run.expires_at is not None else None,
+    )
+
+
+class AssistantsKind:
+    """Adapter for ``beta.threads.runs``."""
+
+    name = "assistants"
+    reply_requests = 1
+
+    def __init__(self, client: AsyncOpenAI, gate: RequestGate) -> None:
+        self.client = client
+        self.gate = gate
+
+    def learn_key(self, spec: Any) -> tuple[str, str]:
+        """Learn durations per assistant."""
+        return ("assistants", spec.assistant_id if isinstance(spec, AssistantRunSpec) else "?")
+
+    async def start(self, spec: AssistantRunSpec, ref: RunRef) -> Observation:
+        """Start the run in one request: ``create_and_run``, or ``runs.create`` on a thread."""
+        args: dict[str, Any] = dict(spec.extra)
+        for name in ("instructions", "model", "metadata"):
+            if (value := getattr(spec, name)) is not None:
+                args[name] = value
+        if spec.tools:
+            args["tools"] = list(spec.tools)
+        message = {"role": "user", "content": spec.prompt}
+        threads = self.client.beta.threads
+        if spec.thread_id is None:
+            if spec.prompt is not None:
+                args["thread"] = {"messages": [message]}
+            run, headers = await self.gate.send(
+                RequestKind.CREATE,
+                Priority.CREATE,
+                lambda: threads.with_raw_response.create_and_run(
+                    assistant_id=spec.assistant_id, **args
+                ),
+            )
+        else:
+            if spec.prompt is not None:
+                args["additional_messages"] = [message]
+            thread_id = spec.thread_id
+            run, headers = await self.gate.send(
+                RequestKind.CREATE,
+                Priority.CREATE,
+                lambda: threads.runs.with_raw_response.create(
+                    thread_id, assistant_id=spec.assistant_id, **args
+                ),
+            )
+        ref.id = run.id
+        ref.thread_id = run.thread_id
+        return observe_run(run, headers)
+
+    def _thread(self, ref: RunRef) -> str:
+        if ref.thread_id is None:
+            raise ValueError(f"run {ref.id} has no thread id")
+        return ref.thread_id
+
+    async def observe(self, ref: RunRef, *, admitted: bool = False) -> Observation:
+        """Retrieve the run (raw, so the rate-limit headers reach the quota)."""
+        thread_id = self._thread(ref)
+        run, headers = await self.gate.send(
+            RequestKind.RETRIEVE,
+            Priority.POLL,
+            lambda: self.client.beta.threads.runs.with_raw_response.retrieve(
+                ref.id, thread_id=thread_id
+            ),
+            admitted=admitted,
+        )
+        return observe_run(run, headers)
+
+    async def answer(
+        self, ref: RunRef, spec: AssistantRunSpec, outputs: Sequence[ToolOutput]
+    ) -> Observation:
+        """Submit all outputs of the round in one request."""
+        del spec
+        thread_id = self._thread(ref)
+        tool_outputs: list[Any] = [{"tool_call_id": o.call_id, "output": o.output} for o in outputs]
+        run, headers = await self.gate.send(
+            RequestKind.SUBMIT,
+            Priority.SUBMIT,
+            lambda: self.client.beta.threads.runs.with_raw_response.submit_tool_outputs(
+                ref.id, thread_id=thread_id, tool_outputs=tool_outputs
+            ),
+        )
+        return observe_run(run, headers)
+
+    async def cancel(self, ref: RunRef) -> None:
+        """Ask for cancellation; the run goes ``cancelling`` then ``cancelled``."""
+        thread_id = self._thread(ref)
+        await self.gate.send(
+            RequestKind.CANCEL,
+            Priority.CANCEL,
+            lambda: self.client.beta.threads.runs.with_raw_response.cancel(
+                ref.id, thread_id=thread_id
+            ),
+        )
+
+    async def reply(self, ref: RunRef, obs: Observation) -> str:
+        """Fetch the run's newest message: one ``messages.list`` with ``limit=1``."""
+        del obs
+        thread_id = self._thread(ref)
+        page, _ = await self.gate.send(
+            RequestKind.FETCH,
+            Priority.FETCH,
+            lambda: self.client.beta.threads.messages.with_raw_response.list(
+                thread_id, run_id=ref.id, limit=1, order="desc"
+            ),
+        )
+        texts = [
+            block.text.value
+            for message in page.data
+            for block in message.content
+            if block.type == "text"
+        ]
+        return "\n".join(texts)

@@ -1,0 +1,95 @@
+"""What every kind adapter gives the fleet: a handful of states and one observation shape."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from ..tools import ToolCall, ToolOutput
+
+__all__ = ["NEEDS_CLIENT", "TERMINAL", "Kind", "Observation", "RunRef", "RunState"]
+
+
+class RunState(StrEnum):
+    """The fleet's few states; OpenAI's statuses of both kinds map onto them."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    CANCELLING = "cancelling"
+    NEEDS_TOOLS = "needs_tools"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    INCOMPLETE = "incomplete"
+
+
+TERMINAL = frozenset(
+    {
+        RunState.COMPLETED,
+        RunState.FAILED,
+        RunState.CANCELLED,
+        RunState.EXPIRED,
+        RunState.INCOMPLETE,
+    }
+)
+NEEDS_CLIENT = TERMINAL | {RunState.NEEDS_TOOLS}
+
+
+@dataclass(slots=True)
+class RunRef:
+    """The ids of one run as they become known; a Responses chain moves ``id`` along."""
+
+    id: str = ""
+    thread_id: str | None = None
+    chain: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One look at a run: its state, OpenAI's raw status and object, and what it asks for."""
+
+    state: RunState
+    status: str
+    raw: Any
+    tool_calls: tuple[ToolCall, ...] = ()
+    poll_after: float | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    expires_at: float | None = None
+
+
+class Kind(Protocol):
+    """An adapter: start, observe, answer tool calls, cancel and read the reply of one kind.
+
+    Every request goes through the gate it was built with, so the fleet's quota sees it.
+    """
+
+    name: str
+    reply_requests: int  # requests ``reply`` makes: 0 when the reply is in the final body
+
+    def learn_key(self, spec: Any) -> tuple[str, str]:
+        """Return the key under which this run's durations are learned."""
+        ...
+
+    async def start(self, spec: Any, ref: RunRef) -> Observation:
+        """Create the run, fill ``ref`` with its ids, return the first observation."""
+        ...
+
+    async def observe(self, ref: RunRef, *, admitted: bool = False) -> Observation:
+        """Retrieve the run once (``admitted``: the caller holds quota and a slot already)."""
+        ...
+
+    async def answer(self, ref: RunRef, spec: Any, outputs: Sequence[ToolOutput]) -> Observation:
+        """Send one round's tool outputs; a Responses chain moves ``ref.id`` to the new id."""
+        ...
+
+    async def cancel(self, ref: RunRef) -> None:
+        """Ask the server to cancel the run."""
+        ...
+
+    async def reply(self, ref: RunRef, obs: Observation) -> str:
+        """Return the reply text of a finished run (may cost one request)."""
+        ...

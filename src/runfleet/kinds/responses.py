@@ -1,0 +1,168 @@
+"""Responses background mode, the live path: create, retrieve, answer tool calls by chaining.
+
+A response that wants tools *completes* with ``function_call`` items; the answer is a new
+background response with ``previous_response_id`` and one ``function_call_output`` per call.
+The fleet follows the chain under one handle; ``ref.id`` moves to each new response.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from openai import AsyncOpenAI
+from openai.types.responses import Response
+
+from ..gate import RequestGate, RequestKind
+from ..quota import Priority
+from ..tools import ToolCall, ToolOutput
+from .base import Observation, RunRef, RunState
+
+__all__ = ["ResponseSpec", "ResponsesKind"]
+
+_STATES = {
+    "queued": RunState.QUEUED,
+    "in_progress": RunState.RUNNING,
+    "completed": RunState.COMPLETED,
+    "failed": RunState.FAILED,
+    "cancelled": RunState.CANCELLED,
+    "incomplete": RunState.INCOMPLETE,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseSpec:
+    """What to start: the arguments of ``responses.create`` (background and store are implied).
+
+    ``tools`` are the function definitions sent with every request of the chain; ``extra``
+    holds any other ``responses.create`` argument (``reasoning``, ``max_output_tokens``...).
+    """
+
+    model: str
+    input: Any
+    instructions: str | None = None
+    metadata: dict[str, str] | None = None
+    tools: tuple[dict[str, Any], ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def poll_after(headers: Any) -> float | None:
+    """Return the server's ``openai-poll-after-ms`` hint in seconds, if it sent a valid one."""
+    value = headers.get("openai-poll-after-ms") if headers is not None else None
+    try:
+        return max(0.0, float(value) / 1000.0) if value is not None else None
+    except ValueError:
+        return None
+
+
+def observe_response(resp: Response, headers: Any) -> Observation:
+    """Map a ``Response`` onto the fleet's states; calls in a completed one are a tool round."""
+    status = resp.status or "in_progress"
+    state = _STATES.get(status, RunState.RUNNING)
+    calls: tuple[ToolCall, ...] = ()
+    if state is RunState.COMPLETED:
+        calls = tuple(
+            ToolCall(item.call_id, item.name, item.arguments)
+            for item in resp.output
+            if item.type == "function_call"
+        )
+        if calls:
+            state = RunState.NEEDS_TOOLS
+    code: str | None = None
+    message: str | None = None
+    if resp.error is not None:
+        code, message = resp.error.code, resp.error.message
+    elif resp.incomplete_details is not None:
+        code = resp.incomplete_details.reason
+    return Observation(
+        state=state,
+        status=status,
+        raw=resp,
+        tool_calls=calls,
+        poll_after=poll_after(headers),
+        error_code=code,
+        error_message=message,
+    )
+
+
+class ResponsesKind:
+    """Adapter for ``responses.create(background=True, store=True)``."""
+
+    name = "responses"
+    reply_requests = 0
+
+    def __init__(self, client: AsyncOpenAI, gate: RequestGate) -> None:
+        self.client = client
+        self.gate = gate
+
+    def learn_key(self, spec: Any) -> tuple[str, str]:
+        """Learn durations per model."""
+        return ("responses", spec.model if isinstance(spec, ResponseSpec) else "?")
+
+    def _create_args(self, spec: ResponseSpec) -> dict[str, Any]:
+        args: dict[str, Any] = {"model": spec.model, "background": True, "store": True}
+        if spec.instructions is not None:
+            args["instructions"] = spec.instructions
+        if spec.metadata:
+            args["metadata"] = spec.metadata
+        if spec.tools:
+            args["tools"] = list(spec.tools)
+        return {**spec.extra, **args}
+
+    async def start(self, spec: ResponseSpec, ref: RunRef) -> Observation:
+        """Create a background response."""
+        args = self._create_args(spec)
+        resp, headers = await self.gate.send(
+            RequestKind.CREATE,
+            Priority.CREATE,
+            lambda: self.client.responses.with_raw_response.create(input=spec.input, **args),
+        )
+        ref.id = resp.id
+        ref.chain.append(resp.id)
+        return observe_response(resp, headers)
+
+    async def observe(self, ref: RunRef, *, admitted: bool = False) -> Observation:
+        """Retrieve the current response of the chain."""
+        resp, headers = await self.gate.send(
+            RequestKind.RETRIEVE,
+            Priority.POLL,
+            lambda: self.client.responses.with_raw_response.retrieve(ref.id),
+            admitted=admitted,
+        )
+        return observe_response(resp, headers)
+
+    async def answer(
+        self, ref: RunRef, spec: ResponseSpec, outputs: Sequence[ToolOutput]
+    ) -> Observation:
+        """Continue the chain with one ``function_call_output`` per call."""
+        args = self._create_args(spec)
+        items: list[Any] = [
+            {"type": "function_call_output", "call_id": o.call_id, "output": o.output}
+            for o in outputs
+        ]
+        previous = ref.id
+        resp, headers = await self.gate.send(
+            RequestKind.SUBMIT,
+            Priority.SUBMIT,
+            lambda: self.client.responses.with_raw_response.create(
+                input=items, previous_response_id=previous, **args
+            ),
+        )
+        ref.id = resp.id
+        ref.chain.append(resp.id)
+        return observe_response(resp, headers)
+
+    async def cancel(self, ref: RunRef) -> None:
+        """Cancel the current response (idempotent on the server)."""
+        await self.gate.send(
+            RequestKind.CANCEL,
+            Priority.CANCEL,
+            lambda: self.client.responses.with_raw_response.cancel(ref.id),
+        )
+
+    async def reply(self, ref: RunRef, obs: Observation) -> str:
+        """Return the text of the final response; it is in the retrieved body already."""
+        del ref
+        resp: Response = obs.raw
+        return resp.output_text

@@ -1,0 +1,361 @@
+"""Poll where runs finish: a per-key model of observed run times.
+
+The classic loop (:class:`~runfleet.schedule.Backoff`) polls a run that takes 8 s at about
+0.5, 1.25, 2.4, 4.1, 6.6 and 10.4 s: six requests, the first three long before such a run
+finishes. Runs of one model, or of one assistant, take similar times, so :class:`RunTimes`
+learns those times per key and, once it has seen enough of them, plans each run's polls in
+three phases (times are seconds since the run (re)started):
+
+1. **wait**: no poll before completions become plausible. The first poll goes where about
+   ``low_quantile`` (10 %) of runs are already done (at least one gap in); this wait may be
+   longer than the cap.
+2. **window**: from there to the ``high_quantile`` (95 %) of learned times, polls are evenly
+   spaced, so the detection latency of a run that finishes there stays below one gap. The gap
+   is ``latency_target`` if set, else ``latency_fraction`` (0.35) of the learned median, widened
+   so the window holds at most 10 polls and narrowed so it holds at least 2.
+3. **tail**: past that, stragglers and stalls, the gap grows by ``factor`` per poll up to the
+   cap, like the classic loop.
+
+Every delay is jittered by ``±jitter`` of its gap, never below ``min_interval`` nor below the
+server's poll-after hint, and a window or tail gap never exceeds the cap, jitter included.
+Before ``min_samples`` completions of a key are known, its runs get the classic loop exactly.
+
+Why the first poll is steered rather than read off the samples: a run is seen done at the first
+poll after it finished, so learned times overstate true ones, and a run that was already done at
+its first poll says nothing about how much earlier it finished. Left alone, a first poll placed
+too late (runs got faster, or the first samples were unlucky) would only ever confirm itself.
+So the caller reports whether the first poll already found the run done, and the model moves
+the first poll earlier when that happens to more than ``low_quantile`` of runs and later when
+it happens to fewer (a stochastic approximation of that quantile), never later than the
+learned ``low_quantile`` itself.
+
+Measured by ``tests/test_learning.py`` against the classic loop, learning online from its own
+polls: 0.2 to 0.45 times its polls with a lower 95th-percentile detection latency for runs of
+8 s or more with moderate spread; 0.5 to 0.8 times its polls, latency still lower, for wide
+spreads (lognormal sigma 1) and short runs, where there is less to skip.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import OrderedDict, deque
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from .schedule import Backoff, _floor, _jittered
+
+__all__ = ["PollPolicy", "RunTimeStats", "RunTimes"]
+
+K = TypeVar("K", bound=Hashable)
+
+_MIN_WINDOW_POLLS = 2
+"""A narrow window still gets this many polls: its runs are then detected quickly for free."""
+_MAX_WINDOW_POLLS = 10
+"""A wide window gets at most this many polls, unless ``latency_target`` asks for more."""
+_START_STEP = 0.5
+"""How far one observation moves the first poll, as a fraction of the window's gap."""
+_STALL_QUANTILE = 0.99
+
+
+@dataclass(frozen=True, slots=True)
+class PollPolicy:
+    """How runs are polled: the classic backoff, and how the learned schedule uses it.
+
+    Raises:
+        ValueError: if a field is out of range (each message names the field).
+    """
+
+    backoff: Backoff = field(default_factory=Backoff)
+    """The classic loop, used until a key is learned; its jitter, floor, cap and factor also
+    shape the learned schedule."""
+    latency_target: float | None = None
+    """Seconds between polls where runs usually finish; ``None`` derives it from the median."""
+    latency_fraction: float = 0.35
+    """The gap as a fraction of the learned median when ``latency_target`` is ``None``. On runs
+    of 8 s (lognormal, sigma 0.3), 0.25 spends about 0.5 of the classic loop's polls for 0.6 of
+    its p95 detection latency; 0.35 spends about 0.43 of them for 0.85 of it."""
+    min_samples: int = 20
+    """Completions of a key to observe before its learned schedule replaces the classic one."""
+    max_samples: int = 256
+    """Most recent observations kept per key and phase; older ones are forgotten."""
+    low_quantile: float = 0.1
+    """Fraction of runs that should already be done at the first poll."""
+    high_quantile: float = 0.95
+    """Where the evenly spaced window ends and backoff takes over."""
+    stall_factor: float = 3.0
+    """A run queued longer than this many times the learned 99th-percentile wait is stalled."""
+    stall_floor: float = 30.0
+    """Seconds queued before a run can be stalled, however short learned waits are."""
+    stall_unlearned: float = 120.0
+    """Seconds queued before a run is stalled while its key's queue waits are not learned."""
+    max_keys: int = 1024
+    """Keys remembered; the least recently observed is forgotten first."""
+
+    def __post_init__(self) -> None:
+        for name in ("latency_fraction", "stall_factor", "stall_floor", "stall_unlearned"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"PollPolicy.{name} must be a finite number >= 0, got {value!r}")
+        target = self.latency_target
+        if target is not None and not (math.isfinite(target) and target > 0):
+            raise ValueError(f"PollPolicy.latency_target must be > 0 seconds, got {target!r}")
+        if self.latency_fraction == 0:
+            raise ValueError("PollPolicy.latency_fraction must be > 0")
+        if not 0 < self.low_quantile < self.high_quantile < 1:
+            raise ValueError(
+                "PollPolicy quantiles must satisfy 0 < low_quantile < high_quantile < 1, got "
+                f"low_quantile={self.low_quantile}, high_quantile={self.high_quantile}"
+            )
+        if not 1 <= self.min_samples <= self.max_samples:
+            raise ValueError(
+                "PollPolicy must satisfy 1 <= min_samples <= max_samples, got "
+                f"min_samples={self.min_samples}, max_samples={self.max_samples}"
+            )
+        if self.max_keys < 1:
+            raise ValueError(f"PollPolicy.max_keys must be >= 1, got {self.max_keys}")
+
+
+@dataclass(frozen=True, slots=True)
+class RunTimeStats:
+    """What :class:`RunTimes` has learned about one key (seconds; ``None`` if no samples)."""
+
+    done_samples: int
+    done_median: float | None
+    done_p95: float | None
+    queue_samples: int
+    queue_median: float | None
+    queue_p95: float | None
+    learned: bool
+    """Whether the learned schedule replaces the classic loop for this key."""
+    first_poll: float | None
+    """Where the learned schedule's first poll goes, before jitter."""
+    poll_gap: float | None
+    """The learned schedule's gap between polls in the window, before jitter."""
+    stall_after: float
+    """Seconds queued after which :meth:`RunTimes.is_stalled` reports a run."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """The learned schedule of one key, recomputed on each of its completions."""
+
+    start: float
+    gap: float
+    tail: float
+    tail_gap: float
+
+
+class _KeyTimes:
+    """Observations and derived plan of one key."""
+
+    __slots__ = ("done", "plan", "queue", "stall_after", "start")
+
+    def __init__(self, policy: PollPolicy) -> None:
+        self.done: deque[float] = deque(maxlen=policy.max_samples)
+        self.queue: deque[float] = deque(maxlen=policy.max_samples)
+        self.start: float | None = None
+        self.plan: _Plan | None = None
+        self.stall_after = policy.stall_unlearned
+
+
+class RunTimes(Generic[K]):
+    """Learn run times per key and place each run's next poll where it can have changed.
+
+    Keys are opaque and hashable; the fleet uses e.g. ``("responses", model)`` or
+    ``("assistants", assistant_id)``. Nothing here reads a clock: the caller passes times
+    measured on the event loop's clock, from the moment the run was created or its tool outputs
+    were submitted (its (re)start).
+    """
+
+    __slots__ = ("_keys", "_policy")
+
+    def __init__(self, policy: PollPolicy | None = None) -> None:
+        self._policy = policy if policy is not None else PollPolicy()
+        self._keys: OrderedDict[K, _KeyTimes] = OrderedDict()
+
+    @property
+    def policy(self) -> PollPolicy:
+        """The policy this model was built with."""
+        return self._policy
+
+    def next_delay(
+        self,
+        key: K,
+        elapsed: float,
+        attempt: int,
+        rng: random.Random,
+        *,
+        poll_after: float | None = None,
+    ) -> float:
+        """Return the seconds to wait before polling a run of ``key`` again.
+
+        Args:
+            key: what the run's times are learned under.
+            elapsed: seconds since the run (re)started, at the moment of asking.
+            attempt: polls since the run's status last changed; only the classic loop uses it,
+                while ``key`` is not learned.
+            rng: the source of jitter.
+            poll_after: the server's latest ``openai-poll-after-ms`` hint in seconds.
+
+        Raises:
+            ValueError: if ``elapsed``, ``attempt`` or ``poll_after`` is negative.
+        """
+        if not elapsed >= 0:
+            raise ValueError(f"elapsed must be >= 0 seconds, got {elapsed!r}")
+        if attempt < 0:
+            raise ValueError(f"attempt must be >= 0, got {attempt}")
+        backoff = self._policy.backoff
+        times = self._keys.get(key)
+        if times is None or times.plan is None:
+            return backoff.next_delay(attempt, rng, poll_after=poll_after)
+        plan, jitter, cap = times.plan, backoff.jitter, backoff.cap
+        if elapsed < plan.tail:
+            wait = plan.start - elapsed
+            if wait > plan.gap:
+                # Jitter the first poll by a share of the gap, not of the wait: a long wait
+                # jittered by 20 % would land far past the runs it is meant to catch.
+                delay = wait + plan.gap * (rng.uniform(-jitter, jitter) if jitter else 0.0)
+            else:
+                delay = min(_jittered(plan.gap, jitter, rng), cap)
+        else:
+            # Stateless exponential backoff: after polls spaced g, g*f, g*f**2... the next gap
+            # is g plus (f - 1) times the time spent in the tail.
+            gap = plan.tail_gap + (backoff.factor - 1) * (elapsed - plan.tail)
+            delay = min(_jittered(min(gap, cap), jitter, rng), cap)
+        return _floor(delay, backoff.min_interval, poll_after)
+
+    def observe_done(self, key: K, seconds: float, *, first_poll: bool) -> None:
+        """Learn that a run of ``key`` was seen done (terminal or needing the client).
+
+        Args:
+            key: what the run's times are learned under.
+            seconds: from the run's (re)start to the poll (or webhook) that saw it done.
+            first_poll: ``True`` if the first poll of this (re)start, made when this model
+                asked, already found the run done; ``False`` otherwise, and when a webhook or a
+                wake-up prompted the poll. Required because it is what keeps the first poll
+                from drifting late: without it, runs that got faster look no faster.
+
+        Raises:
+            ValueError: if ``seconds`` is negative or not finite.
+        """
+        _check_seconds(seconds)
+        policy = self._policy
+        times = self._touch(key)
+        times.done.append(seconds)
+        if len(times.done) < policy.min_samples:
+            return
+        values = sorted(times.done)
+        low = _quantile(values, policy.low_quantile)
+        if times.start is None or times.plan is None:
+            times.start = low
+        else:
+            # Robbins-Monro step towards the point where a low_quantile share of runs is done
+            # at the first poll: down by most of a step when the first poll was late, up by a
+            # small one when it was not. It steps from where the first poll really was (a start
+            # under one gap is polled at the gap), and the learned quantile caps it, so the
+            # first poll never goes later than the plain empirical schedule would put it.
+            late = 1.0 if first_poll else 0.0
+            gap = times.plan.gap
+            step = _START_STEP * gap * (policy.low_quantile - late)
+            times.start = min(max(times.start, gap) + step, low)
+        times.plan = _plan(policy, values, times.start)
+
+    def observe_queue(self, key: K, seconds: float) -> None:
+        """Learn how long a run of ``key`` waited before it was first seen out of ``queued``.
+
+        Raises:
+            ValueError: if ``seconds`` is negative or not finite.
+        """
+        _check_seconds(seconds)
+        policy = self._policy
+        times = self._touch(key)
+        times.queue.append(seconds)
+        if len(times.queue) >= policy.min_samples:
+            q99 = _quantile(sorted(times.queue), _STALL_QUANTILE)
+            times.stall_after = max(policy.stall_factor * q99, policy.stall_floor)
+
+    def is_stalled(self, key: K, queued_for: float) -> bool:
+        """Return whether a run of ``key`` queued for ``queued_for`` seconds looks stuck.
+
+        Before ``min_samples`` queue waits of the key are known, only ``stall_unlearned``
+        applies; after, ``stall_factor`` times the learned 99th percentile, at least
+        ``stall_floor``.
+        """
+        times = self._keys.get(key)
+        limit = self._policy.stall_unlearned if times is None else times.stall_after
+        return queued_for > limit
+
+    def snapshot(self) -> dict[K, RunTimeStats]:
+        """Return what has been learned, per key, least recently observed first."""
+        return {key: self._stats(times) for key, times in self._keys.items()}
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __repr__(self) -> str:
+        learned = sum(times.plan is not None for times in self._keys.values())
+        return f"<RunTimes keys={len(self._keys)} learned={learned}>"
+
+    def _touch(self, key: K) -> _KeyTimes:
+        """Return the key's record, created if needed and marked most recently used."""
+        times = self._keys.get(key)
+        if times is None:
+            times = self._keys[key] = _KeyTimes(self._policy)
+            if len(self._keys) > self._policy.max_keys:
+                self._keys.popitem(last=False)
+        else:
+            self._keys.move_to_end(key)
+        return times
+
+    def _stats(self, times: _KeyTimes) -> RunTimeStats:
+        done, queue = sorted(times.done), sorted(times.queue)
+        plan = times.plan
+        return RunTimeStats(
+            done_samples=len(done),
+            done_median=_quantile(done, 0.5) if done else None,
+            done_p95=_quantile(done, 0.95) if done else None,
+            queue_samples=len(queue),
+            queue_median=_quantile(queue, 0.5) if queue else None,
+            queue_p95=_quantile(queue, 0.95) if queue else None,
+            learned=plan is not None,
+            first_poll=None if plan is None else max(plan.start, plan.gap),
+            poll_gap=None if plan is None else plan.gap,
+            stall_after=times.stall_after,
+        )
+
+
+def _plan(policy: PollPolicy, values: Sequence[float], start: float) -> _Plan:
+    """Derive a key's schedule from its sorted observed run times and its first poll."""
+    backoff = policy.backoff
+    tail = _quantile(values, policy.high_quantile)
+    if policy.latency_target is not None:
+        target = widest = policy.latency_target
+    else:
+        target = policy.latency_fraction * _quantile(values, 0.5)
+        widest = max(target, (tail - start) / _MAX_WINDOW_POLLS)
+    gap = min(widest, max(tail - start, 0.0) / _MIN_WINDOW_POLLS)
+    # Keep the jittered gap under the cap, so that where runs finish the learned schedule polls
+    # at least as often as the classic loop does at its slowest.
+    most = backoff.cap * (1 - backoff.jitter)
+    return _Plan(
+        start=start,
+        gap=min(max(gap, backoff.min_interval), most),
+        tail=tail,
+        tail_gap=min(max(target, backoff.min_interval), most),
+    )
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    """Interpolate the ``q`` quantile of sorted, non-empty ``values`` (numpy's default)."""
+    position = q * (len(values) - 1)
+    below = math.floor(position)
+    if below + 1 >= len(values):
+        return values[-1]
+    return values[below] + (values[below + 1] - values[below]) * (position - below)
+
+
+def _check_seconds(seconds: float) -> None:
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise ValueError(f"seconds must be a finite number >= 0, got {seconds!r}")

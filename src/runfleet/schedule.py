@@ -1,0 +1,255 @@
+"""When to poll each run: the heap of due times and the classic backoff policy.
+
+Pure code, like trio's deadline heap: nothing here reads a clock, sleeps or does I/O. Every
+method that needs the time takes ``now`` (seconds on the event loop's clock) and randomness
+comes from an injected :class:`random.Random`, so the poll loop, the tests and the simulator
+drive the same code with real, fake or fast-forwarded time.
+
+Idle runs cost one heap entry each: there is no task and no timer per run. Rescheduling
+pushes a new entry instead of searching the heap; the old entry goes stale and is skipped when
+it surfaces, and the heap is rebuilt from the live entries once stale ones outnumber them, so
+memory stays within about twice the number of scheduled runs however often they are moved.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import random
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+__all__ = ["Backoff", "PollSchedule", "ScheduleStats"]
+
+K = TypeVar("K", bound=Hashable)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleStats:
+    """A snapshot of a :class:`PollSchedule`, for stats and tests."""
+
+    scheduled: int
+    """Keys waiting in the schedule (live entries)."""
+    heap_entries: int
+    """Entries held in memory, stale ones included."""
+    next_due: float | None
+    """The earliest live due time, or ``None`` when nothing is scheduled."""
+
+
+class PollSchedule(Generic[K]):
+    """Hold one due time per run key and hand back the keys whose time has come.
+
+    Keys are opaque and only need to be hashable; they are never compared, because the
+    sequence number in each ``(due, seq, key)`` entry breaks ties between equal due times,
+    first scheduled first out.
+
+    Example::
+
+        schedule = PollSchedule[str]()
+        schedule.schedule("resp_1", due=now + 0.5)
+        for key in schedule.pop_due(loop.time()):
+            ...  # poll it, then schedule it again or drop it
+    """
+
+    __slots__ = ("_entries", "_heap", "_seq")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, K]] = []
+        # The one live entry per key. An entry in the heap is live only if it *is* (identity)
+        # the entry stored here; every other entry for the key is stale.
+        self._entries: dict[K, tuple[float, int, K]] = {}
+        self._seq = itertools.count()
+
+    def schedule(self, key: K, due: float) -> None:
+        """Poll ``key`` at ``due``, replacing any due time it already had.
+
+        Raises:
+            ValueError: if ``due`` is NaN, which would corrupt the heap's ordering.
+        """
+        if math.isnan(due):
+            raise ValueError(f"due must be a number, got {due!r}")
+        entry = (due, next(self._seq), key)
+        self._entries[key] = entry
+        heapq.heappush(self._heap, entry)
+        self._prune()
+
+    def wake_now(self, key: K, now: float) -> bool:
+        """Move a waiting key's poll forward to ``now`` (a webhook said the run changed).
+
+        A key that is not waiting in the schedule is left out: it is being polled right now or
+        it is finished, and putting it back would poll it twice. The caller must then remember
+        the wake-up and reschedule the run at once when its in-flight poll returns, because
+        that poll may have been answered before the change.
+
+        Returns:
+            ``True`` if the key is waiting in the schedule (and is now due by ``now``).
+        """
+        entry = self._entries.get(key)
+        if entry is None:
+            return False
+        if entry[0] > now:
+            self.schedule(key, now)
+        return True
+
+    def cancel(self, key: K) -> bool:
+        """Forget ``key``; return ``True`` if it was scheduled."""
+        if self._entries.pop(key, None) is None:
+            return False
+        self._prune()
+        return True
+
+    def pop_due(self, now: float, *, limit: int | None = None) -> list[K]:
+        """Remove and return the keys due by ``now`` (inclusive), earliest first.
+
+        Args:
+            now: the current time on the event loop's clock.
+            limit: return at most this many; the rest stay scheduled in order, so a poll loop
+                that can only admit a few requests leaves the others where they are.
+
+        Raises:
+            ValueError: if ``limit`` is negative.
+        """
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        heap, entries = self._heap, self._entries
+        due: list[K] = []
+        while heap and heap[0][0] <= now and (limit is None or len(due) < limit):
+            entry = heapq.heappop(heap)
+            key = entry[2]
+            if entries.get(key) is entry:
+                del entries[key]
+                due.append(key)
+        return due
+
+    def next_due(self) -> float | None:
+        """Return the earliest live due time, or ``None`` when nothing is scheduled."""
+        heap, entries = self._heap, self._entries
+        # Drop stale entries off the top so the answer is a live key's due time.
+        while heap and entries.get(heap[0][2]) is not heap[0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def due_of(self, key: K) -> float | None:
+        """Return when ``key`` is due, or ``None`` if it is not scheduled."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry[0]
+
+    def stats(self) -> ScheduleStats:
+        """Return a snapshot of the schedule's size."""
+        return ScheduleStats(
+            scheduled=len(self._entries), heap_entries=len(self._heap), next_due=self.next_due()
+        )
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return (
+            f"<PollSchedule scheduled={len(self._entries)} heap_entries={len(self._heap)} "
+            f"next_due={self.next_due()}>"
+        )
+
+    def _prune(self) -> None:
+        """Rebuild the heap from live entries once stale ones outnumber them."""
+        # Each rebuild costs O(live) and follows at least `live` stale pushes or cancels, so it
+        # is O(1) amortised, and the heap never holds more than 2 * live + 1 entries.
+        if len(self._heap) - len(self._entries) > len(self._entries):
+            self._heap = list(self._entries.values())
+            heapq.heapify(self._heap)
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """The classic poll loop: exponential backoff with symmetric jitter.
+
+    The delay before poll number ``attempt`` (0-based) is ``initial * factor**attempt``, capped
+    at ``cap``, scaled by a factor drawn uniformly from ``[1 - jitter, 1 + jitter]`` so runs
+    started together drift apart, then clamped to ``[min_interval, cap]``. The caller counts
+    ``attempt`` and resets it to 0 whenever the run's status changes (queued to in progress,
+    a tool round answered): a run that just moved is likely to move again soon.
+
+    Raises:
+        ValueError: if a field is negative or not finite, ``factor < 1``, ``jitter`` is
+            outside ``[0, 1)``, ``initial`` is 0, or ``cap`` is below ``initial`` or
+            ``min_interval``.
+    """
+
+    initial: float = 0.5
+    """Seconds before the first poll after a (re)start or a status change."""
+    factor: float = 1.5
+    """Growth of the delay per unchanged poll."""
+    cap: float = 5.0
+    """Longest delay between two polls, jitter included."""
+    jitter: float = 0.2
+    """Relative spread of each delay: 0.2 draws from 80 % to 120 %."""
+    min_interval: float = 0.05
+    """Shortest delay between two polls of one run."""
+
+    def __post_init__(self) -> None:
+        for name in ("initial", "factor", "cap", "jitter", "min_interval"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"Backoff.{name} must be a finite number >= 0, got {value!r}")
+        if self.initial == 0:
+            raise ValueError("Backoff.initial must be > 0")
+        if self.factor < 1:
+            raise ValueError(
+                f"Backoff.factor must be >= 1 (delays never shrink), got {self.factor}"
+            )
+        if self.jitter >= 1:
+            raise ValueError(f"Backoff.jitter must be in [0, 1), got {self.jitter}")
+        if self.cap < self.initial or self.cap < self.min_interval:
+            raise ValueError(
+                f"Backoff.cap ({self.cap}) must be >= initial ({self.initial}) "
+                f"and >= min_interval ({self.min_interval})"
+            )
+
+    def base_delay(self, attempt: int) -> float:
+        """Return the un-jittered delay before poll number ``attempt``.
+
+        Raises:
+            ValueError: if ``attempt`` is negative.
+        """
+        if attempt < 0:
+            raise ValueError(f"attempt must be >= 0, got {attempt}")
+        # Compare exponents instead of computing factor**attempt, which overflows a float
+        # for runs that have been polled a few thousand times.
+        if self.factor == 1 or attempt < math.log(self.cap / self.initial, self.factor):
+            return min(self.cap, self.initial * self.factor**attempt)
+        return self.cap
+
+    def next_delay(
+        self, attempt: int, rng: random.Random, *, poll_after: float | None = None
+    ) -> float:
+        """Return the seconds to wait before poll number ``attempt``.
+
+        Args:
+            attempt: polls made since the run's status last changed, 0 for the first.
+            rng: the source of jitter; inject a seeded one for reproducible schedules.
+            poll_after: the server's ``openai-poll-after-ms`` hint in seconds, read from the
+                latest response. The result is never below it, even above ``cap``.
+
+        Raises:
+            ValueError: if ``attempt`` or ``poll_after`` is negative.
+        """
+        delay = _jittered(self.base_delay(attempt), self.jitter, rng)
+        return _floor(min(delay, self.cap), self.min_interval, poll_after)
+
+
+def _jittered(delay: float, jitter: float, rng: random.Random) -> float:
+    """Scale ``delay`` by a factor drawn from ``[1 - jitter, 1 + jitter]``."""
+    return delay * (1 + rng.uniform(-jitter, jitter)) if jitter else delay
+
+
+def _floor(delay: float, min_interval: float, poll_after: float | None) -> float:
+    """Raise ``delay`` to ``min_interval`` and to the server's poll-after hint."""
+    if poll_after is None:
+        return max(delay, min_interval)
+    if not poll_after >= 0:  # written this way to reject NaN too
+        raise ValueError(f"poll_after must be >= 0 seconds, got {poll_after!r}")
+    return max(delay, min_interval, poll_after)

@@ -1,0 +1,113 @@
+"""What the fleet did: requests by kind and outcome, runs by state, polls and latency per run.
+
+The collector is mutated on the hot path, so it only increments counters and appends to
+bounded deques; percentiles are computed when someone asks for a snapshot.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["FleetStats", "StatsCollector"]
+
+# Enough finished runs for stable percentiles, bounded so a fleet that runs for days does
+# not grow without end.
+_KEEP = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class FleetStats:
+    """A snapshot of one fleet. Times are seconds; per-run figures cover finished runs.
+
+    Attributes:
+        requests: requests sent, by kind (create, retrieve, submit, fetch, cancel).
+        outcomes: requests by outcome (ok, rate_limited, server_error, network, ...).
+        requests_last_minute: requests sent in the last 60 s of the loop clock.
+        rate_limited: 429 answers received.
+        in_flight: runs not yet finished, by state.
+        finished: runs finished, by how (completed, failed, timeout, cancelled, ...).
+        requests_per_run: all requests divided by finished runs.
+        polls_per_run: retrieves divided by finished runs.
+        detection_p50, detection_p95: per-run detection latency (upper bound), or None.
+        quota: the quota's own snapshot.
+    """
+
+    requests: Mapping[str, int]
+    outcomes: Mapping[str, int]
+    requests_total: int
+    requests_last_minute: int
+    rate_limited: int
+    in_flight: Mapping[str, int]
+    finished: Mapping[str, int]
+    requests_per_run: float | None
+    polls_per_run: float | None
+    detection_p50: float | None
+    detection_p95: float | None
+    tool_rounds: int
+    stalled: int
+    quota: Any
+
+
+def _quantile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+class StatsCollector:
+    """Counters the fleet increments; ``snapshot()`` turns them into a :class:`FleetStats`."""
+
+    def __init__(self) -> None:
+        self.requests: Counter[str] = Counter()
+        self.outcomes: Counter[str] = Counter()
+        self.finished: Counter[str] = Counter()
+        self.recent: deque[float] = deque()
+        self.latencies: deque[float] = deque(maxlen=_KEEP)
+        self.tool_rounds = 0
+        self.stalled = 0
+
+    def request_started(self, kind: str, now: float) -> None:
+        """Count a request as it leaves (after the quota admitted it), at loop time ``now``."""
+        self.requests[str(kind)] += 1
+        recent = self.recent
+        recent.append(now)
+        horizon = now - 60.0
+        while recent[0] <= horizon:
+            recent.popleft()
+
+    def request_done(self, outcome: str) -> None:
+        """Count how a request ended."""
+        self.outcomes[str(outcome)] += 1
+
+    def run_finished(self, how: str, latency: float | None) -> None:
+        """Count a finished run and remember its detection latency."""
+        self.finished[how] += 1
+        if latency is not None:
+            self.latencies.append(latency)
+
+    def snapshot(self, now: float, in_flight: Mapping[str, int], quota: Any) -> FleetStats:
+        """Return the figures so far."""
+        horizon = now - 60.0
+        total = sum(self.requests.values())
+        done = sum(self.finished.values())
+        lat = list(self.latencies)
+        return FleetStats(
+            requests=dict(sorted(self.requests.items())),
+            outcomes=dict(sorted(self.outcomes.items())),
+            requests_total=total,
+            requests_last_minute=sum(1 for t in self.recent if t > horizon),
+            rate_limited=self.outcomes.get("rate_limited", 0),
+            in_flight=dict(sorted(in_flight.items())),
+            finished=dict(sorted(self.finished.items())),
+            requests_per_run=total / done if done else None,
+            polls_per_run=self.requests.get("retrieve", 0) / done if done else None,
+            detection_p50=_quantile(lat, 0.5),
+            detection_p95=_quantile(lat, 0.95),
+            tool_rounds=self.tool_rounds,
+            stalled=self.stalled,
+            quota=quota,
+        )

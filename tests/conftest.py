@@ -1,0 +1,20 @@
+"""Session-wide test setup; keep it to what no single test module can do for itself."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_implicit_event_loop() -> None:
+    """Stop Python from creating an event loop that no test owns.
+
+    looptime 0.9 asks the loop policy for the current loop before every test, sync ones too.
+    Until the first async test has run, Python 3.11 answers by creating a loop that nobody
+    closes; its ResourceWarning then surfaces in whichever later test the garbage collector
+    happens to run in, and ``filterwarnings = ["error"]`` fails that test. Declaring "no current
+    loop" once makes the policy raise instead, which looptime expects and ignores.
+    """
+    asyncio.set_event_loop(None)

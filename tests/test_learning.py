@@ -1,0 +1,519 @@
+"""The learned run-time model: fallbacks, the shape of its schedule, and polls against the
+classic loop in a deterministic simulation."""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+from runfleet.learning import PollPolicy, RunTimes, RunTimeStats
+from runfleet.schedule import Backoff
+
+KEY = ("responses", "gpt-test")
+Draw = Callable[[random.Random], float]
+
+
+def lognormal(median: float, sigma: float) -> Draw:
+    return lambda rng: rng.lognormvariate(math.log(median), sigma)
+
+
+def fixed(seconds: float) -> Draw:
+    return lambda rng: seconds
+
+
+def uniform(low: float, high: float) -> Draw:
+    return lambda rng: rng.uniform(low, high)
+
+
+def p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20, method="inclusive")[-1]
+
+
+def poll_until_done(delay: Callable[[float, int], float], duration: float) -> tuple[int, float]:
+    """Poll a run that finishes at ``duration`` as ``delay`` says; return (polls, seen at)."""
+    elapsed, polls = 0.0, 0
+    while elapsed < duration:
+        elapsed += delay(elapsed, polls)
+        polls += 1
+    return polls, elapsed
+
+
+def classic_run(backoff: Backoff, duration: float, rng: random.Random) -> tuple[int, float]:
+    return poll_until_done(lambda _elapsed, attempt: backoff.next_delay(attempt, rng), duration)
+
+
+def learned_run(
+    model: RunTimes[tuple[str, str]], duration: float, rng: random.Random
+) -> tuple[int, float]:
+    """Poll one run on the learned schedule and teach the model what the poll loop saw."""
+    polls, seen = poll_until_done(
+        lambda elapsed, attempt: model.next_delay(KEY, elapsed, attempt, rng), duration
+    )
+    model.observe_done(KEY, seen, first_poll=polls == 1)
+    return polls, seen
+
+
+def train(model: RunTimes[tuple[str, str]], durations: list[float]) -> None:
+    """Teach exact durations, as if webhooks had reported them."""
+    for seconds in durations:
+        model.observe_done(KEY, seconds, first_poll=False)
+
+
+def first_polls(model: RunTimes[tuple[str, str]], runs: int, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    return [model.next_delay(KEY, 0.0, 0, rng) for _ in range(runs)]
+
+
+# --- The polls-versus-classic simulation ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Race:
+    classic_polls: float
+    classic_p95: float
+    learned_polls: float
+    learned_p95: float
+
+
+def race(draw: Draw, seed: int, runs: int = 1000) -> Race:
+    """Run the same durations through the classic loop and the learned model.
+
+    The model starts empty and learns online from what its own polls saw (detection times, not
+    true durations), as in the fleet; its first 20 runs use the classic loop. Runs are polled
+    one after another and never change status before they finish.
+    """
+    durations = random.Random(seed)
+    classic_rng, learned_rng = random.Random(seed + 10_000), random.Random(seed + 20_000)
+    model = RunTimes[tuple[str, str]]()
+    classic_polls, classic_latency, learned_polls, learned_latency = [], [], [], []
+    for _ in range(runs):
+        duration = draw(durations)
+        polls, seen = classic_run(model.policy.backoff, duration, classic_rng)
+        classic_polls.append(polls)
+        classic_latency.append(seen - duration)
+        polls, seen = learned_run(model, duration, learned_rng)
+        learned_polls.append(polls)
+        learned_latency.append(seen - duration)
+    return Race(
+        classic_polls=statistics.fmean(classic_polls),
+        classic_p95=p95(classic_latency),
+        learned_polls=statistics.fmean(learned_polls),
+        learned_p95=p95(learned_latency),
+    )
+
+
+SEEDS = range(5)
+
+
+@pytest.mark.parametrize(
+    ("draw", "most_polls"),
+    [
+        # Runs of 8 s or more with moderate spread: the project's claim, half the polls or less.
+        pytest.param(fixed(8.0), 0.5, id="fixed-8s"),
+        pytest.param(lognormal(8.0, 0.3), 0.5, id="lognormal-8s-sigma0.3"),
+        pytest.param(uniform(4.0, 12.0), 0.5, id="uniform-4-12s"),
+        pytest.param(lognormal(30.0, 0.3), 0.5, id="lognormal-30s-sigma0.3"),
+        pytest.param(fixed(30.0), 0.5, id="fixed-30s"),
+        # Wide spread: completions are plausible almost from the start and the window is long,
+        # so there is less to skip. Fewer polls, not half (0.53-0.82 over 30 seeds).
+        pytest.param(lognormal(8.0, 1.0), 0.7, id="lognormal-8s-sigma1.0"),
+        pytest.param(uniform(0.0, 16.0), 0.7, id="uniform-0-16s"),
+        pytest.param(lognormal(30.0, 1.0), 0.85, id="lognormal-30s-sigma1.0"),
+        # Short runs: the classic loop only makes 3-4 polls to begin with (0.62-0.65).
+        pytest.param(lognormal(3.0, 0.3), 0.75, id="lognormal-3s-sigma0.3"),
+        pytest.param(fixed(2.0), 0.75, id="fixed-2s"),
+    ],
+)
+def test_learned_schedule_polls_less_than_classic_with_no_worse_p95_latency(
+    draw: Draw, most_polls: float
+) -> None:
+    for seed in SEEDS:
+        result = race(draw, seed)
+        assert result.learned_polls <= most_polls * result.classic_polls, (seed, result)
+        assert result.learned_p95 <= result.classic_p95, (seed, result)
+
+
+# --- The 8-second example -------------------------------------------------------------------
+
+
+@pytest.fixture
+def eight_seconds() -> RunTimes[tuple[str, str]]:
+    """A model that has seen 256 runs taking 8 s typically (lognormal, sigma 0.3)."""
+    model = RunTimes[tuple[str, str]]()
+    rng = random.Random(8)
+    train(model, [rng.lognormvariate(math.log(8.0), 0.3) for _ in range(256)])
+    return model
+
+
+def test_runs_of_about_8s_are_first_polled_after_about_5s(
+    eight_seconds: RunTimes[tuple[str, str]],
+) -> None:
+    polls = first_polls(eight_seconds, 1000, seed=1)
+
+    # The classic loop would poll at about 0.5, 1.25, 2.4 and 4.1 s; none of that happens.
+    assert min(polls) > 4.5
+    assert 5.0 < statistics.median(polls) < 6.0
+    assert max(polls) < 6.5
+
+
+def test_runs_of_8s_take_far_fewer_polls_and_are_seen_no_later_than_classic(
+    eight_seconds: RunTimes[tuple[str, str]],
+) -> None:
+    backoff, rng = eight_seconds.policy.backoff, random.Random(2)
+    classic = [classic_run(backoff, 8.0, rng) for _ in range(2000)]
+    learned = [
+        poll_until_done(lambda e, a: eight_seconds.next_delay(KEY, e, a, rng), 8.0)
+        for _ in range(2000)
+    ]
+
+    assert {polls for polls, _ in classic} == {6}
+    assert max(polls for polls, _ in learned) <= 3
+    assert statistics.fmean(polls for polls, _ in learned) < 2.5
+    assert max(seen for _, seen in learned) - 8.0 <= max(seen for _, seen in classic) - 8.0
+
+
+# --- Fallback to the classic loop -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("observed", [0, 1, 19])
+def test_a_key_with_too_few_samples_gets_exactly_the_classic_loop(observed: int) -> None:
+    model = RunTimes[tuple[str, str]]()
+    train(model, [8.0] * observed)
+    backoff = model.policy.backoff
+
+    for attempt, elapsed in [(0, 0.0), (3, 4.1), (9, 30.0)]:
+        expected = backoff.next_delay(attempt, random.Random(attempt), poll_after=0.7)
+        got = model.next_delay(KEY, elapsed, attempt, random.Random(attempt), poll_after=0.7)
+        assert got == expected
+
+
+def test_other_keys_are_not_learned_from_one_keys_samples(
+    eight_seconds: RunTimes[tuple[str, str]],
+) -> None:
+    other = ("assistants", "asst_1")
+    backoff = eight_seconds.policy.backoff
+
+    assert eight_seconds.next_delay(other, 0.0, 0, random.Random(3)) == backoff.next_delay(
+        0, random.Random(3)
+    )
+
+
+def test_twentieth_sample_switches_to_the_learned_schedule() -> None:
+    model = RunTimes[tuple[str, str]]()
+    train(model, [8.0] * 19)
+    assert not model.snapshot()[KEY].learned
+
+    train(model, [8.0])
+    assert model.snapshot()[KEY].learned
+    assert model.next_delay(KEY, 0.0, 0, random.Random(0)) == pytest.approx(8.0, abs=0.011)
+
+
+# --- Shape of the learned schedule ----------------------------------------------------------
+
+
+def test_window_gap_defaults_to_a_fraction_of_the_median(
+    eight_seconds: RunTimes[tuple[str, str]],
+) -> None:
+    stats = eight_seconds.snapshot()[KEY]
+    assert stats.done_median is not None
+    assert stats.poll_gap is not None
+    assert stats.poll_gap == pytest.approx(0.35 * stats.done_median)
+
+    rng = random.Random(4)
+    gaps = [eight_seconds.next_delay(KEY, 8.0, 5, rng) for _ in range(2000)]
+    assert min(gaps) >= 0.8 * stats.poll_gap
+    assert max(gaps) <= 1.2 * stats.poll_gap
+
+
+def test_an_explicit_latency_target_sets_the_window_gap() -> None:
+    model = RunTimes[tuple[str, str]](PollPolicy(latency_target=1.0))
+    rng = random.Random(5)
+    train(model, [rng.lognormvariate(math.log(8.0), 0.3) for _ in range(256)])
+
+    gaps = [model.next_delay(KEY, 8.0, 0, rng) for _ in range(2000)]
+    assert model.snapshot()[KEY].poll_gap == 1.0
+    assert 0.8 <= min(gaps) < 0.81
+    assert 1.19 < max(gaps) <= 1.2
+
+
+def test_the_window_gap_stays_under_the_cap_with_jitter_included() -> None:
+    model = RunTimes[tuple[str, str]]()
+    train(model, [float(seconds) for seconds in range(1, 101)])  # median 50.5 s
+
+    # 0.35 * 50.5 s would be 17.7 s; the gap stops at cap * (1 - jitter).
+    assert model.snapshot()[KEY].poll_gap == 4.0
+    rng = random.Random(12)
+    assert max(model.next_delay(KEY, 50.0, 0, rng) for _ in range(1000)) <= 5.0
+
+
+def test_a_wide_window_gets_at_most_ten_polls() -> None:
+    model = RunTimes[tuple[str, str]](PollPolicy(latency_fraction=0.01))
+    train(model, [seconds / 10 for seconds in range(1, 101)])  # 0.1 to 10 s, p95 9.505 s
+    stats = model.snapshot()[KEY]
+
+    assert stats.first_poll is not None
+    assert stats.poll_gap == pytest.approx((9.505 - stats.first_poll) / 10)
+
+
+def test_a_narrow_window_gets_at_least_two_polls() -> None:
+    model = RunTimes[tuple[str, str]]()
+    train(model, [8.0 + i / 100 for i in range(100)])  # 8.0 to 8.99 s
+    stats = model.snapshot()[KEY]
+
+    assert stats.first_poll == pytest.approx(8.099)
+    assert stats.poll_gap == pytest.approx((8.9405 - 8.099) / 2)
+
+
+def test_the_tail_backs_off_by_factor_up_to_the_cap(
+    eight_seconds: RunTimes[tuple[str, str]],
+) -> None:
+    no_jitter = RunTimes[tuple[str, str]](PollPolicy(backoff=Backoff(jitter=0.0)))
+    rng = random.Random(6)
+    train(no_jitter, [rng.lognormvariate(math.log(8.0), 0.3) for _ in range(256)])
+    stats = no_jitter.snapshot()[KEY]
+    assert stats.done_p95 is not None
+    assert stats.poll_gap is not None
+
+    elapsed, gaps = stats.done_p95, []
+    for _ in range(8):
+        gaps.append(no_jitter.next_delay(KEY, elapsed, 0, rng))
+        elapsed += gaps[-1]
+
+    assert gaps[0] == pytest.approx(stats.poll_gap)
+    assert gaps[1] == pytest.approx(1.5 * gaps[0])
+    assert gaps[-1] == 5.0
+    assert gaps == sorted(gaps)
+
+
+@pytest.mark.parametrize("elapsed", [0.0, 3.0, 6.0, 9.0, 14.0, 60.0])
+def test_learned_delays_respect_the_hint_the_floor_and_the_cap(
+    eight_seconds: RunTimes[tuple[str, str]], elapsed: float
+) -> None:
+    rng = random.Random(7)
+    delays = [eight_seconds.next_delay(KEY, elapsed, 0, rng) for _ in range(1000)]
+    hinted = [eight_seconds.next_delay(KEY, elapsed, 0, rng, poll_after=7.5) for _ in range(1000)]
+
+    assert min(hinted) >= 7.5
+    assert min(delays) >= 0.05
+    if elapsed >= 3.0:  # once polling is useful, no gap exceeds the cap
+        assert max(delays) <= 5.0
+
+
+# --- Keeping the first poll honest ----------------------------------------------------------
+
+
+def test_first_poll_moves_earlier_when_runs_get_faster() -> None:
+    """Runs that got 10x faster are seen done at their first poll; the model must notice."""
+    model = RunTimes[tuple[str, str]]()
+    durations, rng = random.Random(10), random.Random(11)
+    for _ in range(300):
+        learned_run(model, durations.lognormvariate(math.log(30.0), 0.3), rng)
+    first_poll = model.snapshot()[KEY].first_poll
+    assert first_poll is not None
+    assert first_poll > 15.0
+
+    latency = []
+    for _ in range(100):
+        duration = durations.lognormvariate(math.log(3.0), 0.3)
+        latency.append(learned_run(model, duration, rng)[1] - duration)
+
+    # Learned times alone would keep the first poll near 20 s for hundreds of runs. Here it
+    # comes down to one gap within a few runs; the gap follows as old samples age out.
+    assert statistics.median(latency[:20]) < 5.0
+    assert statistics.median(latency[-50:]) < 2.0
+    first_poll = model.snapshot()[KEY].first_poll
+    assert first_poll is not None
+    assert first_poll < 5.0
+
+
+def test_runs_found_done_at_the_first_poll_pull_it_earlier(
+    eight_seconds: RunTimes[tuple[str, str]],
+) -> None:
+    before = eight_seconds.snapshot()[KEY].first_poll
+    eight_seconds.observe_done(KEY, 5.5, first_poll=True)
+    after = eight_seconds.snapshot()[KEY].first_poll
+
+    assert before is not None
+    assert after is not None
+    assert after < before
+
+
+def test_first_poll_never_goes_later_than_the_learned_low_quantile(
+    eight_seconds: RunTimes[tuple[str, str]],
+) -> None:
+    for _ in range(500):
+        eight_seconds.observe_done(KEY, 8.0, first_poll=False)
+    stats = eight_seconds.snapshot()[KEY]
+
+    assert stats.first_poll is not None
+    assert stats.first_poll <= 8.0
+
+
+# --- Stalls ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("queued_for", "stalled"), [(119.0, False), (120.0, False), (121.0, True)])
+def test_before_queue_waits_are_learned_only_the_unlearned_floor_applies(
+    queued_for: float, stalled: bool
+) -> None:
+    model = RunTimes[tuple[str, str]]()
+    assert model.is_stalled(KEY, queued_for) is stalled
+
+    for _ in range(19):
+        model.observe_queue(KEY, 1.0)
+    assert model.is_stalled(KEY, queued_for) is stalled
+
+
+@pytest.mark.parametrize(
+    ("wait", "threshold"),
+    [
+        (2.0, 30.0),  # 3 x 2 s is under the floor
+        (20.0, 60.0),  # 3 x the learned 99th percentile
+    ],
+)
+def test_after_queue_waits_are_learned_a_multiple_of_their_p99_applies(
+    wait: float, threshold: float
+) -> None:
+    model = RunTimes[tuple[str, str]]()
+    for _ in range(20):
+        model.observe_queue(KEY, wait)
+
+    assert model.snapshot()[KEY].stall_after == threshold
+    assert not model.is_stalled(KEY, threshold)
+    assert model.is_stalled(KEY, threshold + 0.1)
+
+
+def test_stall_thresholds_are_configurable() -> None:
+    policy = PollPolicy(stall_factor=2.0, stall_floor=5.0, stall_unlearned=10.0)
+    model = RunTimes[tuple[str, str]](policy)
+    assert model.is_stalled(KEY, 10.5)
+
+    for _ in range(20):
+        model.observe_queue(KEY, 4.0)
+    assert not model.is_stalled(KEY, 8.0)
+    assert model.is_stalled(KEY, 8.5)
+
+
+# --- Memory and snapshots -------------------------------------------------------------------
+
+
+def test_samples_per_key_are_bounded_and_the_oldest_are_forgotten() -> None:
+    model = RunTimes[tuple[str, str]]()
+    train(model, [100.0] * 10_000)
+    train(model, [10.0] * 256)
+    for _ in range(10_000):
+        model.observe_queue(KEY, 1.0)
+
+    stats = model.snapshot()[KEY]
+    assert stats.done_samples == 256
+    assert stats.queue_samples == 256
+    assert stats.done_median == 10.0
+
+
+def test_the_least_recently_observed_key_is_forgotten_first() -> None:
+    model = RunTimes[str](PollPolicy(max_keys=2))
+    model.observe_done("a", 1.0, first_poll=False)
+    model.observe_done("b", 1.0, first_poll=False)
+    model.observe_queue("a", 1.0)  # "a" is now the most recent
+    model.observe_done("c", 1.0, first_poll=False)
+
+    assert list(model.snapshot()) == ["a", "c"]
+    assert len(model) == 2
+
+
+def test_snapshot_reports_what_was_learned(eight_seconds: RunTimes[tuple[str, str]]) -> None:
+    eight_seconds.observe_queue(KEY, 0.5)
+    stats = eight_seconds.snapshot()[KEY]
+
+    assert stats.done_samples == 256
+    assert stats.done_median == pytest.approx(8.0, rel=0.05)
+    assert stats.done_p95 == pytest.approx(8.0 * math.exp(1.645 * 0.3), rel=0.1)
+    assert (stats.queue_samples, stats.queue_median, stats.queue_p95) == (1, 0.5, 0.5)
+    assert stats.learned
+    assert stats.stall_after == 120.0
+    assert repr(eight_seconds) == "<RunTimes keys=1 learned=1>"
+
+
+def test_snapshot_of_an_unlearned_key_has_no_plan() -> None:
+    model = RunTimes[str]()
+    model.observe_queue("a", 2.0)
+
+    assert model.snapshot() == {
+        "a": RunTimeStats(
+            done_samples=0,
+            done_median=None,
+            done_p95=None,
+            queue_samples=1,
+            queue_median=2.0,
+            queue_p95=2.0,
+            learned=False,
+            first_poll=None,
+            poll_gap=None,
+            stall_after=120.0,
+        )
+    }
+
+
+# --- Invalid arguments ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"latency_target": 0.0}, "latency_target must be > 0 seconds"),
+        ({"latency_target": -1.0}, "latency_target must be > 0 seconds"),
+        ({"latency_target": math.inf}, "latency_target must be > 0 seconds"),
+        ({"latency_fraction": 0.0}, "latency_fraction must be > 0"),
+        ({"latency_fraction": -0.1}, "latency_fraction must be a finite number >= 0"),
+        ({"low_quantile": 0.0}, "0 < low_quantile < high_quantile < 1"),
+        ({"low_quantile": 0.96}, "0 < low_quantile < high_quantile < 1"),
+        ({"high_quantile": 1.0}, "0 < low_quantile < high_quantile < 1"),
+        ({"min_samples": 0}, "1 <= min_samples <= max_samples"),
+        ({"min_samples": 300}, "1 <= min_samples <= max_samples"),
+        ({"max_keys": 0}, "max_keys must be >= 1"),
+        ({"stall_factor": -1.0}, "stall_factor must be a finite number >= 0"),
+        ({"stall_floor": math.nan}, "stall_floor must be a finite number >= 0"),
+        ({"stall_unlearned": -5.0}, "stall_unlearned must be a finite number >= 0"),
+    ],
+)
+def test_invalid_policy_is_refused_with_a_clear_message(
+    kwargs: dict[str, float], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        PollPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("seconds", [-1.0, math.nan, math.inf])
+def test_impossible_observations_are_refused(seconds: float) -> None:
+    model = RunTimes[str]()
+    with pytest.raises(ValueError, match="seconds must be a finite number >= 0"):
+        model.observe_done("a", seconds, first_poll=False)
+    with pytest.raises(ValueError, match="seconds must be a finite number >= 0"):
+        model.observe_queue("a", seconds)
+    assert len(model) == 0
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "attempt", "poll_after", "message"),
+    [
+        (-0.1, 0, None, "elapsed must be >= 0 seconds"),
+        (math.nan, 0, None, "elapsed must be >= 0 seconds"),
+        (0.0, -1, None, "attempt must be >= 0"),
+        (0.0, 0, -1.0, "poll_after must be >= 0 seconds"),
+    ],
+)
+def test_invalid_next_delay_arguments_are_refused_learned_or_not(
+    eight_seconds: RunTimes[tuple[str, str]],
+    elapsed: float,
+    attempt: int,
+    poll_after: float | None,
+    message: str,
+) -> None:
+    for key in [KEY, ("responses", "unlearned")]:
+        with pytest.raises(ValueError, match=message):
+            eight_seconds.next_delay(key, elapsed, attempt, random.Random(0), poll_after=poll_after)
