@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 import pytest
+
+from runfleet.sim import SimServer, serve
+
+from .helpers import StartSim
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -18,3 +24,20 @@ def _no_implicit_event_loop() -> None:
     loop" once makes the policy raise instead, which looptime expects and ignores.
     """
     asyncio.set_event_loop(None)
+
+
+@pytest.fixture
+def start_sim() -> StartSim:
+    """Return a factory: ``async with start_sim("tools", time_scale=0.01) as sim``."""
+
+    def factory(scenario: Any = "ample", **kwargs: Any) -> AbstractAsyncContextManager[SimServer]:
+        kwargs.setdefault("time_scale", 0.01)
+        return serve(scenario, **kwargs)
+
+    return factory
+
+
+@pytest.fixture(params=["httpx", "aiohttp"])
+def http(request: pytest.FixtureRequest) -> str:
+    """Run a test once with the SDK's default httpx client and once with aiohttp."""
+    return str(request.param)

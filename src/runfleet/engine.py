@@ -298,7 +298,13 @@ class Engine:
             raise
         run.rounds.append(ToolRound(tuple(calls), tuple(outputs)))
         self.stats.tool_rounds += 1
-        log.info("run_tools_answered", run_id=run.ref.id, calls=len(calls), round=len(run.rounds))
+        log.info(
+            "run_tools_answered",
+            run_id=run.ref.id,
+            previous=obs.raw.id,
+            calls=len(calls),
+            round=len(run.rounds),
+        )
         now = self.now()
         run.phase_start = run.seen_working = now
         run.polls_in_phase = 0
@@ -388,7 +394,7 @@ class Engine:
         queued = self.now() - run.phase_start
         self.stats.stalled += 1
         log.warning("run_stalled", run_id=run.ref.id, queued_for=round(queued, 3))
-        if self.on_stall != "recreate" or run.spec is None:
+        if self.on_stall != "recreate" or run.spec is None or run.recreated:
             return False
         await self._cancel_quietly(run)
         run.stall_reported = False  # the new run may be reported (not recreated) in turn

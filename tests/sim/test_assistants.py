@@ -9,7 +9,7 @@ import pytest
 from openai import AsyncOpenAI
 from openai.types.beta.threads import Run
 
-from .conftest import StartSim, sdk
+from ..helpers import StartSim, sdk
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:The Assistants API is deprecated:DeprecationWarning"

@@ -8,7 +8,7 @@ import httpx2
 import openai
 import pytest
 
-from .conftest import API_KEY, StartSim, sdk
+from ..helpers import API_KEY, StartSim, sdk
 
 
 async def test_every_response_carries_rate_limit_headers(start_sim: StartSim, http: str) -> None:

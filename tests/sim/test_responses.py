@@ -10,7 +10,7 @@ import pytest
 from openai import AsyncOpenAI
 from openai.types.responses import Response
 
-from .conftest import StartSim, sdk
+from ..helpers import StartSim, sdk
 
 WEATHER = {
     "type": "function",
