@@ -19,11 +19,13 @@ from runfleet import (
     RunCancelled,
     RunExpired,
     RunFailed,
+    RunHandle,
     RunNotFound,
     RunTimeout,
     ToolError,
     tool,
 )
+from runfleet.sim import SimServer
 
 from .helpers import API_KEY, StartSim, fleet_on, sdk, start
 
@@ -180,8 +182,8 @@ async def test_unanswered_run_expires(start_sim: StartSim) -> None:
 
     async with start_sim(scenario, time_scale=0.05) as sim:
         async with fleet_on(sim, tools=[get_weather]) as fleet:
+            defs = [dict(get_weather.definition("assistants"))]
             with pytest.raises(RunExpired, match="expired before its tool outputs arrived"):
-                defs = [dict(get_weather.definition("assistants"))]
                 await fleet.run(assistant_id="asst_1", prompt="x", tools=defs)
 
 
@@ -305,12 +307,16 @@ async def test_shutdown_ends_every_waiter(start_sim: StartSim, on_exit: Any) -> 
 
 async def test_shutdown_by_cancellation_ends_every_waiter(start_sim: StartSim) -> None:
     scenario = {"lifecycle": {"queued": 0.1, "in_progress": 1000.0}}
-    handles = []
+    handles: list[RunHandle] = []
+
+    async def use_fleet(sim: SimServer) -> None:
+        async with asyncio.timeout(0.5), fleet_on(sim) as fleet:
+            handles.extend([await start(fleet, k) for k in KINDS])
+            await asyncio.gather(*(h.result() for h in handles))
+
     async with start_sim(scenario) as sim:
         with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.5), fleet_on(sim) as fleet:
-                handles = [await start(fleet, k) for k in KINDS]
-                await asyncio.gather(*(h.result() for h in handles))
+            await use_fleet(sim)
     assert handles
     assert all(h.done() for h in handles)
     assert all(isinstance(h.exception(), RunCancelled) for h in handles)
