@@ -241,7 +241,8 @@ class Engine:
     async def _route(self, run: Tracked, obs: Observation) -> None:
         now = self.now()
         if obs.state is not run.state or obs.status != run.status:
-            run.attempt = 0
+            # queued -> in_progress does not reset the backoff: it says nothing about when the
+            # run will finish, and a reset costs the classic loop a poll or two per run.
             log.debug("run_status", run_id=run.ref.id, status=obs.status, kind=run.kind.name)
         if run.queued_until is None and obs.state is not RunState.QUEUED:
             run.queued_until = now
@@ -307,7 +308,7 @@ class Engine:
         )
         now = self.now()
         run.phase_start = run.seen_working = now
-        run.polls_in_phase = 0
+        run.polls_in_phase = run.attempt = 0
         await self._route(run, new)
 
     async def _finish(self, run: Tracked, obs: Observation) -> None:
