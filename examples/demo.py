@@ -1,94 +1,101 @@
-"""Smoke run of the simulator: what a hand-written polling loop costs and how late it notices.
+"""The same 200 background responses, polled by hand and by a runfleet Fleet.
 
-Starts ``runfleet.sim`` in-process with the ``tools`` scenario sped up 4x, starts 50
-background responses and 10 legacy Assistants runs with the real SDK, answers their tool
-calls, and polls each one every 500 ms (2 s of scenario time) the way most hand-written
-loops do. Then it prints
-what the simulator saw: requests by endpoint, 429s, and how late finished runs were noticed.
+Starts the simulator in-process with the ``tight`` scenario (600 RPM, enforced per second)
+at 4x speed, then runs 200 background responses twice against a freshly reset account:
+once with the loop most people write (one task per run, retrieve after 0.5 s, x1.5 up to
+5 s, the SDK's own retries), once through one ``Fleet``. The simulator's own record says
+what each cost: requests, 429s, the busiest minute against the quota, and how late finished
+runs were noticed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import warnings
+import time
+from typing import Any
 
 import openai
+import structlog
 from openai import AsyncOpenAI
 
-from runfleet.sim import serve
+from runfleet import Backoff, Fleet, PollPolicy, ResponseSpec
+from runfleet.sim import SimServer, serve
 
-warnings.filterwarnings("ignore", "The Assistants API is deprecated", DeprecationWarning)
-TOOL = {"type": "function", "name": "get_weather", "parameters": {"type": "object",
-        "properties": {"city": {"type": "string"}}, "required": ["city"]}}  # fmt: skip
+RUNS = 200
+SCALE = 0.25  # 4x faster than real time; every interval below is scaled the same way
 
 
-async def poll_response(client: AsyncOpenAI, prompt: str) -> str:
-    resp = await client.responses.create(
-        model="gpt-5-mini",
-        input=prompt,
-        background=True,
-        tools=[TOOL],  # type: ignore[list-item]
-    )
-    while True:
-        await asyncio.sleep(0.5)
+async def hand_written(client: AsyncOpenAI) -> int:
+    """Return how many runs were lost (never seen finished)."""
+
+    async def one(i: int) -> bool:
+        delay = 0.5 * SCALE
         try:
-            resp = await client.responses.retrieve(resp.id)
-        except openai.RateLimitError:
-            continue
-        if resp.status in ("queued", "in_progress"):
-            continue
-        calls = [o for o in resp.output if o.type == "function_call"]
-        if not calls:
-            return resp.status
-        resp = await client.responses.create(
-            model="gpt-5-mini", background=True, previous_response_id=resp.id,
-            tools=[TOOL],  # type: ignore[list-item]
-            input=[{"type": "function_call_output", "call_id": c.call_id, "output": "sunny"}
-                   for c in calls],
-        )  # fmt: skip
+            resp = await client.responses.create(model="gpt-5-mini", input=f"q{i}", background=True)
+        except openai.APIError:
+            return False
+        for _ in range(200):
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 5 * SCALE)
+            try:
+                resp = await client.responses.retrieve(resp.id)
+            except openai.APIError:
+                continue  # a 429 that outlived the SDK's retries: try again later
+            if resp.status not in ("queued", "in_progress"):
+                return True
+        return False
+
+    done = await asyncio.gather(*(one(i) for i in range(RUNS)))
+    return done.count(False)
 
 
-async def poll_run(client: AsyncOpenAI, prompt: str) -> str:
-    run = await client.beta.threads.create_and_run(
-        assistant_id="asst_demo", thread={"messages": [{"role": "user", "content": prompt}]}
-    )
-    while run.status not in ("completed", "failed", "cancelled", "expired", "incomplete"):
-        await asyncio.sleep(0.5)
-        try:
-            run = await client.beta.threads.runs.retrieve(run.id, thread_id=run.thread_id)
-            if run.status == "requires_action" and run.required_action:
-                calls = run.required_action.submit_tool_outputs.tool_calls
-                run = await client.beta.threads.runs.submit_tool_outputs(
-                    run.id, thread_id=run.thread_id,
-                    tool_outputs=[{"tool_call_id": c.id, "output": "42"} for c in calls],
-                )  # fmt: skip
-        except openai.BadRequestError:
-            continue  # outputs already in: the run shows requires_action a moment longer
-        except openai.RateLimitError:
-            continue
-    return run.status
+async def with_fleet(client: AsyncOpenAI) -> int:
+    """Return how many runs were lost (a handle that ended without an outcome)."""
+    backoff = Backoff(initial=0.5 * SCALE, cap=5 * SCALE, min_interval=0.05 * SCALE)
+    policy = PollPolicy(backoff=backoff, stall_unlearned=120 * SCALE, stall_floor=30 * SCALE)
+    specs = [ResponseSpec("gpt-5-mini", f"q{i}") for i in range(RUNS)]
+    ended = 0
+    async with Fleet(client, rpm=600 / SCALE, policy=policy, seed=1) as fleet:
+        async for _ in fleet.map(specs, max_in_flight=RUNS):
+            ended += 1
+    return RUNS - ended
+
+
+async def measure(sim: SimServer, name: str, strategy: Any) -> dict[str, Any]:
+    sim.reset(sim.app.scenario)  # same seed, same runs, fresh counters
+    client = AsyncOpenAI(base_url=sim.base_url, api_key="sk-demo")  # SDK defaults: 2 retries
+    t0 = time.monotonic()
+    async with client:
+        lost = await strategy(client)
+    stats = sim.stats()
+    det = stats["responses"]["detection"]
+    return {
+        "strategy": name,
+        "requests": stats["requests_total"],
+        "per run": f"{stats['requests_total'] / RUNS:.1f}",
+        "429s": stats["rate_limited"],
+        "busiest minute": f"{stats['peak_window']['peak']}/{stats['peak_window']['quota']:g}",
+        "p95 noticed late": f"{det['p95']:.1f} s",
+        "lost": lost,
+        "wall": f"{time.monotonic() - t0:.0f} s",
+    }
 
 
 async def main() -> None:
-    async with serve("tools", time_scale=0.25) as sim:
-        print(f"simulator: scenario 'tools' at 4x speed on {sim.base_url}")
-        client = AsyncOpenAI(base_url=sim.base_url, api_key="sk-demo", max_retries=5)
-        async with client:
-            jobs = [poll_response(client, f"Weather in city {i}?") for i in range(50)]
-            jobs += [poll_run(client, f"Order {i}?") for i in range(10)]
-            outcomes = await asyncio.gather(*jobs)
-        stats = sim.stats()
-    print(f"runs finished: {len(outcomes)} ({outcomes.count('completed')} completed)")
-    print(f"requests: {stats['requests_total']}, of which 429: {stats['rate_limited']}")
-    for endpoint, count in stats["requests"].items():
-        print(f"  {endpoint:28} {count}")
-    for kind in ("responses", "runs"):
-        det = stats[kind]["detection"]
-        print(
-            f"{kind}: detection latency p50 {det['p50']:.2f} s, p95 {det['p95']:.2f} s "
-            f"(scenario seconds), {stats[kind]['retrieves']} retrieves"
-        )
-    print("peak requests in a 60 s window:", stats["peak_window"]["peak"])
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
+    async with serve("tight", time_scale=SCALE) as sim:
+        print(f"simulator: scenario 'tight' (600 RPM, per second) at 4x speed on {sim.base_url}")
+        print(f"{RUNS} background responses, polled two ways...\n")
+        rows = [
+            await measure(sim, "hand-written loop", hand_written),
+            await measure(sim, "runfleet Fleet", with_fleet),
+        ]
+    cols = list(rows[0])
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    for row in rows:
+        print("  ".join(str(row[c]).ljust(widths[c]) for c in cols))
+    print("\n(times are scenario seconds; 'busiest minute' is requests in any 60 s vs the quota)")
 
 
 if __name__ == "__main__":
