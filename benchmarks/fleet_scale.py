@@ -22,8 +22,8 @@ and then a profiled one whose poll phase runs under ``cProfile`` (wall-clock tim
 ``tottime`` of each function is summed by where it lives: ``src/runfleet/`` (the fleet's own
 overhead, divided by the phase's retrieves), openai + pydantic + httpx2/httpcore2/h11 or
 aiohttp/yarl/multidict (SDK and HTTP), asyncio/anyio/selectors, idle in epoll, and the rest
-(builtins, stdlib); a second figure charges builtins and stdlib to their callers. Whatever only
-``Fleet.stats()`` (this script's sampler) calls is counted apart. cProfile inflates short
+(builtins, stdlib); a second figure charges builtins and stdlib to their callers. The profiler
+is paused while the sampler calls ``Fleet.stats()`` (O(runs) per call). cProfile inflates short
 Python functions most, so the fleet's share is an upper bound. This VM under-reports process
 CPU: a pure-Python busy loop reports ~1.7 s of CPU per 2.3 s of wall.
 """
@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import itertools
 import json
 import logging
@@ -65,7 +66,7 @@ SCENARIO = {
 SUBMITTERS = 64
 SDK_HTTP = "openai pydantic pydantic_core httpx2 httpcore2 h11 aiohttp yarl multidict propcache"
 SDK_HTTP += " aiohappyeyeballs frozenlist aiosignal"
-BUCKETS = ("runfleet", "sdk_http", "asyncio_anyio", "structlog", "other", "sampler", "idle")
+BUCKETS = ("runfleet", "sdk_http", "asyncio_anyio", "structlog", "other", "idle")
 Key = tuple[str, int, str]  # pstats: file, line, function
 
 
@@ -94,11 +95,9 @@ def start_sim(scale: float) -> tuple[subprocess.Popen[str], str]:
     return proc, match.group(1)
 
 
-def bucket(key: Key, sampling: set[Key]) -> str:
+def bucket(key: Key) -> str:
     """Name where a profiled function's own time goes."""
     file, _, name = key
-    if key in sampling:
-        return "sampler"
     if "/src/runfleet/" in file:
         return "runfleet"
     if "select.epoll" in name:
@@ -114,18 +113,10 @@ def bucket(key: Key, sampling: set[Key]) -> str:
 def profile_sums(prof: cProfile.Profile) -> tuple[Counter[str], Counter[str]]:
     """Sum tottime by bucket: by file, and with builtins and stdlib charged to their callers."""
     raw: dict[Key, Any] = pstats.Stats(prof).stats  # type: ignore[attr-defined]
-    sampling = {k for k in raw if k[2] == "stats" and k[0].endswith("runfleet/fleet.py")}
-    grew = True
-    while grew:  # add what only the sampler's calls reach
-        grew = False
-        for key, (*_, callers) in raw.items():
-            if key not in sampling and callers and all(c in sampling for c in callers):
-                sampling.add(key)
-                grew = True
     memo: dict[Key, Counter[str]] = {}
 
     def shares(key: Key, seen: frozenset[Key]) -> Counter[str]:
-        name = bucket(key, sampling)
+        name = bucket(key)
         if name != "other" or key in seen or key not in raw:
             return Counter({name: 1.0})
         if key not in memo:
@@ -140,7 +131,7 @@ def profile_sums(prof: cProfile.Profile) -> tuple[Counter[str], Counter[str]]:
     own: Counter[str] = Counter()
     charged: Counter[str] = Counter()
     for key, (_, _, tottime, _, _) in raw.items():
-        own[bucket(key, sampling)] += tottime
+        own[bucket(key)] += tottime
         for b, f in shares(key, frozenset()).items():
             charged[b] += tottime * f
     return own, charged
@@ -157,6 +148,16 @@ async def workload(
     all_ended = asyncio.Event()
     peak = {"in_flight": 0, "tasks": 0, "lag": 0.0}
     prof = cProfile.Profile() if profiled else None
+    profiling = False  # whether the poll phase is being profiled
+    gc_pauses: list[float] = []  # full (generation 2) collections
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_pauses.append(-time.perf_counter())
+        elif info["generation"] == 2:  # the event loop stands still meanwhile
+            gc_pauses[-1] += time.perf_counter()
+        else:
+            gc_pauses.pop()
 
     def on_end(_: RunHandle) -> None:
         nonlocal ended
@@ -176,8 +177,12 @@ async def workload(
                     peak["lag"] = max(peak["lag"], time.perf_counter() - t - 0.1)
                     peak["tasks"] = max(peak["tasks"], len(asyncio.all_tasks()))
                     if tick % 10 == 0:  # stats() counts every run: once a second is plenty
+                        if prof is not None:
+                            prof.disable()  # the sampler's cost is not the fleet's
                         in_flight = sum(fleet.stats().in_flight.values())
                         peak["in_flight"] = max(peak["in_flight"], in_flight)
+                        if prof is not None and profiling:
+                            prof.enable()
 
             numbers = iter(range(runs))  # shared: each number is taken by one submitter
 
@@ -192,14 +197,16 @@ async def workload(
 
             sim_cpu0, cpu0, t0 = cpu_seconds(proc.pid), cpu_seconds(), time.perf_counter()
             sampler = asyncio.create_task(sample())
+            gc.callbacks.append(on_gc)
             async with asyncio.TaskGroup() as tg:
                 for _ in range(SUBMITTERS):
                     tg.create_task(submitter())
-            t1, cpu1 = time.perf_counter(), cpu_seconds()
+            t1 = time.perf_counter()
             peak["in_flight"] = max(peak["in_flight"], sum(fleet.stats().in_flight.values()))
             polls0 = fleet.stats().requests.get("retrieve", 0)
             if prof is not None:
                 prof.enable()
+                profiling = True
             try:
                 async with asyncio.timeout(max(600.0, 20 * runs / rpm * 60)):
                     await all_ended.wait()
@@ -207,8 +214,10 @@ async def workload(
                 pass  # the runs not ended by now are lost
             if prof is not None:
                 prof.disable()
+                profiling = False
             t2, cpu2, sim_cpu2 = time.perf_counter(), cpu_seconds(), cpu_seconds(proc.pid)
             sampler.cancel()
+            gc.callbacks.remove(on_gc)
             st = fleet.stats()
             completed = sum(h.done() and h.exception() is None for h in handles)
             failed = sum(isinstance(h.exception(), RunFailed) for h in handles)
@@ -224,7 +233,6 @@ async def workload(
         "http": http,
         "profiled": profiled,
         "runs": runs,
-        "rpm": rpm,
         "peak_in_flight": peak["in_flight"],
         "completed": completed,
         "failed": failed,
@@ -243,11 +251,12 @@ async def workload(
         "requests_per_s": st.requests_total / wall,
         "cpu_s": cpu,
         "cpu_share": cpu / wall,
-        "cpu_submit_s": cpu1 - cpu0,
         "cpu_us_per_request": cpu / st.requests_total * 1e6,
         "sim_cpu_s": sim_cpu2 - sim_cpu0,
         "peak_tasks": peak["tasks"],
         "loop_lag_max_s": peak["lag"],
+        "gc_full": len(gc_pauses),
+        "gc_full_max_s": max(gc_pauses, default=0.0),
         "rss_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_before_mib": rss0 / 1024,
     }
@@ -277,6 +286,7 @@ def rows(r: dict[str, Any]) -> dict[str, str]:
         "simulator CPU [1]": f"{r['sim_cpu_s']:.1f} s",
         "asyncio tasks, peak": str(r["peak_tasks"]),
         "event-loop lag, max": f"{r['loop_lag_max_s'] * 1000:.0f} ms",
+        "full GCs (longest)": f"{r['gc_full']} ({r['gc_full_max_s'] * 1000:.0f} ms)",
         "RSS peak (at start)": f"{r['rss_peak_mib']:.0f} ({r['rss_before_mib']:.0f}) MiB",
         "detection p50 / p95 / max": "{p50:.1f} / {p95:.1f} / {max:.1f} s".format(
             **r["detection_s"]

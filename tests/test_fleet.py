@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -19,6 +20,7 @@ from runfleet import (
     RunCancelled,
     RunExpired,
     RunFailed,
+    RunfleetError,
     RunHandle,
     RunNotFound,
     RunTimeout,
@@ -359,3 +361,20 @@ async def test_logs_carry_events_and_never_the_key(start_sim: StartSim) -> None:
     assert any(e["event"] == "run_finished" and e["outcome"] == "completed" for e in logs)
     assert API_KEY not in repr(logs)
     assert API_KEY[-8:] not in repr(logs)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_submissions_that_fail_are_answered_again(start_sim: StartSim, kind: str) -> None:
+    """With no retries, a failed tool submission must not leave the run waiting forever."""
+    scenario = {**TOOLS, "faults": {"error_503": 0.3}}
+    async with start_sim(scenario) as sim:
+        async with fleet_on(sim, tools=[get_weather], max_retries=0) as fleet:
+            handles = []
+            for _ in range(4):
+                # a create refused by a 503 with retries off is not this test's point
+                with contextlib.suppress(RunfleetError):
+                    handles.append(await start(fleet, kind, "Weather?", tools=_defs(kind)))
+            results = [await h for h in handles]
+    assert handles
+    assert all(len(r.tool_rounds) == 2 for r in results)
+    assert sim.stats()["faults"]["error_503"] > 0

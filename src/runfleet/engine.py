@@ -106,6 +106,15 @@ class Engine:
     async def loop(self, tg: TaskGroup) -> None:
         """Poll due runs until cancelled; the fleet runs this once in its task group."""
         self._tg = tg
+        try:
+            await self._loop(tg)
+        except Exception as exc:
+            # A bug of ours must not leave a waiter hanging (invariant 3): end them all.
+            log.exception("poll_loop_failed")
+            self.fail_all(RunfleetError(f"the poll loop failed: {exc!r}"))
+            raise
+
+    async def _loop(self, tg: TaskGroup) -> None:
         limiter = self.gate.limiter
         while True:
             self._wake = anyio.Event()  # before reading the heap, so no wake-up is missed
@@ -287,16 +296,19 @@ class Engine:
             await self._cancel_quietly(run)
             self._resolve(run, None, exc)
             return
-        run.answered = frozenset(c.call_id for c in calls)
         try:
             new = await self.retrying(run, lambda: run.kind.answer(run.ref, run.spec, outputs))
         except openai.BadRequestError as exc:
             if run.kind.name == "assistants":
-                # Not in requires_action any more (expired, cancelled): a poll will tell.
+                # Not in requires_action any more (expired, cancelled, or our outputs did
+                # arrive before a dropped answer): a poll will tell, and will not resubmit.
+                run.answered = frozenset(c.call_id for c in calls)
                 log.info("tool_outputs_refused", run_id=run.ref.id, error=exc.message)
                 self._poll_at(run, self.now())
                 return
             raise
+        # Only now: a submission that failed for good must be answered again on the next poll.
+        run.answered = frozenset(c.call_id for c in calls)
         run.rounds.append(ToolRound(tuple(calls), tuple(outputs)))
         self.stats.tool_rounds += 1
         log.info(

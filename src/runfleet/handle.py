@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -150,8 +149,3 @@ class RunHandle:
         for fn in callbacks:
             fn(self)
         return True
-
-
-def remaining(deadline: float | None, now: float) -> float:
-    """Return seconds left until ``deadline`` (infinite when there is none)."""
-    return math.inf if deadline is None else max(0.0, deadline - now)

@@ -89,10 +89,6 @@ class AssistantsKind:
         self.client = client
         self.gate = gate
 
-    def learn_key(self, spec: Any) -> tuple[str, str]:
-        """Learn durations per assistant."""
-        return ("assistants", spec.assistant_id if isinstance(spec, AssistantRunSpec) else "?")
-
     async def start(self, spec: AssistantRunSpec, ref: RunRef) -> Observation:
         """Start the run in one request: ``create_and_run``, or ``runs.create`` on a thread."""
         args: dict[str, Any] = dict(spec.extra)

@@ -70,10 +70,6 @@ class Kind(Protocol):
     name: str
     reply_requests: int  # requests ``reply`` makes: 0 when the reply is in the final body
 
-    def learn_key(self, spec: Any) -> tuple[str, str]:
-        """Return the key under which this run's durations are learned."""
-        ...
-
     async def start(self, spec: Any, ref: RunRef) -> Observation:
         """Create the run, fill ``ref`` with its ids, return the first observation."""
         ...

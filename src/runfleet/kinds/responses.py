@@ -96,10 +96,6 @@ class ResponsesKind:
         self.client = client
         self.gate = gate
 
-    def learn_key(self, spec: Any) -> tuple[str, str]:
-        """Learn durations per model."""
-        return ("responses", spec.model if isinstance(spec, ResponseSpec) else "?")
-
     def _create_args(self, spec: ResponseSpec) -> dict[str, Any]:
         args: dict[str, Any] = {"model": spec.model, "background": True, "store": True}
         if spec.instructions is not None:
