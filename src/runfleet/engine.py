@@ -5,6 +5,10 @@ wake-up when an earlier one arrives), takes a concurrency slot and one quota adm
 poll, pops the most urgent run *after* admission — so a run woken meanwhile goes first — and
 polls it in a short task of the fleet's task group. What the poll sees is routed: reschedule,
 answer tool calls (at most once per round: invariant 4), fetch the reply and resolve, or fail.
+
+With webhooks (``safety_poll`` set), a Responses run waits on a slow safety-net poll instead
+of the learned schedule, and :meth:`Engine.notify` wakes it by response id when an event
+says it ended: a lost event costs latency, never the run.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
@@ -40,7 +44,7 @@ from .kinds.base import NEEDS_CLIENT, Kind, Observation, RunRef, RunState
 from .learning import RunTimes
 from .quota import Priority
 from .results import RunFigures, RunResult, ToolRound
-from .schedule import Backoff, PollSchedule
+from .schedule import Backoff, PollSchedule, _jittered
 from .stats import StatsCollector
 from .tools import ToolRegistry
 
@@ -48,6 +52,11 @@ __all__ = ["Engine"]
 
 log = structlog.get_logger("runfleet")
 T = TypeVar("T")
+
+_EARLY_EVENTS = 4096
+"""Ids of events that came before their run was waiting (create still in flight), kept so
+the run's first reschedule polls at once; bounded because most unknown ids are not ours."""
+_SAFETY_JITTER = 0.2
 
 _TRANSIENT = (
     openai.RateLimitError,
@@ -77,6 +86,7 @@ class Engine:
         key_hint: str,
         on_stall: Literal["report", "recreate"],
         max_retries: int,
+        safety_poll: float | None = None,
     ) -> None:
         self.gate = gate
         self.tools = tools
@@ -86,6 +96,9 @@ class Engine:
         self.key_hint = key_hint
         self.on_stall = on_stall
         self.max_retries = max_retries
+        self.safety_poll = safety_poll
+        self.by_response: dict[str, Tracked] = {}  # waiting Responses runs, for notify()
+        self._early: OrderedDict[str, None] = OrderedDict()
         self.retry = Backoff(initial=0.5, factor=2.0, cap=10.0)
         self.schedule: PollSchedule[int] = PollSchedule()
         self.runs: dict[int, Tracked] = {}
@@ -178,7 +191,21 @@ class Engine:
         if nxt is None or due < nxt:
             self._signal()
 
+    def _pushed(self, run: Tracked) -> bool:
+        """Whether webhooks cover this run (Responses only: Assistants runs have none)."""
+        return self.safety_poll is not None and run.kind.name == "responses"
+
     def _reschedule(self, run: Tracked, now: float, poll_after: float | None) -> None:
+        safety = self.safety_poll
+        if safety is not None and run.kind.name == "responses":
+            self.by_response[run.ref.id] = run
+            if run.ref.id in self._early:  # its event came before it waited: look now
+                del self._early[run.ref.id]
+                self._poll_at(run, now)
+                return
+            delay = max(_jittered(safety, _SAFETY_JITTER, self.rng), poll_after or 0.0)
+            self._poll_at(run, now + delay)
+            return
         delay = self.times.next_delay(
             self._learn_key(run),
             now - run.phase_start,
@@ -195,6 +222,18 @@ class Engine:
             run.woken = True
         elif run.key in self.runs:
             self._poll_at(run, self.now())
+
+    def notify(self, response_id: str) -> bool:
+        """Wake the run waiting on ``response_id`` (a webhook said it ended); False if unknown."""
+        run = self.by_response.get(response_id)
+        if run is not None and run.key in self.runs and run.ref.id == response_id:
+            self.wake(run)
+            return True
+        if self.safety_poll is not None:
+            self._early[response_id] = None
+            if len(self._early) > _EARLY_EVENTS:
+                self._early.popitem(last=False)
+        return False
 
     # -- tracking ------------------------------------------------------------------------------
 
@@ -265,7 +304,8 @@ class Engine:
                 return
             run.latency += now - run.seen_working
             if obs.state is not RunState.CANCELLED:
-                first = run.polls_in_phase == 1
+                # A poll a webhook prompted says nothing about where the model's first goes.
+                first = run.polls_in_phase == 1 and not self._pushed(run)
                 self.times.observe_done(
                     self._learn_key(run), now - run.phase_start, first_poll=first
                 )
@@ -309,6 +349,7 @@ class Engine:
             raise
         # Only now: a submission that failed for good must be answered again on the next poll.
         run.answered = frozenset(c.call_id for c in calls)
+        self.by_response.pop(obs.raw.id, None)
         run.rounds.append(ToolRound(tuple(calls), tuple(outputs)))
         self.stats.tool_rounds += 1
         log.info(
@@ -374,6 +415,7 @@ class Engine:
         if self.runs.pop(run.key, None) is None:
             return
         self.schedule.cancel(run.key)
+        self.by_response.pop(run.ref.id, None)
         how = "completed" if error is None else _how(error)
         self.stats.run_finished(how, run.latency if error is None else None)
         log.info(
@@ -413,6 +455,7 @@ class Engine:
         run.stall_reported = False  # the new run may be reported (not recreated) in turn
         run.recreated = True
         old = run.ref.id
+        self.by_response.pop(old, None)
         run.ref = RunRef(chain=[])
         obs = await self.retrying(run, lambda: run.kind.start(run.spec, run.ref))
         now = self.now()

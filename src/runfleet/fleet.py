@@ -72,9 +72,15 @@ class Fleet:
         quota: share a quota between fleets (default: a new one of ``rpm``).
         max_retries: tries per create, submit or fetch on 429, 5xx and network errors.
         seed: seeds the jitter, for reproducible benchmarks.
+        webhooks: Responses runs are woken by webhook events (see
+            :class:`~runfleet.webhooks.WebhookReceiver`) and otherwise polled only every
+            ``safety_poll`` seconds (±20 %), so a lost event costs latency, never the run.
+            Assistants runs have no events and keep the normal schedule.
+        safety_poll: seconds between safety-net polls of a run covered by webhooks.
 
     Raises:
-        ValueError: ``rpm``, ``burst`` or ``concurrency`` out of range, or a client without a key.
+        ValueError: ``rpm``, ``burst``, ``concurrency`` or ``safety_poll`` out of range, or
+            a client without a key.
     """
 
     def __init__(
@@ -94,11 +100,15 @@ class Fleet:
         quota: RequestQuota | None = None,
         max_retries: int = 5,
         seed: int | None = None,
+        webhooks: bool = False,
+        safety_poll: float = 60.0,
     ) -> None:
         if not isinstance(rpm, int | float) or not rpm > 0 or math.isinf(rpm):
             raise ValueError(f"rpm must be a positive number, got {rpm!r}")
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be positive or None, got {timeout!r}")
+        if not (isinstance(safety_poll, int | float) and 0 < safety_poll < math.inf):
+            raise ValueError(f"safety_poll must be a positive number, got {safety_poll!r}")
         if on_exit not in ("wait", "cancel", "detach"):
             raise ValueError(f"on_exit must be 'wait', 'cancel' or 'detach', not {on_exit!r}")
         if not getattr(client, "api_key", None):
@@ -124,6 +134,7 @@ class Fleet:
             key_hint=str(client.api_key)[-4:],
             on_stall=on_stall,
             max_retries=max_retries,
+            safety_poll=safety_poll if webhooks else None,
         )
         self._timeout = timeout
         self._on_exit = on_exit
@@ -397,6 +408,19 @@ class Fleet:
         outstanding -= 1
         if outstanding == 0:
             send.close()
+
+    def wake(self, response_id: str) -> bool:
+        """Poll the run now waiting on ``response_id`` at once (a webhook said it ended).
+
+        Returns False if no run of this fleet waits on that response; an event that arrives
+        before its create returned is remembered, and the run is polled as soon as it waits.
+        """
+        return self._engine.notify(response_id)
+
+    @property
+    def client(self) -> AsyncOpenAI:
+        """The fleet's copy of the client (SDK retries off)."""
+        return self._client
 
     # -- figures -------------------------------------------------------------------------------
 

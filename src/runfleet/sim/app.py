@@ -1,4 +1,5 @@
-"""The simulator's HTTP face: OpenAI's routes, auth, the quota, faults and the stats endpoint.
+"""The simulator's HTTP face: OpenAI's routes, auth, the quota, faults, webhooks and the stats
+endpoint.
 
 Every API request passes the same gate in the order OpenAI applies them: auth, then the
 quota (429 with ``retry-after``), then injected faults; only then does a store see it. The
@@ -29,6 +30,7 @@ from .ratelimit import TokenBucket, go_duration
 from .responses import ResponseStore
 from .scenario import Scenario, load_scenario
 from .stats import SimStats
+from .webhooks import WebhookSender
 from .world import SimError, World
 
 __all__ = ["DroppedConnection", "SimApp", "create_app"]
@@ -75,6 +77,7 @@ class SimApp:
     ) -> None:
         self._clock = clock or (lambda: asyncio.get_running_loop().time())
         self.scenario: Scenario = load_scenario(scenario)
+        self.webhooks = WebhookSender(lambda: self.scenario, self.now, lambda: self.epoch)
         self.reset()
         # A bare Router, not a Starlette app: the app's two middlewares cost a tenth of the
         # throughput, and errors are answered in OpenAI's shape by the endpoints themselves.
@@ -91,6 +94,7 @@ class SimApp:
         self.stats = SimStats()
         self.faults_rng = random.Random(self.scenario.seed + 1)
         self._t0: float | None = None
+        self.webhooks.clear()
 
     def now(self) -> float:
         """Return scenario seconds since the first request after the last reset."""
@@ -101,7 +105,7 @@ class SimApp:
 
     def snapshot(self, per_run: bool = False) -> dict[str, Any]:
         """Return the stats endpoint's data."""
-        return self.stats.snapshot(
+        out = self.stats.snapshot(
             self.now(),
             scenario=self.scenario.name,
             time_scale=self.scenario.time_scale,
@@ -110,8 +114,13 @@ class SimApp:
             runs=self.assistants.jobs(),
             per_run=per_run,
         )
+        out["webhooks"] = dict(sorted(self.webhooks.stats.items()))
+        return out
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":  # the webhook sender lives as long as the server
+            await self.webhooks.lifespan(receive, send)
+            return
         await self.asgi(scope, receive, send)
 
     # the gate every API request passes
@@ -268,13 +277,21 @@ class SimApp:
         # Handlers read self.responses on each call so that reset() swaps the store under them.
 
         async def create(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
-            return self.responses.create(await _body(req), now), None
+            body = self.responses.create(await _body(req), now)
+            if body["background"]:
+                job = self.responses.items[body["id"]].job
+                self.webhooks.schedule(job, job.done_at)  # its end is known now
+            return body, None
 
         async def retrieve(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
             return self.responses.retrieve(req.path_params["id"], now)
 
         async def cancel(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
-            return self.responses.cancel(req.path_params["id"], now), None
+            body = self.responses.cancel(req.path_params["id"], now)
+            job = self.responses.items[body["id"]].job
+            if job.cancel_done is not None and job.cancel_done <= now:
+                self.webhooks.schedule(job, now)  # announced once: the sender dedupes by end
+            return body, None
 
         return {"create": create, "retrieve": retrieve, "cancel": cancel}
 

@@ -8,6 +8,8 @@ All durations are in scenario seconds; ``time_scale`` maps them onto real second
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 import random
@@ -29,6 +31,7 @@ __all__ = [
     "Stalls",
     "Storms",
     "Tools",
+    "Webhooks",
     "load_scenario",
 ]
 
@@ -169,6 +172,49 @@ class Faults(_Strict):
         return self
 
 
+def _check_secret(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not value.startswith("whsec_"):
+        raise ValueError("a webhook secret starts with 'whsec_'")
+    try:
+        base64.b64decode(value[6:], validate=True)
+    except binascii.Error:
+        raise ValueError("a webhook secret is 'whsec_' + base64") from None
+    return value
+
+
+class Webhooks(_Strict):
+    """Signed deliveries of ``response.*`` events for background responses (off without url).
+
+    Fractions apply per delivery; delays are scenario seconds after the response ended. The
+    knobs exist because OpenAI promises only at-least-once, unordered delivery: a receiver
+    must survive duplicates, late and lost events, and a secret rotation.
+    """
+
+    url: str | None = None
+    secret: str = "whsec_c2ltdWxhdG9yLXdlYmhvb2stc2VjcmV0LTAwMDA="
+    delay: Dist = Dist(dist="lognormal", median=0.05, sigma=0.5)
+    duplicate: float = Field(default=0.0, ge=0, le=1)
+    drop: float = Field(default=0.0, ge=0, le=1)
+    # A reordered delivery is held back by reorder_delay, so later events overtake it.
+    reorder: float = Field(default=0.0, ge=0, le=1)
+    reorder_delay: Dist = Dist.fixed(2.0)
+    # Rotation: until rotation_until (scenario seconds; null = always) each delivery carries
+    # a second signature made with previous_secret, as OpenAI does while a secret rotates.
+    previous_secret: str | None = None
+    rotation_until: float | None = Field(default=None, ge=0)
+    # A delivery answered with a non-2xx or a network error is tried again this many times.
+    retries: int = Field(default=2, ge=0, le=20)
+    retry_delay: Dist = Dist.fixed(1.0)
+
+    @model_validator(mode="after")
+    def _secrets(self) -> Webhooks:
+        _check_secret(self.secret)
+        _check_secret(self.previous_secret)
+        return self
+
+
 class Scenario(_Strict):
     """Everything the simulator needs to behave like one kind of account and workload."""
 
@@ -184,6 +230,7 @@ class Scenario(_Strict):
     quota: Quota = Quota()
     poll_after_ms: float | None = Field(default=None, ge=0)
     faults: Faults = Faults()
+    webhooks: Webhooks = Webhooks()
     reply: str = "Simulated reply to: {prompt}"
 
     def replace(self, **changes: Any) -> Scenario:

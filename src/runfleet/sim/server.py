@@ -15,7 +15,7 @@ import uvicorn
 from .app import DroppedConnection, SimApp
 from .scenario import Scenario, load_scenario
 
-__all__ = ["SimServer", "run", "serve"]
+__all__ = ["SimServer", "run", "serve", "serve_asgi"]
 
 
 class _HideDrops(logging.Filter):
@@ -86,7 +86,8 @@ async def serve(
     """Run the simulator on loopback for the duration of the block.
 
     Port 0 picks a free port. ``time_scale`` multiplies every scenario duration (0.01 runs the
-    scenario 100 times faster). Example::
+    scenario 100 times faster). The webhook sender (when the scenario's ``webhooks.url`` is
+    set) runs in the app's lifespan, so it lives exactly as long as the server. Example::
 
         async with serve("tight", time_scale=0.05) as sim:
             client = AsyncOpenAI(base_url=sim.base_url, api_key="sk-sim")
@@ -102,9 +103,22 @@ async def serve(
     if changes:
         sc = sc.replace(**changes)
     app = SimApp(sc)
+    async with serve_asgi(app, host=host, port=port, log_level=log_level) as bound:
+        yield SimServer(app, host, bound)
+
+
+@contextlib.asynccontextmanager
+async def serve_asgi(
+    app: Any, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"
+) -> AsyncIterator[int]:
+    """Serve any ASGI app (with its lifespan) on loopback for the block; yield the port.
+
+    What :func:`serve` runs the simulator with; tests and benchmarks also serve a webhook
+    receiver with it, so that deliveries cross a real socket.
+    """
     sock = _bind(host, port)
     config = uvicorn.Config(
-        app, log_level=log_level, lifespan="off", access_log=False, timeout_graceful_shutdown=1
+        app, log_level=log_level, lifespan="on", access_log=False, timeout_graceful_shutdown=1
     )
     server = uvicorn.Server(config)
     logging.getLogger("uvicorn.error").addFilter(_HIDE_DROPS)
@@ -116,7 +130,7 @@ async def serve(
         server.lifespan = config.lifespan_class(config)
         await server.startup(sockets=[sock])
         try:
-            yield SimServer(app, host, sock.getsockname()[1])
+            yield sock.getsockname()[1]
         finally:
             await server.shutdown(sockets=[sock])
     finally:
@@ -148,7 +162,7 @@ def run(
     }
     sc = sc.replace(**changes) if changes else sc
     sock = _bind(host, port)
-    config = uvicorn.Config(SimApp(sc), log_level=log_level, lifespan="off", access_log=False)
+    config = uvicorn.Config(SimApp(sc), log_level=log_level, lifespan="on", access_log=False)
     logging.getLogger("uvicorn.error").addFilter(_HIDE_DROPS)
     base = f"http://{host}:{sock.getsockname()[1]}/v1"
     announce(

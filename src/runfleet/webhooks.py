@@ -1,0 +1,270 @@
+"""Receive OpenAI's ``response.*`` webhooks and wake the fleet's runs they name.
+
+OpenAI sends an event when a background response ends; it carries only the response id, so
+the receiver's whole job is to tell the fleet "poll this one now": one retrieve then fetches
+the result. Everything else here is about not being fooled and not being retried forever:
+
+- The raw body is verified with the SDK's ``client.webhooks.unwrap`` (Standard Webhooks:
+  HMAC-SHA256 over ``id.timestamp.body``, any of several signatures during a rotation,
+  timestamps within 300 s either way) before anything parses it.
+- Bodies over ``max_body`` get a 413 from their ``content-length`` alone, or as soon as the
+  chunks read exceed it: a 10 MiB body is never held in memory.
+- Delivery is at-least-once, so events are deduplicated by ``webhook-id``, remembered at
+  least twice the signature tolerance (a replay older than that fails the timestamp check)
+  and at most ``max_ids`` of them.
+- A duplicate or an event for a response this fleet does not track is acknowledged (2xx):
+  a 4xx or 5xx would only make OpenAI deliver it again for days. For the same reason a
+  failure while waking the run is logged and acknowledged; the safety-net poll covers it.
+
+Nothing logged carries a header value but the (truncated) ``webhook-id``; never a secret.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+from openai import InvalidWebhookSignatureError
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from .fleet import Fleet
+
+__all__ = ["RESPONSE_EVENTS", "ReceiverStats", "WebhookReceiver"]
+
+log = structlog.get_logger("runfleet")
+
+RESPONSE_EVENTS = frozenset(
+    {"response.completed", "response.failed", "response.cancelled", "response.incomplete"}
+)
+"""The events that end a background response; the only ones that wake a run."""
+
+_TOLERANCE = 300.0
+"""The SDK's ``unwrap`` accepts timestamps this many seconds old or ahead, no more."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverStats:
+    """What a :class:`WebhookReceiver` has answered so far."""
+
+    received: int
+    """Requests that reached the receiver."""
+    accepted: int
+    """Verified, new events (each woke a run or was acknowledged as unknown)."""
+    woke: int
+    """Accepted events that woke a run of the fleet."""
+    unknown: int
+    """Accepted events for responses the fleet does not track, or of other types."""
+    duplicates: int
+    """Verified events whose ``webhook-id`` was seen before: acknowledged, not applied."""
+    rejected: dict[str, int]
+    """Refused requests by reason (``signature``, ``too_large``, ``content_type``...)."""
+
+
+class _Reject(Exception):
+    """Raised to answer a request with a 4xx and a reason."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class WebhookReceiver:
+    """An ASGI app that verifies OpenAI webhooks and wakes the runs they name.
+
+    Mount it in any ASGI server or framework; use :meth:`route` inside Starlette or FastAPI.
+    Give the fleet ``webhooks=True`` so its Responses runs wait for events, with a slow
+    safety-net poll, instead of polling on the normal schedule.
+
+    Example::
+
+        async with Fleet(AsyncOpenAI(), rpm=3000, webhooks=True) as fleet:
+            app.router.routes.append(WebhookReceiver(fleet).route("/webhooks/openai"))
+            ...
+
+    Args:
+        fleet: the fleet whose runs events wake.
+        secret: the endpoint's ``whsec_...`` signing secret; default ``OPENAI_WEBHOOK_SECRET``.
+        max_body: larger bodies are refused with 413 (OpenAI's events are a few hundred bytes).
+        max_ids: most ``webhook-id`` values remembered for deduplication.
+
+    Raises:
+        ValueError: no secret given nor in the environment, or a limit out of range.
+    """
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        *,
+        secret: str | None = None,
+        max_body: int = 1 << 20,
+        max_ids: int = 100_000,
+    ) -> None:
+        secret = secret if secret is not None else os.environ.get("OPENAI_WEBHOOK_SECRET")
+        if not secret:
+            raise ValueError(
+                "no webhook secret: pass secret= or set OPENAI_WEBHOOK_SECRET "
+                "(the whsec_... value shown when the endpoint was registered)"
+            )
+        if max_body < 1 or max_ids < 1:
+            raise ValueError(f"max_body and max_ids must be >= 1, got {max_body}, {max_ids}")
+        self._fleet = fleet
+        self._secret = secret
+        self._max_body = max_body
+        self._max_ids = max_ids
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._counts: Counter[str] = Counter()
+        self._rejected: Counter[str] = Counter()
+
+    def __repr__(self) -> str:
+        c = self._counts
+        return (
+            f"<WebhookReceiver accepted={c['accepted']} duplicates={c['duplicates']} "
+            f"rejected={sum(self._rejected.values())} remembered={len(self._seen)}>"
+        )
+
+    def route(self, path: str = "/webhooks/openai") -> Route:
+        """Return a Starlette ``Route`` for ``POST path`` (FastAPI: ``app.router.routes``)."""
+        return Route(path, self, methods=["POST"], name="openai_webhooks")
+
+    def stats(self) -> ReceiverStats:
+        """Return a snapshot of what has been answered."""
+        c = self._counts
+        return ReceiverStats(
+            received=c["received"],
+            accepted=c["accepted"],
+            woke=c["woke"],
+            unknown=c["unknown"],
+            duplicates=c["duplicates"],
+            rejected=dict(self._rejected),
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        self._counts["received"] += 1
+        try:
+            status, answer = await self._handle(scope, receive)
+        except _Reject as rej:
+            self._rejected[rej.reason] += 1
+            log.info("webhook_rejected", reason=rej.reason, status=rej.status)
+            status, answer = rej.status, {"error": rej.reason}
+        await _respond(send, status, answer)
+
+    async def _handle(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
+        if scope.get("method") != "POST":
+            raise _Reject(405, "method")
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            raise _Reject(415, "content_type")
+        body = await self._read(headers, receive)
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Reject(400, "encoding") from None
+        try:
+            # Verification first: nothing parses a body whose signature does not hold.
+            event = self._fleet.client.webhooks.unwrap(body, headers, secret=self._secret)
+        except InvalidWebhookSignatureError:
+            raise _Reject(400, "signature") from None
+        except json.JSONDecodeError:
+            raise _Reject(400, "json") from None
+        except Exception:  # a missing header, a non-ASCII signature: forged, never a 500
+            raise _Reject(400, "headers") from None
+        return 200, self._apply(headers["webhook-id"], event)
+
+    async def _read(self, headers: dict[str, str], receive: Receive) -> bytes:
+        """Read the body, refusing it as soon as it is known to exceed ``max_body``."""
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                raise _Reject(400, "content_length")
+            if int(length) > self._max_body:
+                raise _Reject(413, "too_large")  # from the header alone: nothing is read
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Reject(400, "disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self._max_body:
+                raise _Reject(413, "too_large")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def _apply(self, webhook_id: str, event: Any) -> dict[str, Any]:
+        """Deduplicate a verified event and wake its run; never raises."""
+        shown = webhook_id[:64]
+        if not self._remember(webhook_id):
+            self._counts["duplicates"] += 1
+            log.debug("webhook_duplicate", webhook_id=shown)
+            return {"status": "duplicate"}
+        self._counts["accepted"] += 1
+        kind = getattr(event, "type", None)
+        response_id = _response_id(event)
+        woke = False
+        if kind in RESPONSE_EVENTS and response_id:
+            try:
+                woke = self._fleet.wake(response_id)
+            except Exception:
+                # Acknowledge anyway: a 5xx would be retried for days, and the run's
+                # safety-net poll finds what this event would have told.
+                log.exception("webhook_wake_failed", webhook_id=shown, response_id=response_id)
+        self._counts["woke" if woke else "unknown"] += 1
+        log.debug(
+            "webhook_received" if woke else "webhook_unknown",
+            webhook_id=shown,
+            type=kind,
+            response_id=response_id,
+        )
+        return {"status": "ok" if woke else "unknown"}
+
+    def _remember(self, webhook_id: str) -> bool:
+        """Record an id; False if it was seen within the window (a duplicate)."""
+        now = anyio.current_time()
+        seen = self._seen
+        horizon = now - 2 * _TOLERANCE
+        while seen and (next(iter(seen.values())) < horizon or len(seen) >= self._max_ids):
+            seen.popitem(last=False)
+        if webhook_id in seen:
+            return False
+        seen[webhook_id] = now
+        return True
+
+
+def _response_id(event: Any) -> str | None:
+    data = getattr(event, "data", None)
+    ident = data.get("id") if isinstance(data, dict) else getattr(data, "id", None)
+    return ident if isinstance(ident, str) else None
+
+
+async def _respond(send: Send, status: int, answer: dict[str, Any]) -> None:
+    body = json.dumps(answer).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    """Answer a server's lifespan messages when the receiver is served on its own."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
