@@ -35,6 +35,8 @@ from .tools import ToolCall as ToolCall
 from .tools import ToolOutput as ToolOutput
 from .tools import ToolRegistry as ToolRegistry
 from .tools import tool as tool
+from .webhooks import ReceiverStats as ReceiverStats
+from .webhooks import WebhookReceiver as WebhookReceiver
 
 __version__ = _version("runfleet")
 
@@ -49,6 +51,7 @@ __all__ = [
     "Priority",
     "QuotaError",
     "QuotaExhausted",
+    "ReceiverStats",
     "RequestQuota",
     "ResponseSpec",
     "RunCancelled",
@@ -69,6 +72,7 @@ __all__ = [
     "ToolOutput",
     "ToolRegistry",
     "ToolRound",
+    "WebhookReceiver",
     "__version__",
     "tool",
 ]
