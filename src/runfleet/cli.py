@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
+from pathlib import Path
+from typing import Any
 
 from .sim.scenario import BUILTIN_SCENARIOS, ScenarioError
 
@@ -49,12 +54,181 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, help="override the scenario's seed")
     sim.add_argument("--api-key", help="accept only this key (default: any non-empty key)")
     sim.add_argument("--log-level", default="warning", help="uvicorn's log level")
+    _batch_parser(sub)
     return parser
+
+
+def _batch_parser(sub: Any) -> None:
+    batch = sub.add_parser(
+        "batch",
+        help="run a JSONL file of prompts through one quota, resumably",
+        description="Run every prompt of INPUT (one JSON object per line: "
+        '{"id": ..., "prompt": ...} plus optional instructions, metadata, model) as a '
+        "background response (--model) or an Assistants run (--assistant), through one "
+        "rate-limited fleet. Results are appended to --out as they finish, one JSON line per "
+        "item. A SQLite journal beside the output makes the same command resume after a "
+        "crash, Ctrl-C or kill -9 without sending any item twice. Exit status: 0 all items "
+        "completed, 1 some did not, 2 nothing could start, 130 interrupted.",
+    )
+    batch.add_argument("input", type=Path, metavar="INPUT.jsonl", help="the prompts, one per line")
+    batch.add_argument("--out", type=Path, required=True, help="where result lines go (JSONL)")
+    what = batch.add_mutually_exclusive_group(required=True)
+    what.add_argument("--model", help="run background responses with this model (default path)")
+    what.add_argument("--assistant", metavar="ASSISTANT_ID", help="run legacy Assistants runs")
+    batch.add_argument(
+        "--rpm",
+        type=_positive,
+        help="requests per minute never to exceed (default: the server's "
+        "x-ratelimit-limit-requests, read from one request before starting)",
+    )
+    batch.add_argument(
+        "--max-in-flight", type=int, default=200, help="runs alive at once (default: 200)"
+    )
+    batch.add_argument(
+        "--timeout",
+        type=_positive,
+        help="seconds per run before it is cancelled on the server (default: none)",
+    )
+    batch.add_argument(
+        "--tools",
+        metavar="MODULE:ATTR",
+        help="tool handlers: a tool, list of tools or ToolRegistry in a module "
+        "(my_tools:TOOLS or path/to/file.py:TOOLS)",
+    )
+    batch.add_argument(
+        "--base-url", help="the API's base URL (default: OPENAI_BASE_URL, else OpenAI's)"
+    )
+    batch.add_argument(
+        "--sim",
+        metavar="SCENARIO",
+        help=f"start the built-in simulator in-process ({', '.join(BUILTIN_SCENARIOS)} or a "
+        "JSON file) and run against it; no key needed",
+    )
+    batch.add_argument(
+        "--sim-time-scale",
+        type=_positive,
+        default=1.0,
+        help="the simulator's time scale: with --sim, run it this much faster (0.1: 10x); "
+        "against `runfleet sim --time-scale X`, pass the same X. Polls, bursts and the classic "
+        "estimate are scaled alike (default: 1)",
+    )
+    batch.add_argument(
+        "--journal", type=Path, help="the SQLite journal (default: OUT.journal beside the output)"
+    )
+    batch.add_argument("--summary-json", type=Path, help="also write the summary to this file")
+    batch.add_argument(
+        "--strict", action="store_true", help="refuse the whole file if any line is invalid"
+    )
+    batch.add_argument("--fresh", action="store_true", help="forget the journal and start over")
+    batch.add_argument(
+        "--grace",
+        type=_positive,
+        default=60.0,
+        help="after Ctrl-C, seconds to let in-flight runs finish before handing them back "
+        "to the journal (default: 60)",
+    )
+    batch.add_argument(
+        "--progress",
+        choices=["auto", "bar", "lines", "off"],
+        default="auto",
+        help="a live bar on a terminal, periodic lines otherwise (default: auto)",
+    )
+    batch.add_argument(
+        "--progress-every",
+        type=_positive,
+        default=10.0,
+        help="seconds between progress lines when not on a terminal (default: 10)",
+    )
+
+
+def _configure_logging(secrets: Sequence[str]) -> None:
+    """Send warnings and above to stderr: rich on a terminal, plain lines otherwise."""
+    import structlog
+
+    hidden = [s for s in secrets if s and len(s) > 4]
+
+    def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        for key, value in event.items():
+            if isinstance(value, str):
+                for secret in hidden:
+                    value = value.replace(secret, "..." + secret[-4:])
+                event[key] = value
+        return event
+
+    tty = sys.stderr.isatty()
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.format_exc_info,
+            redact,
+            structlog.dev.ConsoleRenderer(colors=True) if tty else _plain,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def _plain(_: Any, __: str, event: MutableMapping[str, Any]) -> str:
+    """Render one log event as ``runfleet: warning event key=value ...``."""
+    level, name = event.pop("level", "info"), event.pop("event", "")
+    fields = " ".join(f"{k}={v}" for k, v in event.items())
+    return f"runfleet: {level} {name} {fields}".rstrip()
+
+
+def _batch(args: argparse.Namespace) -> int:
+    import anyio
+
+    from .batch import BatchConfig, BatchError, load_tools, run_batch
+
+    _configure_logging([os.environ.get("OPENAI_API_KEY", "")])
+    try:
+        tools = load_tools(args.tools) if args.tools else ()
+        cfg = BatchConfig(
+            input=args.input,
+            out=args.out,
+            model=args.model,
+            assistant=args.assistant,
+            rpm=args.rpm,
+            max_in_flight=args.max_in_flight,
+            timeout=args.timeout,
+            tools=tools,
+            base_url=args.base_url,
+            journal=args.journal,
+            summary_json=args.summary_json,
+            strict=args.strict,
+            fresh=args.fresh,
+            grace=args.grace,
+            progress=args.progress,
+            progress_every=args.progress_every,
+            sim=args.sim,
+            sim_time_scale=args.sim_time_scale,
+        )
+        summary = anyio.run(run_batch, cfg)
+    except BatchError as exc:
+        print(f"runfleet batch: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # before the batch took over Ctrl-C (reading, probing)
+        print("runfleet batch: interrupted before any item started", file=sys.stderr)
+        return 130
+    print(summary.text(), flush=True)
+    if args.summary_json is not None:
+        args.summary_json.write_text(json.dumps(summary.data(), indent=2) + "\n")
+    if summary.interrupted:
+        print(
+            f"runfleet batch: interrupted; run the same command again to resume "
+            f"(journal: {summary.journal})",
+            file=sys.stderr,
+        )
+        return 130
+    return 0 if summary.ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
+    if args.command == "batch":
+        return _batch(args)
     if args.command == "sim":
         from .sim.server import run
 

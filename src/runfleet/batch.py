@@ -1,0 +1,189 @@
+"""``runfleet batch``: check the input and the server, open the files, run one session.
+
+Everything that can refuse a batch happens here, before the first create: the input under
+``--strict``, the key, the address (one cheap request, which also tells the account's
+requests-per-minute limit when ``--rpm`` is left out), the output and the journal. The
+session itself — the order of journal writes, resume, Ctrl-C — is
+:mod:`runfleet.batch_session`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import openai
+from openai import AsyncOpenAI
+
+from .batch_io import InputFile, OutputFile, read_items
+from .batch_report import BatchSummary
+from .batch_session import BatchConfig, BatchError, BatchSession
+from .errors import AuthError
+from .journal import Journal, JournalMismatch
+from .tools import Tool, ToolRegistry
+
+__all__ = ["BatchConfig", "BatchError", "load_tools", "probe", "run_batch"]
+
+
+def load_tools(target: str) -> tuple[Any, ...]:
+    """Import ``module:attr`` (or ``path/to/file.py:attr``); return the tools it names.
+
+    ``attr`` may be a tool, a list of tools or functions, or a ``ToolRegistry``.
+
+    Raises:
+        BatchError: the module or attribute cannot be found, or holds no tools.
+    """
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise BatchError(f"--tools {target!r}: expected MODULE:ATTR (e.g. my_tools:TOOLS)")
+    try:
+        if module_name.endswith(".py"):
+            spec = importlib.util.spec_from_file_location(Path(module_name).stem, module_name)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"cannot load {module_name}")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            if "" not in sys.path:
+                sys.path.insert(0, "")  # modules beside the user, as `python -m` would
+            module = importlib.import_module(module_name)
+    except (ImportError, OSError) as exc:
+        raise BatchError(f"--tools {target!r}: cannot import {module_name}: {exc}") from None
+    try:
+        value = getattr(module, attr)
+    except AttributeError:
+        raise BatchError(f"--tools {target!r}: {module_name} has no attribute {attr!r}") from None
+    if isinstance(value, ToolRegistry):
+        return tuple(value[name] for name in value.names)
+    if isinstance(value, Tool) or callable(value):
+        return (value,)
+    if isinstance(value, Iterable) and not isinstance(value, str | bytes):
+        tools = tuple(value)
+        if tools and all(callable(t) for t in tools):
+            return tools
+    raise BatchError(f"--tools {target!r}: expected a tool, a list of tools or a ToolRegistry")
+
+
+async def run_batch(cfg: BatchConfig) -> BatchSummary:
+    """Run one batch session to its end (or its interruption); return its summary.
+
+    Raises:
+        BatchError: the batch cannot start; nothing was sent.
+    """
+    if bool(cfg.model) == bool(cfg.assistant):
+        raise BatchError("pass exactly one of --model NAME or --assistant ASSISTANT_ID")
+    if cfg.max_in_flight < 1:
+        raise BatchError("--max-in-flight must be at least 1")
+    try:
+        source = read_items(cfg.input)
+    except OSError as exc:
+        raise BatchError(f"cannot read {cfg.input}: {exc.strerror or exc}") from None
+    if cfg.strict and source.invalid:
+        first = source.invalid[0]
+        raise BatchError(
+            f"{cfg.input}: {len(source.invalid)} invalid line(s), nothing sent "
+            f"(first: line {first.line}: {first.reason})"
+        )
+    if cfg.sim is None:
+        api_key = cfg.api_key or os.environ.get("OPENAI_API_KEY")
+        if not api_key:
+            raise BatchError("no API key: set OPENAI_API_KEY (or use --sim SCENARIO)")
+        base_url = cfg.base_url or os.environ.get("OPENAI_BASE_URL")
+        return await _session(cfg, source, api_key, base_url)
+    from .sim import ScenarioError, serve  # only the --sim path needs the simulator
+
+    try:
+        async with serve(cfg.sim, time_scale=cfg.sim_time_scale) as sim:
+            return await _session(cfg, source, "sk-sim", sim.base_url)
+    except ScenarioError as exc:
+        raise BatchError(str(exc)) from None
+
+
+async def probe(client: AsyncOpenAI, where: str) -> float | None:
+    """Send one cheap request; return the server's requests-per-minute limit if it names one.
+
+    A retrieve of an id that does not exist: it checks the key and the address, and its 404
+    carries the account's rate-limit headers like any answer.
+
+    Raises:
+        BatchError: the address cannot be reached or the key is refused.
+    """
+    try:
+        raw = await client.responses.with_raw_response.retrieve("resp_runfleet_probe")
+        headers: Any = raw.headers
+    except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+        hint = str(client.api_key)[-4:]
+        raise BatchError(
+            f"the server refused the API key ...{hint} (HTTP {exc.status_code})"
+        ) from None
+    except openai.APIStatusError as exc:
+        headers = exc.response.headers
+    except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+        raise BatchError(f"cannot reach {where}: {exc}") from None
+    value = headers.get("x-ratelimit-limit-requests")
+    try:
+        return float(value) if value is not None and float(value) > 0 else None
+    except ValueError:
+        return None
+
+
+async def _session(
+    cfg: BatchConfig, source: InputFile, api_key: str, base_url: str | None
+) -> BatchSummary:
+    out, journal = _open_files(cfg)
+    try:
+        try:
+            client = AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0)
+            async with client:
+                where = str(client.base_url)
+                learned = await probe(client.with_options(timeout=15.0), where)
+                rpm = cfg.rpm or learned
+                if rpm is None:
+                    raise BatchError(
+                        f"{where} sent no x-ratelimit-limit-requests header: pass --rpm N"
+                    )
+                batch = BatchSession(cfg, source, journal, out, rpm)
+                try:
+                    return await batch.run(client)
+                except* (BatchError, AuthError) as group:
+                    raise BatchError(str(_first(group))) from None
+        finally:
+            journal.close()
+    finally:
+        out.close()
+
+
+def _open_files(cfg: BatchConfig) -> tuple[OutputFile, Journal]:
+    """Open the output and the journal before anything is sent; refuse what is not writable."""
+    journal_path = cfg.journal_path
+    if cfg.fresh:
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                Path(str(journal_path) + suffix).unlink()
+    try:
+        out = OutputFile(cfg.out, fresh=False)
+    except OSError as exc:
+        raise BatchError(f"cannot write {cfg.out}: {exc.strerror or exc}") from None
+    try:
+        journal = Journal(journal_path)
+        journal.bind({"kind": cfg.kind, "target": cfg.model or cfg.assistant or ""})
+    except JournalMismatch as exc:
+        out.close()
+        raise BatchError(str(exc)) from None
+    except Exception as exc:  # sqlite3.Error and OSError both mean "not usable"
+        out.close()
+        raise BatchError(f"cannot use the journal {journal_path}: {exc}") from None
+    return out, journal
+
+
+def _first(error: BaseException) -> BaseException:
+    """Return the first leaf of a (nested) exception group."""
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error

@@ -1,0 +1,193 @@
+"""The SQLite journal of a batch: each item's ids as soon as they exist, then its result.
+
+A batch that is killed (``kill -9``, Ctrl-C, a crash) resumes from it: finished items are
+not sent again, items whose runs exist on the server are re-attached by id, the rest start.
+Every method is one committed transaction, so the file is consistent whenever the process
+stops. WAL with ``synchronous=NORMAL`` survives a killed process (not a power cut) at a
+fraction of the cost of a full sync per item.
+
+States of an item: ``submitting`` (its create request may be on the wire; no id yet),
+``running`` (its ids are known), ``done`` (its output line is recorded here first, then
+appended to the output file).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Journal", "JournalEntry", "JournalMismatch"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS items (
+    id TEXT PRIMARY KEY,
+    line INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    kind TEXT,
+    response_id TEXT,
+    thread_id TEXT,
+    run_id TEXT,
+    recreated INTEGER NOT NULL DEFAULT 0,
+    output TEXT,
+    updated REAL NOT NULL
+);
+"""
+
+
+class JournalMismatch(Exception):
+    """Raised when a journal belongs to another input or another kind of batch."""
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """What the journal knows of one item."""
+
+    id: str
+    line: int
+    state: str
+    kind: str | None
+    response_id: str | None
+    thread_id: str | None
+    run_id: str | None
+    recreated: bool
+    output: dict[str, Any] | None
+
+    @property
+    def attachable(self) -> bool:
+        """Whether its run exists on the server and can be watched by id."""
+        if self.state != "running":
+            return False
+        if self.kind == "responses":
+            return bool(self.response_id)
+        return bool(self.thread_id and self.run_id)
+
+
+class Journal:
+    """One batch's journal file.
+
+    Example::
+
+        journal = Journal(Path("results.jsonl.journal"))
+        journal.bind({"input": digest, "kind": "responses"})
+        journal.started("item-1", "responses", response_id="resp_...")
+    """
+
+    def __init__(self, path: Path) -> None:
+        """Open (or create) the journal at ``path``.
+
+        Raises:
+            sqlite3.Error: the file is not a journal or cannot be written.
+        """
+        self.path = path
+        self.existed = path.exists() and path.stat().st_size > 0
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def bind(self, meta: Mapping[str, str]) -> None:
+        """Record what this batch is; refuse a journal recorded for a different one.
+
+        Raises:
+            JournalMismatch: a key of ``meta`` was recorded with another value.
+        """
+        known = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        for key, value in meta.items():
+            if key in known and known[key] != value:
+                raise JournalMismatch(
+                    f"{self.path} was written for another batch ({key} differs); "
+                    "pass --fresh to start over or --journal to use another file"
+                )
+        self._many("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", list(meta.items()))
+
+    def entries(self) -> dict[str, JournalEntry]:
+        """Return every item the journal knows, by id."""
+        rows = self._db.execute(
+            "SELECT id, line, state, kind, response_id, thread_id, run_id, recreated, output "
+            "FROM items"
+        ).fetchall()
+        return {
+            row[0]: JournalEntry(
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                row[4],
+                row[5],
+                row[6],
+                bool(row[7]),
+                json.loads(row[8]) if row[8] is not None else None,
+            )
+            for row in rows
+        }
+
+    def counts(self) -> dict[str, int]:
+        """Return how many items are in each state."""
+        return dict(self._db.execute("SELECT state, count(*) FROM items GROUP BY state").fetchall())
+
+    def submitting(self, item_id: str, line: int, kind: str) -> None:
+        """Record that the item's create request is about to go out."""
+        self._db.execute(
+            "INSERT INTO items (id, line, state, kind, updated) VALUES (?, ?, 'submitting', ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET state='submitting', kind=excluded.kind, "
+            "response_id=NULL, thread_id=NULL, run_id=NULL, updated=excluded.updated",
+            (item_id, line, kind, time.time()),
+        )
+
+    def started(
+        self,
+        item_id: str,
+        *,
+        response_id: str | None = None,
+        thread_id: str | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        """Record the ids of the item's run, the moment they exist."""
+        self._db.execute(
+            "UPDATE items SET state='running', response_id=?, thread_id=?, run_id=?, updated=? "
+            "WHERE id=?",
+            (response_id, thread_id, run_id, time.time(), item_id),
+        )
+
+    def moved(self, changes: Mapping[str, str]) -> None:
+        """Record new response ids of Responses chains (a tool round makes a new response)."""
+        if not changes:
+            return
+        now = time.time()
+        self._many(
+            "UPDATE items SET response_id=?, updated=? WHERE id=? AND state='running'",
+            [(rid, now, item_id) for item_id, rid in changes.items()],
+        )
+
+    def recreated(self, item_id: str) -> None:
+        """Mark the item as recreated (its run was gone from the server)."""
+        self._db.execute("UPDATE items SET recreated=1 WHERE id=?", (item_id,))
+
+    def finished(self, item_id: str, line: int, record: Mapping[str, Any]) -> None:
+        """Record the item's output line; from now on it is never sent again."""
+        self._db.execute(
+            "INSERT INTO items (id, line, state, output, updated) VALUES (?, ?, 'done', ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET state='done', output=excluded.output, "
+            "updated=excluded.updated",
+            (item_id, line, json.dumps(record, ensure_ascii=False), time.time()),
+        )
+
+    def _many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """Apply one statement to many rows in one transaction."""
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany(sql, rows)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the file (every change is already committed)."""
+        self._db.close()

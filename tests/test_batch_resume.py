@@ -1,0 +1,196 @@
+"""A batch stopped halfway — ``kill -9``, Ctrl-C, Ctrl-C twice — resumes without waste.
+
+The simulator runs in the test process and outlives the batch process, like OpenAI outlives
+a crashed client; the tests synchronise on the journal's state, never on a guessed delay.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from .helpers import StartSim
+from .test_batch_support import (
+    batch,
+    creates,
+    finish,
+    journal_states,
+    on,
+    read_output,
+    spawn,
+    until,
+    write_items,
+)
+
+KINDS = ["responses", "assistants"]
+# Runs of 0.5 to 1.5 s (scenario seconds x 0.01): long enough to stop a batch mid-flight.
+SLOW = {
+    "lifecycle": {"queued": 1.0, "in_progress": {"dist": "uniform", "low": 50, "high": 150}},
+    "outcomes": {"failed": 0.0},
+}
+
+
+def kind_args(kind: str) -> list[str]:
+    return ["--model", "gpt-5-mini"] if kind == "responses" else ["--assistant", "asst_batch"]
+
+
+def with_ids(journal: Path) -> int:
+    states = journal_states(journal)
+    return states.get("running", 0) + states.get("done", 0)
+
+
+def assert_each_once(out: Path, count: int) -> list[dict[str, object]]:
+    lines = read_output(out)
+    ids = [r["id"] for r in lines]
+    assert len(ids) == len(set(ids)), "an item was written twice"
+    assert sorted(ids, key=str) == sorted((f"item{i}" for i in range(count)), key=str)
+    return lines
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_kill_9_mid_batch_resumes_without_recreating_a_run(
+    start_sim: StartSim, tmp_path: Path, kind: str
+) -> None:
+    inp = write_items(tmp_path / "in.jsonl", 30)
+    out = tmp_path / "out.jsonl"
+    journal = tmp_path / "out.jsonl.journal"
+    async with start_sim(SLOW) as sim:
+        args = [str(inp), "--out", str(out), *kind_args(kind), *on(sim)]
+        proc = await spawn(args)
+        try:
+            await until(lambda: with_ids(journal) == 30)
+        finally:
+            proc.kill()
+            await finish(proc)
+        assert journal_states(journal).get("running", 0) > 0  # it died with runs in flight
+        resumed = await batch(args)
+        stats = sim.stats()
+    assert resumed.returncode == 0, resumed.stderr
+    assert creates(stats) == 30  # every run in flight was re-attached, none created again
+    lines = assert_each_once(out, 30)
+    assert all(r["status"] == "completed" for r in lines)
+    assert any(r["resumed"] for r in lines)
+    assert not any(r["recreated"] for r in lines)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_kill_9_in_the_middle_of_tool_rounds_resumes_and_completes(
+    start_sim: StartSim, tmp_path: Path, kind: str
+) -> None:
+    """A re-attached run that asks for tools is answered like any other (its chain goes on)."""
+    scenario = {
+        **SLOW,
+        "tools": {"probability": 1.0, "rounds": 2, "calls_per_round": 1, "names": ["get_weather"]},
+        "lifecycle": {"queued": 1.0, "in_progress": 40, "resume": 40},
+    }
+    inp = write_items(tmp_path / "in.jsonl", 12)
+    out = tmp_path / "out.jsonl"
+    tools = ["--tools", "examples/tools_example.py:TOOLS"]
+    async with start_sim(scenario) as sim:
+        args = [str(inp), "--out", str(out), *kind_args(kind), *on(sim), *tools]
+        proc = await spawn(args)
+        try:
+            await until(
+                lambda: (
+                    sim.stats()["requests"].get("runs.submit_tool_outputs", 0) > 0
+                    or sim.stats()["requests"].get("responses.create", 0) > 12
+                )
+            )
+        finally:
+            proc.kill()
+            await finish(proc)
+        resumed = await batch(args)
+    assert resumed.returncode == 0, resumed.stderr
+    lines = assert_each_once(out, 12)
+    assert all(r["status"] == "completed" for r in lines), resumed.stdout
+
+
+async def test_ctrl_c_finishes_in_flight_runs_and_exits_130_with_a_hint(
+    start_sim: StartSim, tmp_path: Path
+) -> None:
+    inp = write_items(tmp_path / "in.jsonl", 24)
+    out = tmp_path / "out.jsonl"
+    journal = tmp_path / "out.jsonl.journal"
+    async with start_sim(SLOW) as sim:
+        args = [str(inp), "--out", str(out), "--model", "m", *on(sim)]
+        proc = await spawn([*args, "--max-in-flight", "6"])
+        await until(lambda: with_ids(journal) >= 6)
+        proc.send_signal(signal.SIGINT)
+        stopped = await finish(proc)
+        states = journal_states(journal)
+        assert stopped.returncode == 130, stopped.stderr
+        assert stopped.stderr.strip().splitlines()[-1] == (
+            "runfleet batch: interrupted; run the same command again to resume "
+            f"(journal: {journal})"
+        )
+        assert states.get("running", 0) == 0  # in-flight runs finished within the grace
+        assert 6 <= states["done"] < 24  # nothing new was started after Ctrl-C
+        assert len(read_output(out)) == states["done"]
+        resumed = await batch(args)
+        stats = sim.stats()
+    assert resumed.returncode == 0, resumed.stderr
+    assert creates(stats) == 24
+    assert_each_once(out, 24)
+
+
+async def test_second_ctrl_c_stops_now_and_leaves_a_consistent_journal(
+    start_sim: StartSim, tmp_path: Path
+) -> None:
+    inp = write_items(tmp_path / "in.jsonl", 20)
+    out = tmp_path / "out.jsonl"
+    journal = tmp_path / "out.jsonl.journal"
+    slower = {**SLOW, "lifecycle": {"queued": 1.0, "in_progress": 300}}
+    async with start_sim(slower) as sim:
+        args = [str(inp), "--out", str(out), "--model", "m", *on(sim)]
+        proc = await spawn(args)
+        await until(lambda: with_ids(journal) == 20)
+        proc.send_signal(signal.SIGINT)
+        assert proc.stderr is not None
+        line = await proc.stderr.readline()
+        while b"stopping" not in line:  # the first Ctrl-C was seen: now the second
+            line = await proc.stderr.readline()
+        proc.send_signal(signal.SIGINT)
+        stopped = await finish(proc)
+        assert stopped.returncode == 130
+        assert journal_states(journal) == {"running": 20}  # every id is there to re-attach
+        assert "20 handed back" in stopped.stdout
+        resumed = await batch(args)
+        stats = sim.stats()
+    assert resumed.returncode == 0, resumed.stderr
+    assert creates(stats) == 20
+    assert_each_once(out, 20)
+
+
+async def test_a_response_gone_on_resume_is_recreated_once_and_marked(
+    start_sim: StartSim, tmp_path: Path
+) -> None:
+    # Responses are kept 100 scenario seconds here (1 s of the test's time); runs take 50.
+    scenario = {
+        "lifecycle": {"queued": 1.0, "in_progress": 50, "response_ttl": 100},
+        "outcomes": {"failed": 0.0},
+    }
+    inp = write_items(tmp_path / "in.jsonl", 10)
+    out = tmp_path / "out.jsonl"
+    journal = tmp_path / "out.jsonl.journal"
+    async with start_sim(scenario) as sim:
+        args = [str(inp), "--out", str(out), "--model", "m", *on(sim)]
+        proc = await spawn(args)
+        try:
+            await until(lambda: with_ids(journal) == 10)
+        finally:
+            proc.kill()
+            await finish(proc)
+        running = journal_states(journal).get("running", 0)
+        gone_at = sim.app.now() + 100
+        await until(lambda: sim.app.now() > gone_at)  # the simulator's clock, not a guess
+        resumed = await batch(args)
+        stats = sim.stats()
+    assert resumed.returncode == 0, resumed.stderr
+    lines = assert_each_once(out, 10)
+    recreated = [r for r in lines if r["recreated"]]
+    assert len(recreated) == running > 0
+    assert all(r["status"] == "completed" for r in lines)
+    assert creates(stats) == 10 + running
+    assert f"{running} recreated" in resumed.stdout
