@@ -378,3 +378,35 @@ async def test_submissions_that_fail_are_answered_again(start_sim: StartSim, kin
     assert handles
     assert all(len(r.tool_rounds) == 2 for r in results)
     assert sim.stats()["faults"]["error_503"] > 0
+
+
+async def test_watched_response_chain_answers_its_tools(start_sim: StartSim) -> None:
+    """A response created elsewhere that asks for tools continues with its own model."""
+    scenario = {**FAST, "tools": {"probability": 1.0, "rounds": 1, "calls_per_round": 1}}
+    async with start_sim(scenario) as sim, sdk(sim) as client:
+        async with fleet_on(sim, tools=[get_weather]) as fleet:
+            tools: Any = [dict(get_weather.definition("responses"))]
+            resp = await client.responses.create(
+                model="gpt-x", input="q", background=True, tools=tools
+            )
+            moves: list[str] = []
+            result = await fleet.watch(response_id=resp.id, on_ids=lambda h: moves.append(h.id))
+    assert len(result.tool_rounds) == 1
+    assert result.raw.model == "gpt-x"
+    assert moves == [result.id]  # the chain's new id was reported before it was polled
+
+
+async def test_ids_hook_sees_the_run_before_it_ends_and_errors_carry_figures(
+    start_sim: StartSim,
+) -> None:
+    scenario = {**FAST, "outcomes": {"failed": 1.0}}
+    seen: list[tuple[str, bool]] = []
+    async with start_sim(scenario) as sim, fleet_on(sim) as fleet:
+        handle = await fleet.submit(
+            ResponseSpec("m", "x"), on_ids=lambda h: seen.append((h.id, h.done()))
+        )
+        with pytest.raises(RunFailed) as info:
+            await handle
+    assert seen == [(handle.id, False)]
+    assert info.value.figures is not None
+    assert info.value.figures.polls >= 1

@@ -25,7 +25,7 @@ from .errors import (
     RunTimeout,
     ToolError,
 )
-from .results import RunResult
+from .results import RunFigures, RunResult
 from .stats import FleetStats
 
 __all__ = [
@@ -70,11 +70,21 @@ def _base(item: BatchItem, kind: str, recreated: bool, resumed: bool) -> dict[st
     }
 
 
+def _figures(f: RunFigures) -> dict[str, Any]:
+    return {
+        "requests": f.requests,
+        "polls": f.polls,
+        "queued_s": round(f.queued, 3),
+        "running_s": round(f.running, 3),
+        "total_s": round(f.total, 3),
+        "detection_latency_s": round(f.detection_latency, 3),
+    }
+
+
 def result_record(
     item: BatchItem, result: RunResult, *, recreated: bool, resumed: bool
 ) -> dict[str, Any]:
     """Return the output record of an item whose run completed."""
-    f = result.figures
     rounds = [
         [
             {"name": call.name, "arguments": call.arguments, "output": out.output}
@@ -88,14 +98,7 @@ def result_record(
         "text": result.text,
         "tool_rounds": rounds,
         "error": None,
-        "figures": {
-            "requests": f.requests,
-            "polls": f.polls,
-            "queued_s": round(f.queued, 3),
-            "running_s": round(f.running, 3),
-            "total_s": round(f.total, 3),
-            "detection_latency_s": round(f.detection_latency, 3),
-        },
+        "figures": _figures(result.figures),
         "response_id": result.id if result.kind == "responses" else None,
         "thread_id": result.thread_id,
         "run_id": result.id if result.kind == "assistants" else None,
@@ -108,13 +111,14 @@ def error_record(
     """Return the output record of an item whose run ended without a result."""
     status = next((name for cls, name in _STATUS if isinstance(error, cls)), "error")
     run_id = getattr(error, "run_id", None)
+    figures = getattr(error, "figures", None)  # a RunError the fleet tracked carries them
     return {
         **_base(item, kind, recreated, resumed),
         "status": status,
         "text": None,
         "tool_rounds": [],
         "error": {"code": _error_code(error), "message": str(error)},
-        "figures": None,  # the fleet does not expose a failed run's figures (yet)
+        "figures": _figures(figures) if isinstance(figures, RunFigures) else None,
         "response_id": run_id if kind == "responses" and run_id != "-" else None,
         "thread_id": None,
         "run_id": run_id if kind == "assistants" and run_id != "-" else None,

@@ -5,7 +5,8 @@ The order of events per item is the point of this module:
 1. the journal says ``submitting`` (a create may be on the wire);
 2. ``await fleet.submit(...)`` returns once the run exists; its ids go to the journal before
    the next ``await``, so no poll, tool round or stop can come between;
-3. a Responses chain moves to a new id on each tool round: the ticker journals the moves;
+3. a Responses chain moves to a new id on each tool round: the fleet's ``on_ids`` hook
+   journals the new id before the new response is polled;
 4. when the run ends, its output record goes to the journal first, then to the output file,
    so a stop between the two writes the line on resume, never twice.
 
@@ -25,7 +26,7 @@ import math
 import signal
 import sys
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,9 +192,7 @@ class BatchSession:
                     try:
                         await self._work(view, start)
                     finally:
-                        self._journal_moves()
                         stats = fleet.stats()
-            self._journal_moves()
         if view is not None:
             view.update(self._state(stats, start))
             view.close()
@@ -235,15 +234,31 @@ class BatchSession:
     def _watch(self, item: BatchItem, entry: JournalEntry) -> RunHandle:
         """Re-attach to a run that exists on the server: no new create, no new cost."""
         if entry.kind == "responses":
-            handle = self.fleet.watch(response_id=entry.response_id, tag=item.id)
-            # A response that asks for tools is answered with a new response that needs the
-            # model and tools of the item; watch() takes no spec yet, so hand it over here.
-            # TODO: Fleet.watch(..., spec=) once the fleet has it; drop these private reads.
-            run = handle._run
-            if run.spec is None:
-                run.spec = self.fleet._with_tools(self._spec(item))
-            return handle
+            # A response that asks for tools continues with the item's model and tools.
+            self.journaled_id[item.id] = entry.response_id or ""
+            return self.fleet.watch(
+                response_id=entry.response_id,
+                tag=item.id,
+                spec=self._spec(item),
+                on_ids=self._ids_hook(item),
+            )
         return self.fleet.watch(thread_id=entry.thread_id, run_id=entry.run_id, tag=item.id)
+
+    def _ids_hook(self, item: BatchItem) -> Callable[[RunHandle], None]:
+        """Journal a run's ids the moment they exist, and each new id of a Responses chain."""
+
+        def journal_ids(handle: RunHandle) -> None:
+            known = self.journaled_id.get(item.id)
+            if known is None:
+                if handle.kind == "responses":
+                    self.journal.started(item.id, response_id=handle.id)
+                else:
+                    self.journal.started(item.id, thread_id=handle.thread_id, run_id=handle.id)
+            elif handle.id != known:
+                self.journal.moved({item.id: handle.id})
+            self.journaled_id[item.id] = handle.id
+
+        return journal_ids
 
     async def _feed(self) -> None:
         while self.todo and not self.stopping.is_set():
@@ -274,19 +289,16 @@ class BatchSession:
         """Create the item's run and journal its ids; a refused create is the item's line."""
         self.journal.submitting(item.id, item.line, self.cfg.kind)
         try:
-            handle = await self.fleet.submit(self._spec(item), tag=item.id)
+            handle = await self.fleet.submit(
+                self._spec(item), tag=item.id, on_ids=self._ids_hook(item)
+            )
         except AuthError:
             raise
         except RunRejected as exc:
             self._record(error_record(item, self.cfg.kind, exc, recreated=recreated, resumed=False))
             self.slots.release()
             return None
-        # No await between the create's answer and this line: nothing happens to the run
-        # before its ids are in the journal.
-        if handle.kind == "responses":
-            self.journal.started(item.id, response_id=handle.id)
-        else:
-            self.journal.started(item.id, thread_id=handle.thread_id, run_id=handle.id)
+        # The ids went to the journal in the on_ids hook, before the fleet did anything else.
         return handle
 
     def _track(self, item: BatchItem, handle: RunHandle, *, recreated: bool, resumed: bool) -> None:
@@ -351,19 +363,8 @@ class BatchSession:
 
     # -- ticking -------------------------------------------------------------------------------
 
-    def _journal_moves(self) -> None:
-        """Journal the new ids of Responses chains that moved on (a tool round answered)."""
-        moves = {
-            ident: handle.id
-            for ident, (_, handle, _, _) in self.in_flight.items()
-            if handle.kind == "responses" and handle.id != self.journaled_id.get(ident)
-        }
-        self.journal.moved(moves)
-        self.journaled_id.update(moves)
-
     async def _tick(self, view: ProgressView | None, start: float) -> None:
         while True:
-            self._journal_moves()
             stats = self.fleet.stats()
             self.tally.peak_rpm = max(self.tally.peak_rpm, stats.requests_last_minute)
             if view is not None:

@@ -86,6 +86,7 @@ class Engine:
         key_hint: str,
         on_stall: Literal["report", "recreate"],
         max_retries: int,
+        watched_spec: Callable[[Any], Any] | None = None,
         safety_poll: float | None = None,
     ) -> None:
         self.gate = gate
@@ -96,6 +97,7 @@ class Engine:
         self.key_hint = key_hint
         self.on_stall = on_stall
         self.max_retries = max_retries
+        self.watched_spec = watched_spec
         self.safety_poll = safety_poll
         self.by_response: dict[str, Tracked] = {}  # waiting Responses runs, for notify()
         self._early: OrderedDict[str, None] = OrderedDict()
@@ -276,6 +278,11 @@ class Engine:
         except Exception as exc:
             self._on_error(run, exc)
 
+    def ids_changed(self, run: Tracked) -> None:
+        """Call the submitter's hook: the run's ids exist now, or moved along a chain."""
+        if run.on_ids is not None and run.handle is not None:
+            run.on_ids(run.handle)
+
     def in_flight(self) -> Counter[str]:
         """Count tracked runs by state."""
         return Counter(run.state.value for run in self.runs.values())
@@ -330,6 +337,9 @@ class Engine:
 
     async def _answer(self, run: Tracked, obs: Observation) -> None:
         calls = obs.tool_calls
+        if run.spec is None and self.watched_spec is not None and run.kind.name == "responses":
+            # A watched chain continues with the response's own model and this fleet's tools.
+            run.spec = self.watched_spec(obs.raw)
         try:
             outputs = await self.tools.run_round(calls, run_id=run.ref.id)
         except ToolError as exc:
@@ -350,6 +360,7 @@ class Engine:
         # Only now: a submission that failed for good must be answered again on the next poll.
         run.answered = frozenset(c.call_id for c in calls)
         self.by_response.pop(obs.raw.id, None)
+        self.ids_changed(run)  # a Responses chain has a new id: tell before anything else
         run.rounds.append(ToolRound(tuple(calls), tuple(outputs)))
         self.stats.tool_rounds += 1
         log.info(
@@ -385,10 +396,10 @@ class Engine:
             error = RunCancelled(rid, run.cancel_reason or "cancelled on the server")
         self._resolve(run, None, error)
 
-    def _result(self, run: Tracked, obs: Observation, text: str) -> RunResult:
+    def _figures(self, run: Tracked) -> RunFigures:
         now = self.now()
         started = run.queued_until if run.queued_until is not None else now
-        figures = RunFigures(
+        return RunFigures(
             requests=run.requests,
             polls=run.polls,
             queued=started - run.created,
@@ -396,6 +407,9 @@ class Engine:
             total=now - run.created,
             detection_latency=run.latency,
         )
+
+    def _result(self, run: Tracked, obs: Observation, text: str) -> RunResult:
+        figures = self._figures(run)
         return RunResult(
             kind=run.kind.name,  # type: ignore[arg-type]
             id=run.ref.id,
@@ -416,6 +430,8 @@ class Engine:
             return
         self.schedule.cancel(run.key)
         self.by_response.pop(run.ref.id, None)
+        if isinstance(error, RunError) and error.figures is None:
+            error.figures = self._figures(run)
         how = "completed" if error is None else _how(error)
         self.stats.run_finished(how, run.latency if error is None else None)
         log.info(
@@ -458,6 +474,7 @@ class Engine:
         self.by_response.pop(old, None)
         run.ref = RunRef(chain=[])
         obs = await self.retrying(run, lambda: run.kind.start(run.spec, run.ref))
+        self.ids_changed(run)
         now = self.now()
         run.phase_start = run.seen_working = now
         run.polls_in_phase = 0

@@ -20,6 +20,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AuthError",
     "FleetClosed",
@@ -43,7 +45,12 @@ class RunfleetError(Exception):
 
 
 class RunError(RunfleetError):
-    """Raised when a run ends without a result."""
+    """Raised when a run ends without a result.
+
+    ``figures`` holds what the run cost (a ``RunFigures``) when the fleet tracked it.
+    """
+
+    figures: Any = None
 
     def __init__(self, run_id: str, message: str) -> None:
         self.run_id = run_id

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import Any, Literal
 
@@ -134,6 +134,7 @@ class Fleet:
             key_hint=str(client.api_key)[-4:],
             on_stall=on_stall,
             max_retries=max_retries,
+            watched_spec=lambda raw: self._with_tools(ResponseSpec(raw.model, None)),
             safety_poll=safety_poll if webhooks else None,
         )
         self._timeout = timeout
@@ -210,15 +211,19 @@ class Fleet:
         *,
         timeout: float | None = _UNSET,  # noqa: ASYNC109 - the run's deadline, not this call's
         tag: Any = None,
+        on_ids: Callable[[RunHandle], None] | None = None,
     ) -> RunHandle:
         """Start a run now (its create request passes the quota); return its handle.
+
+        ``on_ids(handle)`` is called as soon as the run's ids exist and each time a Responses
+        chain moves to a new id, before anything else happens to the run (to journal them).
 
         Raises:
             RunRejected: the server refused the create request (4xx).
             AuthError: the server refused the key.
             FleetClosed: the fleet is not running.
         """
-        handle, refused = await self._start(spec, timeout, tag)
+        handle, refused = await self._start(spec, timeout, tag, on_ids)
         if refused is not None:
             raise refused
         return handle
@@ -228,6 +233,7 @@ class Fleet:
         spec: Spec,
         timeout: float | None,  # noqa: ASYNC109 - the run's deadline, not this call's
         tag: Any,
+        on_ids: Callable[[RunHandle], None] | None = None,
     ) -> tuple[RunHandle, RunfleetError | None]:
         """Create and track a run; a refused create ends its handle with the error."""
         self._check_open()
@@ -251,6 +257,7 @@ class Fleet:
             created=engine.now(),
         )
         assert run.handle is not None
+        run.on_ids = on_ids
         try:
             obs = await engine.retrying(run, lambda: kind.start(spec, run.ref))
         except Exception as exc:
@@ -261,6 +268,7 @@ class Fleet:
             engine.end(run, RunCancelled(run.ref.id or "-", "submission cancelled"))
             raise
         log.debug("run_submitted", run_id=run.ref.id, kind=kind.name)
+        engine.ids_changed(run)
         await engine.first(run, obs)
         return run.handle, None
 
@@ -335,10 +343,14 @@ class Fleet:
         run_id: str | None = None,
         timeout: float | None = _UNSET,
         tag: Any = None,
+        spec: Spec | None = None,
+        on_ids: Callable[[RunHandle], None] | None = None,
     ) -> RunHandle:
         """Follow a run created elsewhere; ``await fleet.watch(response_id=...)`` waits for it.
 
-        Its tool calls are answered by this fleet's tools like any other run's.
+        Its tool calls are answered by this fleet's tools like any other run's. A Responses
+        chain continues with ``spec``'s model, instructions and tools when given, else with
+        the watched response's model and this fleet's tools. ``on_ids`` as for :meth:`submit`.
         """
         self._check_open()
         if response_id and not (thread_id or run_id):
@@ -350,13 +362,14 @@ class Fleet:
         engine = self._engine
         run = engine.track(
             kind,
-            None,
+            self._with_tools(spec) if spec is not None else None,
             ref,
             learn_key=(kind.name, "watched"),
             timeout=self._timeout if timeout is _UNSET else timeout,
             tag=tag,
             created=engine.now(),
         )
+        run.on_ids = on_ids
         engine.wake(run)
         assert run.handle is not None
         return run.handle

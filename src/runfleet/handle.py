@@ -50,6 +50,7 @@ class Tracked:
     stall_reported: bool = False
     errors: int = 0  # consecutive transient failures
     cancel_reason: str | None = None
+    on_ids: Callable[[RunHandle], None] | None = None  # the run's ids appeared or moved
 
     @property
     def followup(self) -> bool:
