@@ -3,29 +3,25 @@
     .venv/bin/python benchmarks/fleet_scale.py --runs 10000 --http both --time-scale 1.0 \
         --rpm 18000 --profile --json fleet_scale.json
 
-Each workload runs in a fresh worker process (its own RSS peak and CPU time) that starts
-``runfleet sim`` in a process of its own: a quota that never binds (10 M RPM over 60 s), runs
-queued 2 s then in progress 40-60 s (uniform: no tail, so every run is still in flight when
-the last is submitted), 1 % planned failures. The worker opens one ``AsyncOpenAI(base_url=...,
-api_key="sk-bench")`` (default httpx client, or ``DefaultAioHttpClient()``) and one
-``Fleet(client, rpm=--rpm, concurrency=64)`` with the default poll policy, submits the runs
-from 64 submitter tasks and waits for every handle. The fleet's rpm (300 requests/s) is what
-keeps the process off CPU saturation. structlog is filtered at WARNING, as in production.
+Each workload runs in a fresh worker process (its own RSS peak and CPU time) against its own
+``runfleet sim`` process: a quota that never binds (10 M RPM over 60 s), runs queued 2 s then
+in progress 40-60 s (uniform, so all are still in flight when the last is submitted), 1 % of
+them planned to fail. One ``AsyncOpenAI(base_url=..., api_key="sk-bench")`` (default httpx
+client, or ``DefaultAioHttpClient()``), one ``Fleet(client, rpm=--rpm, concurrency=64)`` with
+the default poll policy; 64 tasks submit the runs, then every handle is awaited. The fleet's
+rpm (300/s) keeps the process off CPU saturation. structlog filters at WARNING, as in production.
+Phases: *submit* (nearly all creates: they outrank polls in the quota) and *poll* (the last
+create to the last run ended). *Lost*: a handle not done, or ended with an error other than
+the planned ``RunFailed``. Counts are checked against the simulator's ``GET /_sim/stats``.
 
-Phases: *submit* (creates only: they outrank polls in the quota) and *poll* (from the last
-create to the last run ended). A run is *lost* if its handle is not done, or ended with an
-error other than the ``RunFailed`` the scenario planned. Counts are checked against the
-simulator's ``GET /_sim/stats``.
-
-With ``--profile`` each client gets an un-profiled run (wall, CPU, RSS: the figures to quote)
-and then a profiled one whose poll phase runs under ``cProfile`` (wall-clock timer). The
-``tottime`` of each function is summed by where it lives: ``src/runfleet/`` (the fleet's own
-overhead, divided by the phase's retrieves), openai + pydantic + httpx2/httpcore2/h11 or
-aiohttp/yarl/multidict (SDK and HTTP), asyncio/anyio/selectors, idle in epoll, and the rest
-(builtins, stdlib); a second figure charges builtins and stdlib to their callers. The profiler
-is paused while the sampler calls ``Fleet.stats()`` (O(runs) per call). cProfile inflates short
-Python functions most, so the fleet's share is an upper bound. This VM under-reports process
-CPU: a pure-Python busy loop reports ~1.7 s of CPU per 2.3 s of wall.
+``--profile``: each client gets an un-profiled run (the wall, CPU and RSS figures to quote), then
+one whose poll phase runs under ``cProfile`` (wall-clock timer; the sampler does not call
+``Fleet.stats()``, O(runs), meanwhile). Each function's ``tottime`` is summed by where it lives:
+``src/runfleet/`` (the fleet's own overhead, per retrieve of the phase), openai + pydantic +
+httpx2/httpcore2/h11 or aiohttp/yarl/multidict, asyncio/anyio/selectors, idle in epoll, other
+(builtins, stdlib); in brackets, builtins and stdlib are charged to their callers instead.
+cProfile inflates short Python functions most: the fleet's share is an upper bound. This VM
+under-reports process CPU: a pure-Python busy loop reports ~1.7 s of CPU per 2.3 s of wall.
 """
 
 from __future__ import annotations
@@ -176,13 +172,10 @@ async def workload(
                     await asyncio.sleep(0.1)
                     peak["lag"] = max(peak["lag"], time.perf_counter() - t - 0.1)
                     peak["tasks"] = max(peak["tasks"], len(asyncio.all_tasks()))
-                    if tick % 10 == 0:  # stats() counts every run: once a second is plenty
-                        if prof is not None:
-                            prof.disable()  # the sampler's cost is not the fleet's
+                    # stats() counts every run: once a second, and not while profiling
+                    if tick % 10 == 0 and not profiling:
                         in_flight = sum(fleet.stats().in_flight.values())
                         peak["in_flight"] = max(peak["in_flight"], in_flight)
-                        if prof is not None and profiling:
-                            prof.enable()
 
             numbers = iter(range(runs))  # shared: each number is taken by one submitter
 
@@ -214,7 +207,6 @@ async def workload(
                 pass  # the runs not ended by now are lost
             if prof is not None:
                 prof.disable()
-                profiling = False
             t2, cpu2, sim_cpu2 = time.perf_counter(), cpu_seconds(), cpu_seconds(proc.pid)
             sampler.cancel()
             gc.callbacks.remove(on_gc)
@@ -259,6 +251,7 @@ async def workload(
         "gc_full_max_s": max(gc_pauses, default=0.0),
         "rss_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_before_mib": rss0 / 1024,
+        "load_avg_1m": os.getloadavg()[0],  # about 1.1 when nothing else runs on the machine
     }
     if prof is not None:
         polls = req.get("retrieve", 0) - polls0
@@ -284,6 +277,7 @@ def rows(r: dict[str, Any]) -> dict[str, str]:
         "process CPU (share of wall) [1]": f"{r['cpu_s']:.1f} s ({r['cpu_share']:.0%})",
         "CPU per request [1]": f"{r['cpu_us_per_request']:.0f} µs",
         "simulator CPU [1]": f"{r['sim_cpu_s']:.1f} s",
+        "machine load (1-min average at the end)": f"{r['load_avg_1m']:.2f}",
         "asyncio tasks, peak": str(r["peak_tasks"]),
         "event-loop lag, max": f"{r['loop_lag_max_s'] * 1000:.0f} ms",
         "full GCs (longest)": f"{r['gc_full']} ({r['gc_full_max_s'] * 1000:.0f} ms)",
@@ -305,11 +299,15 @@ def report(results: list[dict[str, Any]]) -> None:
         print("\nPoll phase under cProfile: µs of tottime per poll, by file (and with builtins")
         print(f"and stdlib charged to callers)\n\n| | {' | '.join(r['http'] for r in prof)} |")
         print(f"|---|{'---|' * len(prof)}")
+        us = [(r["profile_us_per_poll"], r["profile_us_per_poll_charged"]) for r in prof]
         for b in BUCKETS:
-            us = [(r["profile_us_per_poll"], r["profile_us_per_poll_charged"]) for r in prof]
             print(
                 f"| {b} | {' | '.join(f'{o.get(b, 0):.0f} ({c.get(b, 0):.0f})' for o, c in us)} |"
             )
+        share = [[d["runfleet"] / (sum(d.values()) - d.get("idle", 0)) for d in u] for u in us]
+        print(
+            f"| runfleet's share of busy | {' | '.join(f'{o:.1%} ({c:.1%})' for o, c in share)} |"
+        )
     print("\n[1] this VM under-reports process CPU (a busy loop reports ~1.7 s per 2.3 s of wall)")
 
 

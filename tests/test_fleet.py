@@ -410,3 +410,20 @@ async def test_ids_hook_sees_the_run_before_it_ends_and_errors_carry_figures(
     assert seen == [(handle.id, False)]
     assert info.value.figures is not None
     assert info.value.figures.polls >= 1
+
+
+async def test_map_sends_its_creates_concurrently(start_sim: StartSim) -> None:
+    """With slow creates, every create is out before the first run can end."""
+    scenario = {
+        "lifecycle": {"queued": 0.1, "in_progress": 0.5},
+        "faults": {"slow": 1.0, "slow_delay": 0.3},
+    }
+    specs = [ResponseSpec("m", f"q{i}") for i in range(12)]
+    async with start_sim(scenario, time_scale=1.0) as sim, fleet_on(sim) as fleet:
+        creates_at_first = -1
+        async for handle in fleet.map(specs, max_in_flight=12):
+            if creates_at_first < 0:
+                creates_at_first = sim.stats()["requests"]["responses.create"]
+            assert handle.done()
+    # One at a time, 0.3 s each, only 3 or 4 would be out when the first run ends.
+    assert creates_at_first == 12

@@ -403,24 +403,36 @@ class Fleet:
         outstanding = 1  # the feeder itself, until it has submitted everything
 
         def finished(handle: RunHandle) -> None:
-            nonlocal outstanding
             slots.release()
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                 send.send_nowait(handle)  # fails only when the consumer stopped reading
+            settle_one()
+
+        def settle_one() -> None:
+            nonlocal outstanding
             outstanding -= 1
             if outstanding == 0:
                 send.close()
 
+        async def start(spec: Spec, index: int) -> None:
+            try:
+                handle, _ = await self._start(spec, _UNSET, index)
+            except RunfleetError:  # the fleet is closing: this one was never started
+                slots.release()
+                settle_one()
+                return
+            handle.add_done_callback(finished)
+
+        # Creates go out concurrently (each still through the quota and the gate's
+        # concurrency bound): one at a time, a 300 ms create would start 3 runs a second.
+        assert self._tg is not None
         index = 0
         async for spec in _aiter(specs):
             await slots.acquire()
             outstanding += 1
-            handle, _ = await self._start(spec, _UNSET, index)
+            self._tg.start_soon(start, spec, index)
             index += 1
-            handle.add_done_callback(finished)
-        outstanding -= 1
-        if outstanding == 0:
-            send.close()
+        settle_one()
 
     def wake(self, response_id: str) -> bool:
         """Poll the run now waiting on ``response_id`` at once (a webhook said it ended).
