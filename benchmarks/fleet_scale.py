@@ -36,7 +36,6 @@ import logging
 import os
 import platform
 import pstats
-import re
 import resource
 import subprocess
 import sys
@@ -51,6 +50,7 @@ import structlog
 from openai import AsyncOpenAI, DefaultAioHttpClient
 
 from runfleet import Fleet, RunFailed, RunfleetError, RunHandle
+from simproc import start_sim
 
 SCENARIO = {
     "name": "fleet-scale",
@@ -75,20 +75,13 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_sim(scale: float) -> tuple[subprocess.Popen[str], str]:
-    """Start ``runfleet sim`` in its own process; return it and its root URL."""
+def start_sim_with(scale: float) -> tuple[subprocess.Popen[str], str]:
+    """Start ``runfleet sim`` on this benchmark's scenario; return it and its root URL."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "scenario.json"
         path.write_text(json.dumps(SCENARIO))
-        cmd = [sys.executable, "-m", "runfleet.cli", "sim", "--port", "0"]
-        cmd += ["--scenario", str(path), "--time-scale", str(scale)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # printed once the scenario is loaded
-    if not (match := re.search(r"(http://\S+)/v1", line)):
-        proc.kill()
-        raise SystemExit(f"simulator did not start: {line!r}")
-    return proc, match.group(1)
+        # start_sim returns once the scenario is loaded: the file may go
+        return start_sim("--scenario", str(path), "--time-scale", str(scale))
 
 
 def bucket(key: Key) -> str:
@@ -137,7 +130,7 @@ async def workload(
     http: str, runs: int, scale: float, rpm: float, profiled: bool
 ) -> dict[str, Any]:
     """Run one workload against a fresh simulator; return its figures."""
-    proc, url = start_sim(scale)
+    proc, url = start_sim_with(scale)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     handles: list[RunHandle] = []
     ended = 0

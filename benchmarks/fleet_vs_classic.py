@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
-import subprocess
 import sys
 import time
 import warnings
@@ -39,6 +37,7 @@ from openai import AsyncOpenAI
 
 from runfleet import AssistantRunSpec, Backoff, Fleet, PollPolicy, ResponseSpec
 from runfleet.sim import load_scenario
+from simproc import start_sim
 
 warnings.filterwarnings("ignore", "The Assistants API is deprecated", DeprecationWarning)
 TERMINAL = {"completed", "failed", "cancelled", "expired", "incomplete"}
@@ -114,20 +113,6 @@ async def fleet(client: AsyncOpenAI, kind: str, n: int, scale: float, rpm: float
 
 
 STRATEGIES = {"classic": classic, "fleet": fleet}
-
-
-def start_sim() -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "runfleet.cli", "sim", "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    match = re.search(r"(http://\S+)/v1", proc.stdout.readline())
-    if not match:
-        proc.kill()
-        raise SystemExit("the simulator did not start")
-    return proc, match.group(1)
 
 
 async def measure(url: str, scenario: str, kind: str, strategy: str, n: int) -> dict[str, Any]:

@@ -16,14 +16,13 @@ import json
 import os
 import platform
 import random
-import re
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
+
+from simproc import start_sim
 
 SCENARIO = {
     "name": "throughput",
@@ -37,21 +36,6 @@ def cpu_seconds(pid: int) -> float:
     """Return user+system CPU seconds of a process (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def start_sim(path: Path) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "runfleet.cli", "sim", "--port", "0", "--scenario", str(path)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    match = re.search(r"(http://\S+)/v1", line)
-    if not match:
-        proc.kill()
-        raise SystemExit(f"simulator did not start: {line!r}")
-    return proc, match.group(1)
 
 
 async def create_runs(session: aiohttp.ClientSession, url: str, n: int, conc: int) -> list[str]:
@@ -98,7 +82,7 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "throughput.json"
         path.write_text(json.dumps(SCENARIO))
-        proc, url = start_sim(path)
+        proc, url = start_sim("--scenario", str(path))
     try:
         conn = aiohttp.TCPConnector(limit=args.concurrency)
         async with aiohttp.ClientSession(connector=conn) as session:

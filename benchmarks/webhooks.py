@@ -28,9 +28,7 @@ import asyncio
 import base64
 import dataclasses
 import json
-import re
 import secrets
-import subprocess
 import sys
 import time
 from typing import Any
@@ -43,21 +41,10 @@ from runfleet import Backoff, Fleet, PollPolicy, ResponseSpec, RunFailed, RunInc
 from runfleet.sim import load_scenario
 from runfleet.sim.server import serve_asgi
 from runfleet.webhooks import WebhookReceiver
+from simproc import start_sim
 
 IN_FLIGHT = 100
 SAFETY_POLL = 60.0  # scenario seconds
-
-
-def start_sim() -> tuple[subprocess.Popen[str], str]:
-    """Start the simulator in its own process; return it and its root URL."""
-    code = "from runfleet.sim.server import run; run('ample', port=0)"
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    match = re.search(r"(http://\S+)/v1", proc.stdout.readline())
-    if not match:
-        proc.kill()
-        raise SystemExit("the simulator did not start")
-    return proc, match.group(1)
 
 
 async def measure(url: str, n: int, scale: float, drop: float | None) -> dict[str, Any]:
@@ -126,7 +113,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
-    proc, url = start_sim()
+    proc, url = start_sim("--scenario", "ample")
     rows = []
     try:
         strategies: list[float | None] = [None, *(float(d) for d in args.drops.split(","))]
