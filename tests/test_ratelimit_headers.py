@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx2
 import pytest
 from structlog.testing import capture_logs
 
@@ -109,3 +110,14 @@ def test_retry_after_prefers_milliseconds_then_seconds(
     headers: dict[str, str], seconds: float | None
 ) -> None:
     assert retry_after_seconds(headers) == seconds
+
+
+def test_httpx_headers_are_read_case_insensitively_without_a_copy() -> None:
+    """The SDK's own header objects are looked up as they are, in any case."""
+    headers = httpx2.Headers(
+        {"X-RateLimit-Limit-Requests": "600", "X-RateLimit-Reset-Requests": "120ms"}
+    )
+    parsed = parse_rate_limit_headers(headers)
+    assert parsed.limit == 600
+    assert parsed.reset == pytest.approx(0.12)
+    assert retry_after_seconds(httpx2.Headers({"Retry-After-Ms": "250"})) == pytest.approx(0.25)

@@ -149,7 +149,7 @@ class Fleet:
         q = self._quota.stats()
         return (
             f"<Fleet {state} in_flight={len(self._engine.runs)} next_poll_in={poll} "
-            f"rpm={self._stats.snapshot(self._engine.now(), {}, None).requests_last_minute}"
+            f"rpm={self._stats.last_minute(self._engine.now())}"
             f"/{q.effective_rpm:g}>"
         )
 

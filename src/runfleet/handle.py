@@ -38,7 +38,6 @@ class Tracked:
     polls_in_phase: int = 0
     seen_working: float = 0.0  # last poll that found it working: detection latency's start
     queued_until: float | None = None
-    running_time: float = 0.0
     requests: int = 0
     polls: int = 0
     latency: float = 0.0

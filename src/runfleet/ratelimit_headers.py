@@ -123,12 +123,18 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     return _read(lowered, RETRY_AFTER, _parse_seconds)
 
 
-def _lowercase(headers: Mapping[str, str]) -> dict[str, str]:
-    """Index headers by lower-case name: plain dicts are not case-insensitive like httpx's."""
-    return {name.lower(): value for name, value in headers.items()}
+def _lowercase(headers: Mapping[str, str]) -> Mapping[str, str]:
+    """Index headers by lower-case name: plain dicts are not case-insensitive like httpx's.
+
+    The SDK's headers (httpx2 ``Headers``, aiohttp's multidict) already look names up
+    case-insensitively, and this runs on every response: only a plain dict is copied.
+    """
+    if isinstance(headers, dict):
+        return {name.lower(): value for name, value in headers.items()}
+    return headers
 
 
-def _read(headers: dict[str, str], name: str, parse: Callable[[str], _T]) -> _T | None:
+def _read(headers: Mapping[str, str], name: str, parse: Callable[[str], _T]) -> _T | None:
     """Parse one header if present; log and drop it if it does not parse."""
     value = headers.get(name)
     if value is None:

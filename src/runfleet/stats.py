@@ -51,10 +51,9 @@ class FleetStats:
     quota: Any
 
 
-def _quantile(values: list[float], q: float) -> float | None:
-    if not values:
+def _quantile(ordered: list[float], q: float) -> float | None:
+    if not ordered:
         return None
-    ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
@@ -73,11 +72,8 @@ class StatsCollector:
     def request_started(self, kind: str, now: float) -> None:
         """Count a request as it leaves (after the quota admitted it), at loop time ``now``."""
         self.requests[str(kind)] += 1
-        recent = self.recent
-        recent.append(now)
-        horizon = now - 60.0
-        while recent[0] <= horizon:
-            recent.popleft()
+        self.recent.append(now)
+        self.last_minute(now)  # drops what fell out of the window
 
     def request_done(self, outcome: str) -> None:
         """Count how a request ended."""
@@ -89,17 +85,23 @@ class StatsCollector:
         if latency is not None:
             self.latencies.append(latency)
 
+    def last_minute(self, now: float) -> int:
+        """Return the requests sent in the 60 s before ``now``."""
+        recent, horizon = self.recent, now - 60.0
+        while recent and recent[0] <= horizon:
+            recent.popleft()
+        return len(recent)
+
     def snapshot(self, now: float, in_flight: Mapping[str, int], quota: Any) -> FleetStats:
         """Return the figures so far."""
-        horizon = now - 60.0
         total = sum(self.requests.values())
         done = sum(self.finished.values())
-        lat = list(self.latencies)
+        lat = sorted(self.latencies)
         return FleetStats(
             requests=dict(sorted(self.requests.items())),
             outcomes=dict(sorted(self.outcomes.items())),
             requests_total=total,
-            requests_last_minute=sum(1 for t in self.recent if t > horizon),
+            requests_last_minute=self.last_minute(now),
             rate_limited=self.outcomes.get("rate_limited", 0),
             in_flight=dict(sorted(in_flight.items())),
             finished=dict(sorted(self.finished.items())),
