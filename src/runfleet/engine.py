@@ -312,9 +312,13 @@ class Engine:
             run.latency += now - run.seen_working
             if obs.state is not RunState.CANCELLED:
                 # A poll a webhook prompted says nothing about where the model's first goes.
-                first = run.polls_in_phase == 1 and not self._pushed(run)
+                pushed = self._pushed(run)
+                first = run.polls_in_phase == 1 and not pushed
                 self.times.observe_done(
-                    self._learn_key(run), now - run.phase_start, first_poll=first
+                    self._learn_key(run),
+                    now - run.phase_start,
+                    first_poll=first,
+                    previous=None if pushed else run.seen_working - run.phase_start,
                 )
             if obs.state is RunState.NEEDS_TOOLS:
                 await self._answer(run, obs)

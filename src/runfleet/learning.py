@@ -6,42 +6,49 @@ finishes. Runs of one model, or of one assistant, take similar times, so :class:
 learns those times per key and, once it has seen enough of them, plans each run's polls in
 three phases (times are seconds since the run (re)started):
 
-1. **wait**: no poll before completions become plausible. The first poll goes where about
-   ``low_quantile`` (10 %) of runs are already done (at least one gap in); this wait may be
-   longer than the cap.
+1. **wait**: no poll before completions become plausible. The first poll goes one gap after
+   the point where ``early_share`` (2 %) of runs are done, so that a run finishing before the
+   first poll waits at most about one gap for it, like a run finishing inside the window;
+   never later than the median, and at least one gap in.
 2. **window**: from there to the ``high_quantile`` (95 %) of learned times, polls are evenly
    spaced, so the detection latency of a run that finishes there stays below one gap. The gap
    is ``latency_target`` if set, else ``latency_fraction`` (0.35) of the learned median, widened
    so the window holds at most 10 polls and narrowed so it holds at least 2.
 3. **tail**: past that, stragglers and stalls, the gap grows by ``factor`` per poll up to the
-   cap, like the classic loop.
+   cap, and is never shorter than the classic loop's gap for a run of that age.
 
 Every delay is jittered by ``±jitter`` of its gap, never below ``min_interval`` nor below the
 server's poll-after hint, and a window or tail gap never exceeds the cap, jitter included.
 Before ``min_samples`` completions of a key are known, its runs get the classic loop exactly.
 
-Why the first poll is steered rather than read off the samples: a run is seen done at the first
-poll after it finished, so learned times overstate true ones, and a run that was already done at
-its first poll says nothing about how much earlier it finished. Left alone, a first poll placed
-too late (runs got faster, or the first samples were unlucky) would only ever confirm itself.
-So the caller reports whether the first poll already found the run done, and the model moves
-the first poll earlier when that happens to more than ``low_quantile`` of runs and later when
-it happens to fewer (a stochastic approximation of that quantile), never later than the
-learned ``low_quantile`` itself.
+Where the first poll goes needs care, because the model only sees what its own polls saw. A
+run seen done at its first poll says only that it finished before it (its time is censored);
+a run seen later finished between its last two polls. So the early point is not read off the
+samples: the model fits a lognormal to the uncensored ones, placed by the share that was
+censored (run times of one model are roughly lognormal), and reads the 2 % point off the fit.
+The fit is trusted only while it explains what the first polls see: when more runs are found
+done at the first poll than the fit predicts (by over 5 points), the lower tail is heavier than
+a lognormal (many quick failures, a uniform spread), and the model falls back to a stochastic
+approximation that steers the first poll to where about ``low_quantile`` (10 %) of runs are
+already done: earlier by most of a step after each run found done there, later by a small one
+after each that was not, never later than the learned ``low_quantile``. The same fallback
+catches runs that got faster: they are found done at the first poll, and it moves earlier.
 
 Measured by ``tests/test_learning.py`` against the classic loop, learning online from its own
-polls: 0.2 to 0.45 times its polls with a lower 95th-percentile detection latency for runs of
+polls: 0.2 to 0.4 times its polls with a lower 95th-percentile detection latency for runs of
 8 s or more with moderate spread; 0.5 to 0.8 times its polls, latency still lower, for wide
-spreads (lognormal sigma 1) and short runs, where there is less to skip.
+spreads (lognormal sigma 1, uniform from 0) and short runs, where there is less to skip.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections import OrderedDict, deque
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Generic, TypeVar
 
 from .schedule import Backoff, _floor, _jittered
@@ -57,6 +64,16 @@ _MAX_WINDOW_POLLS = 10
 _START_STEP = 0.5
 """How far one observation moves the first poll, as a fraction of the window's gap."""
 _STALL_QUANTILE = 0.99
+_FIT_TOLERANCE = 0.05
+"""How many more runs (as a share) may be found done at the first poll than the fit predicts
+before the fit is distrusted."""
+_FIT_MIN_CENSORED_SHARE = 0.45
+"""With this share of runs found done at the first poll, the median is no longer observed."""
+_FIT_MIN_OBSERVED = 10
+_RECENT = 16
+_RECENT_TOLERANCE = 0.25
+"""The same check over the latest ``_RECENT`` samples: looser, since they are few."""
+_NORMAL = NormalDist()
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +97,10 @@ class PollPolicy:
     """Completions of a key to observe before its learned schedule replaces the classic one."""
     max_samples: int = 256
     """Most recent observations kept per key and phase; older ones are forgotten."""
+    early_share: float = 0.02
+    """Share of runs allowed to finish more than about one gap before the first poll."""
     low_quantile: float = 0.1
-    """Fraction of runs that should already be done at the first poll."""
+    """Share of runs the fallback steers to be already done at the first poll."""
     high_quantile: float = 0.95
     """Where the evenly spaced window ends and backoff takes over."""
     stall_factor: float = 3.0
@@ -103,6 +122,10 @@ class PollPolicy:
             raise ValueError(f"PollPolicy.latency_target must be > 0 seconds, got {target!r}")
         if self.latency_fraction == 0:
             raise ValueError("PollPolicy.latency_fraction must be > 0")
+        if not 0 < self.early_share < 0.5:
+            raise ValueError(
+                f"PollPolicy.early_share must be between 0 and 0.5, got {self.early_share!r}"
+            )
         if not 0 < self.low_quantile < self.high_quantile < 1:
             raise ValueError(
                 "PollPolicy quantiles must satisfy 0 < low_quantile < high_quantile < 1, got "
@@ -150,10 +173,13 @@ class _Plan:
 class _KeyTimes:
     """Observations and derived plan of one key."""
 
-    __slots__ = ("done", "plan", "queue", "stall_after", "start")
+    __slots__ = ("done", "finished", "plan", "queue", "stall_after", "start")
 
     def __init__(self, policy: PollPolicy) -> None:
         self.done: deque[float] = deque(maxlen=policy.max_samples)
+        # When each run finished, as well as it is known: (seconds, censored). Censored: it was
+        # done at its first poll, so only "before this" is known.
+        self.finished: deque[tuple[float, bool]] = deque(maxlen=policy.max_samples)
         self.queue: deque[float] = deque(maxlen=policy.max_samples)
         self.start: float | None = None
         self.plan: _Plan | None = None
@@ -223,10 +249,13 @@ class RunTimes(Generic[K]):
             # Stateless exponential backoff: after polls spaced g, g*f, g*f**2... the next gap
             # is g plus (f - 1) times the time spent in the tail.
             gap = plan.tail_gap + (backoff.factor - 1) * (elapsed - plan.tail)
+            gap = max(gap, _classic_gap(backoff, elapsed))
             delay = min(_jittered(min(gap, cap), jitter, rng), cap)
         return _floor(delay, backoff.min_interval, poll_after)
 
-    def observe_done(self, key: K, seconds: float, *, first_poll: bool) -> None:
+    def observe_done(
+        self, key: K, seconds: float, *, first_poll: bool, previous: float | None = None
+    ) -> None:
         """Learn that a run of ``key`` was seen done (terminal or needing the client).
 
         Args:
@@ -235,27 +264,39 @@ class RunTimes(Generic[K]):
             first_poll: ``True`` if the first poll of this (re)start, made when this model
                 asked, already found the run done; ``False`` otherwise, and when a webhook or a
                 wake-up prompted the poll. Required because it is what keeps the first poll
-                from drifting late: without it, runs that got faster look no faster.
+                honest: such a run only says it finished before that poll.
+            previous: seconds from the (re)start to the last poll that found the run still
+                working, so the run finished between the two; ``None`` when ``seconds`` is
+                already close to when it finished (a webhook said so) or is not known.
 
         Raises:
-            ValueError: if ``seconds`` is negative or not finite.
+            ValueError: if ``seconds`` or ``previous`` is negative or not finite.
         """
         _check_seconds(seconds)
+        if previous is not None:
+            _check_seconds(previous)
         policy = self._policy
         times = self._touch(key)
         times.done.append(seconds)
+        if first_poll:
+            times.finished.append((seconds, True))
+        else:
+            mid = seconds if previous is None else (min(previous, seconds) + seconds) / 2
+            times.finished.append((mid, False))
         if len(times.done) < policy.min_samples:
             return
         values = sorted(times.done)
         low = _quantile(values, policy.low_quantile)
-        if times.start is None or times.plan is None:
+        fitted = _fitted_start(policy, values, low, times)
+        if fitted is not None:
+            times.start = fitted
+        elif times.start is None or times.plan is None:
             times.start = low
         else:
             # Robbins-Monro step towards the point where a low_quantile share of runs is done
             # at the first poll: down by most of a step when the first poll was late, up by a
             # small one when it was not. It steps from where the first poll really was (a start
-            # under one gap is polled at the gap), and the learned quantile caps it, so the
-            # first poll never goes later than the plain empirical schedule would put it.
+            # under one gap is polled at the gap), and the learned quantile caps it.
             late = 1.0 if first_poll else 0.0
             gap = times.plan.gap
             step = _START_STEP * gap * (policy.low_quantile - late)
@@ -324,6 +365,50 @@ class RunTimes(Generic[K]):
             poll_gap=None if plan is None else plan.gap,
             stall_after=times.stall_after,
         )
+
+
+def _classic_gap(backoff: Backoff, elapsed: float) -> float:
+    """Return the classic loop's gap at this age, before the cap: its polls at
+    ``initial * (f**k - 1) / (f - 1)`` are ``initial * f**k`` apart.
+
+    Past the learned window a run is never polled denser than that. While the first samples
+    of a key come from the quickest runs of a cohort that started together, the learned tail
+    is too early, and the cohort's other runs would otherwise be polled there at short gaps.
+    """
+    return backoff.initial + (backoff.factor - 1) * elapsed
+
+
+def _fitted_start(
+    policy: PollPolicy, values: Sequence[float], low: float, times: _KeyTimes
+) -> float | None:
+    """Return the first poll read off a lognormal fit of when runs finished, if it holds.
+
+    ``None`` when the fit cannot be made (too many runs censored, too few observed) or does
+    not explain the share of runs found done at the first poll.
+    """
+    finished = times.finished
+    censored = sum(1 for _, c in finished if c) / len(finished)
+    observed = sorted(v for v, c in finished if not c)
+    if censored >= _FIT_MIN_CENSORED_SHARE or len(observed) < _FIT_MIN_OBSERVED:
+        return None
+    # Quantiles of all runs: the censored ones all finished below the observed ones.
+    median = _quantile(observed, (0.5 - censored) / (1 - censored))
+    q90 = _quantile(observed, (0.9 - censored) / (1 - censored))
+    if not median > 0:
+        return None
+    sigma = max(math.log(max(q90, median) / median) / _NORMAL.inv_cdf(0.9), 0.02)
+    gap = _plan(policy, values, low).tail_gap  # the target gap, before the window narrows it
+    if times.plan is not None:
+        first = max(times.plan.start, times.plan.gap)
+        predicted = _NORMAL.cdf(math.log(first / median) / sigma)
+        # Checked over all samples (a small excess) and over the latest (a sudden change,
+        # such as runs that got faster: they are all found done at the first poll).
+        recent = list(itertools.islice(reversed(finished), _RECENT))
+        recent_censored = sum(1 for _, c in recent if c) / len(recent)
+        if censored > predicted + _FIT_TOLERANCE or recent_censored > predicted + _RECENT_TOLERANCE:
+            return None
+    early = median * math.exp(_NORMAL.inv_cdf(policy.early_share) * sigma)
+    return min(early + gap, median)
 
 
 def _plan(policy: PollPolicy, values: Sequence[float], start: float) -> _Plan:

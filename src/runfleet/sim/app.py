@@ -103,7 +103,7 @@ class SimApp:
             self._t0 = t
         return (t - self._t0) / self.scenario.time_scale
 
-    def snapshot(self, per_run: bool = False) -> dict[str, Any]:
+    def snapshot(self, per_run: bool = False, timeline: bool = False) -> dict[str, Any]:
         """Return the stats endpoint's data."""
         out = self.stats.snapshot(
             self.now(),
@@ -113,6 +113,7 @@ class SimApp:
             responses=self.responses.jobs(),
             runs=self.assistants.jobs(),
             per_run=per_run,
+            timeline=timeline,
         )
         out["webhooks"] = dict(sorted(self.webhooks.stats.items()))
         return out
@@ -200,7 +201,7 @@ class SimApp:
         if adm.storm:
             self.stats.storm_limited += 1
         else:
-            self.stats.rate_limited += 1
+            self.stats.record_limited(now)
         scale = self.scenario.time_scale
         rpm = self.scenario.quota.rpm
         headers = {}
@@ -342,8 +343,10 @@ class SimApp:
         }
 
     async def _stats_endpoint(self, request: Request) -> Response:
-        per_run = request.query_params.get("runs") in ("1", "true")
-        return JSONResponse(self.snapshot(per_run))
+        flag = request.query_params.get
+        return JSONResponse(
+            self.snapshot(flag("runs") in ("1", "true"), flag("timeline") in ("1", "true"))
+        )
 
     async def _reset_endpoint(self, request: Request) -> Response:
         raw = await request.body()

@@ -47,9 +47,9 @@ class SimServer:
         """Return the URL to give the SDK as ``base_url`` (or ``OPENAI_BASE_URL``)."""
         return f"{self.url}/v1"
 
-    def stats(self, per_run: bool = False) -> dict[str, Any]:
+    def stats(self, per_run: bool = False, timeline: bool = False) -> dict[str, Any]:
         """Return what ``GET /_sim/stats`` returns, without a request."""
-        return self.app.snapshot(per_run)
+        return self.app.snapshot(per_run, timeline)
 
     def reset(self, scenario: str | Path | Scenario | None = None) -> None:
         """Forget all runs and counters, optionally switching scenario."""

@@ -31,11 +31,27 @@ class SimStats:
         self.storm_limited = 0
         self.unauthorized = 0
         self.peak = PeakWindow(60.0)
+        self.per_second: Counter[int] = Counter()
+        self.limited_per_second: Counter[int] = Counter()
 
     def record(self, endpoint: str, now: float) -> None:
         """Count one API request as it arrives."""
         self.requests[endpoint] += 1
+        self.per_second[int(now)] += 1
         self.peak.record(now)
+
+    def record_limited(self, now: float) -> None:
+        """Count one request answered 429 by the quota (storms are counted apart)."""
+        self.rate_limited += 1
+        self.limited_per_second[int(now)] += 1
+
+    def timeline(self) -> dict[str, list[int]]:
+        """Return requests and 429s per scenario second since the reset, for plots over time."""
+        end = max([*self.per_second, *self.limited_per_second], default=-1) + 1
+        return {
+            "requests": [self.per_second[s] for s in range(end)],
+            "rate_limited": [self.limited_per_second[s] for s in range(end)],
+        }
 
     def snapshot(
         self,
@@ -47,6 +63,7 @@ class SimStats:
         responses: Iterable[Job],
         runs: Iterable[Job],
         per_run: bool = False,
+        timeline: bool = False,
     ) -> dict[str, Any]:
         """Return every figure as JSON-ready data; times in scenario seconds."""
         kinds = {"responses": list(responses), "runs": list(runs)}
@@ -63,6 +80,8 @@ class SimStats:
             "faults": dict(sorted(self.faults.items())),
             "peak_window": {"seconds": self.peak.length, "peak": self.peak.peak, "quota": rpm},
         }
+        if timeline:
+            out["timeline"] = self.timeline()
         for name, jobs in kinds.items():
             by_status: Counter[str] = Counter(job.status_at(now)[0].value for job in jobs)
             lat = sorted(x for job in jobs for x in job.latencies)

@@ -1,0 +1,113 @@
+"""runfleet itself as a bench strategy: ``fleet``, its settings, and ``fleet:webhooks``.
+
+The fleet runs with its defaults unless the spec names a setting. Every duration it waits on
+is converted to real time like the simulator's, so that at any time scale it sees the same
+scenario as the hand-written loops: its backoff, stall limits and latency target are scaled,
+its quota is the account's RPM in real minutes, and its burst is one scenario second's share
+(the window OpenAI enforces sub-minute, and the fleet's default burst).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..errors import RunCancelled, RunExpired, RunFailed, RunIncomplete
+from ..fleet import Fleet
+from ..kinds.assistants import AssistantRunSpec
+from ..kinds.responses import ResponseSpec
+from ..learning import PollPolicy
+from ..schedule import Backoff
+from ..webhooks import WebhookReceiver
+from .strategy import StrategySpec
+from .workload import ASSISTANT_ID, MODEL, Outcome, Workload, lookup, tool_definitions
+
+__all__ = ["Reset", "run_fleet", "scaled_policy"]
+
+Reset = Callable[[dict[str, Any] | None], Awaitable[None]]
+"""Reset the simulator again, with these webhook settings (``None``: none)."""
+
+_RUNS_OWN_END = (RunFailed, RunIncomplete, RunExpired, RunCancelled)
+
+
+def scaled_policy(policy: PollPolicy, scale: float) -> PollPolicy:
+    """Return ``policy`` with every duration multiplied by ``scale`` (real per scenario s)."""
+    b = policy.backoff
+    backoff = Backoff(
+        initial=b.initial * scale,
+        factor=b.factor,
+        cap=b.cap * scale,
+        jitter=b.jitter,
+        min_interval=b.min_interval * scale,
+    )
+    target = policy.latency_target
+    return dataclasses.replace(
+        policy,
+        backoff=backoff,
+        latency_target=None if target is None else target * scale,
+        stall_floor=policy.stall_floor * scale,
+        stall_unlearned=policy.stall_unlearned * scale,
+    )
+
+
+async def run_fleet(
+    w: Workload, spec: StrategySpec, reset: Reset, extra: dict[str, Any]
+) -> list[Outcome]:
+    """Run the workload through one :class:`Fleet`; fill ``extra`` with the receiver's stats.
+
+    With ``webhooks``, a :class:`WebhookReceiver` is served on loopback for the duration and
+    the simulator is reset to deliver to it, dropping the ``drop`` fraction of deliveries for
+    good (no retry reaches the receiver), so the safety-net poll is all that finds those runs.
+    """
+    from ..sim.server import serve_asgi  # the bench serves the receiver as a deployment would
+
+    settings: dict[str, Any] = {}
+    if "latency" in spec.options:
+        settings["latency_target"] = spec.number("latency", 0)
+    if "fraction" in spec.options:
+        settings["latency_fraction"] = spec.number("fraction", 0)
+    policy = scaled_policy(PollPolicy(**settings), w.scale)
+    webhooks = bool(spec.options.get("webhooks"))
+    fleet = Fleet(
+        w.client,
+        rpm=w.rpm / w.scale,
+        burst=max(1.0, w.rpm / 60),
+        tools=[lookup],
+        policy=policy,
+        timeout=w.real(w.limit),
+        seed=1,
+        webhooks=webhooks,
+        safety_poll=w.real(spec.number("safety", 60.0)),
+    )
+    outcomes: list[Outcome] = ["lost"] * w.runs
+    specs = [_spec(w, i) for i in range(w.runs)]
+    async with fleet:
+        if not webhooks:
+            await _map(fleet, specs, w.in_flight, outcomes)
+            return outcomes
+        secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+        receiver = WebhookReceiver(fleet, secret=secret)
+        async with serve_asgi(receiver) as port:
+            drop = spec.number("drop", 0.0)
+            # Lost for good: a dropped delivery is not retried, as after OpenAI's last retry.
+            await reset({"url": f"http://127.0.0.1:{port}/", "secret": secret, "drop": drop})
+            await _map(fleet, specs, w.in_flight, outcomes)
+        extra["receiver"] = dataclasses.asdict(receiver.stats())
+    return outcomes
+
+
+def _spec(w: Workload, i: int) -> ResponseSpec | AssistantRunSpec:
+    if w.kind == "responses":
+        return ResponseSpec(MODEL, w.prompt(i))
+    return AssistantRunSpec(ASSISTANT_ID, w.prompt(i), tools=tuple(tool_definitions("assistants")))
+
+
+async def _map(fleet: Fleet, specs: list[Any], in_flight: int, outcomes: list[Outcome]) -> None:
+    async for handle in fleet.map(specs, max_in_flight=in_flight):
+        error = handle.exception()
+        outcomes[handle.tag] = (
+            "ok" if error is None else "failed" if isinstance(error, _RUNS_OWN_END) else "lost"
+        )

@@ -1,0 +1,195 @@
+"""One row per strategy, judged by the simulator's record, and the table that compares them.
+
+Every figure but the outcome counts and the wall time comes from ``/_sim/stats``, so every
+strategy is measured by the same clock and the same counters, whatever it believes it did.
+The words are DESIGN.md's: requests per run divide every request (429s included) by the runs
+whose end the strategy saw; polls are retrieve requests; detection latency runs from the
+moment a run needed the client to the retrieve that saw it; the peak window is the most
+requests in any 60 s, against the quota.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .strategy import BenchError
+from .workload import Outcome
+
+__all__ = ["RATIO_FIELDS", "BenchResult", "StrategyRow", "row_from_stats"]
+
+_RETRIEVES = ("responses.retrieve", "runs.retrieve")
+RATIO_FIELDS = (
+    "requests_per_run",
+    "polls_per_run",
+    "quota_errors",
+    "peak_window",
+    "p50",
+    "p95",
+    "max",
+    "wall",
+)
+"""The figures shown as a ratio to ``classic`` (lower is better for each)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyRow:
+    """What one strategy cost and how late it noticed, for one workload."""
+
+    strategy: str
+    runs: int
+    ok: int
+    failed: int
+    lost: int
+    requests: int
+    requests_per_run: float | None
+    """``None`` when no run was seen to its end: there is nothing to divide by."""
+    polls: int
+    polls_per_run: float | None
+    quota_errors: int
+    """429s the account's quota answered (storms included)."""
+    peak_window: int
+    quota: float
+    """The account's requests per minute."""
+    p50: float | None
+    p95: float | None
+    max: float | None
+    """Detection latency in scenario seconds, from the simulator's record."""
+    wall: float
+    """Real seconds from the first request to the last run's end."""
+    latencies: list[float] = field(default_factory=list, repr=False)
+    timeline: list[int] = field(default_factory=list, repr=False)
+    """Requests per scenario second, 429s included, for the plot."""
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def over_quota(self) -> bool:
+        """Whether some 60 s window held more requests than the quota allows."""
+        return self.peak_window > self.quota
+
+
+def row_from_stats(
+    label: str,
+    kind: str,
+    outcomes: Sequence[Outcome],
+    stats: dict[str, Any],
+    wall: float,
+    extra: dict[str, Any] | None = None,
+) -> StrategyRow:
+    """Build a row from the outcomes a strategy reported and the simulator's stats."""
+    store = stats["responses" if kind == "responses" else "runs"]
+    done = sum(o != "lost" for o in outcomes)
+    polls = sum(stats["requests"].get(name, 0) for name in _RETRIEVES)
+    det = store["detection"]
+    latencies = sorted(x for item in store.get("items", ()) for x in item["latencies"])
+    return StrategyRow(
+        strategy=label,
+        runs=len(outcomes),
+        ok=outcomes.count("ok"),
+        failed=outcomes.count("failed"),
+        lost=outcomes.count("lost"),
+        requests=stats["requests_total"],
+        requests_per_run=stats["requests_total"] / done if done else None,
+        polls=polls,
+        polls_per_run=polls / done if done else None,
+        quota_errors=stats["rate_limited"] + stats["storm_limited"],
+        peak_window=stats["peak_window"]["peak"],
+        quota=stats["peak_window"]["quota"],
+        p50=det["p50"],
+        p95=det["p95"],
+        max=det["max"],
+        wall=wall,
+        latencies=latencies,
+        timeline=list(stats.get("timeline", {}).get("requests", [])),
+        extra=dict(extra or {}),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BenchResult:
+    """A whole bench: what ran, where, and one row per strategy in the order they ran."""
+
+    settings: dict[str, Any]
+    rows: list[StrategyRow]
+
+    def baseline(self) -> StrategyRow | None:
+        """Return the plain ``classic`` row every ratio is relative to, if it ran."""
+        return next((r for r in self.rows if r.strategy == "classic"), None)
+
+    def ratios(self, row: StrategyRow) -> dict[str, float | None]:
+        """Return ``row``'s figures divided by ``classic``'s (``None`` where undefined)."""
+        base = self.baseline()
+        out: dict[str, float | None] = {}
+        for name in RATIO_FIELDS:
+            mine, theirs = getattr(row, name), None if base is None else getattr(base, name)
+            if mine is None or theirs is None:
+                out[name] = None
+            elif theirs == 0:
+                out[name] = 1.0 if mine == 0 else None
+            else:
+                out[name] = mine / theirs
+        return out
+
+    def data(self) -> dict[str, Any]:
+        """Return everything as JSON-ready data: settings, rows with ratios, time series."""
+        rows = []
+        for row in self.rows:
+            item = asdict(row)
+            item["ratios"] = self.ratios(row)
+            rows.append(item)
+        return {"settings": self.settings, "rows": rows}
+
+    def heading(self) -> str:
+        """Return one line saying what ran where, to print above the table."""
+        s, m = self.settings, self.settings["machine"]
+        return (
+            f"{s['scenario']} scenario, {s['kind']}: {s['runs']} runs per strategy, at most "
+            f"{s['in_flight']} in flight, quota {s['rpm']:g} RPM (window {s['quota_window']:g} s), "
+            f"time scale {s['time_scale']:g}; {m['cores']} cores, {m['cpu']}, Python "
+            f"{m['python']}, openai {m['openai']}. Latencies in scenario seconds; (x) = ratio "
+            "to classic."
+        )
+
+    def write_json(self, path: str | Path) -> None:
+        """Write :meth:`data` to ``path``.
+
+        Raises:
+            BenchError: the file cannot be written.
+        """
+        try:
+            Path(path).write_text(json.dumps(self.data(), indent=1) + "\n")
+        except OSError as exc:
+            raise BenchError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+    def table(self) -> str:
+        """Return a Markdown table, each figure followed by its ratio to ``classic``."""
+        head = (
+            "| strategy | ok / failed / lost | requests/run | polls/run | 429s "
+            "| peak 60 s window / quota | detection p50 | p95 | max (s) | wall (s) |"
+        )
+        lines = [head, "|---" * 10 + "|"]
+        for row in self.rows:
+            r = self.ratios(row)
+            lost = f"**{row.lost}**" if row.lost else "0"
+            peak = f"{row.peak_window} / {row.quota:g}" + (" **over**" if row.over_quota else "")
+            lines.append(
+                f"| {row.strategy} | {row.ok} / {row.failed} / {lost} "
+                f"| {_fig(row.requests_per_run, r['requests_per_run'])} "
+                f"| {_fig(row.polls_per_run, r['polls_per_run'])} "
+                f"| {_fig(row.quota_errors, r['quota_errors'], '{:d}')} "
+                f"| {peak} "
+                f"| {_fig(row.p50, r['p50'])} | {_fig(row.p95, r['p95'])} "
+                f"| {_fig(row.max, r['max'], '{:.1f}')} "
+                f"| {_fig(row.wall, r['wall'], '{:.0f}')} |"
+            )
+        return "\n".join(lines)
+
+
+def _fig(value: float | None, ratio: float | None, fmt: str = "{:.2f}") -> str:
+    if value is None:
+        return "-"
+    text = fmt.format(value)
+    return text if ratio is None else f"{text} ({ratio:.2f}x)"

@@ -1,0 +1,80 @@
+"""The workload every strategy of ``runfleet bench`` runs, and how a run ends for the table.
+
+Every strategy starts the same N runs (same prompts, same tool definition) against a freshly
+reset simulator with the same seed, so the only difference between two rows is how they poll.
+Durations here are in scenario seconds; ``scale`` converts them to the real seconds a client
+sleeps, as the simulator converts its own.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from openai import AsyncOpenAI
+
+from ..tools import ToolRegistry, tool
+
+__all__ = ["ASSISTANT_ID", "MODEL", "Kind", "Outcome", "Workload", "lookup", "tool_definitions"]
+
+Kind = Literal["responses", "assistants"]
+Outcome = Literal["ok", "failed", "lost"]
+"""``ok``: the result was fetched; ``failed``: the run itself ended otherwise than completed
+(the scenario's own failures, the same for every strategy); ``lost``: the strategy gave up on
+the run or crashed on an error, so its caller never learned how it ended."""
+
+MODEL = "gpt-5-mini"
+ASSISTANT_ID = "asst_bench"
+
+
+@tool
+async def lookup(query: str) -> str:
+    """Look something up (the bench answers every tool call with the same trivial output)."""
+    del query
+    return "ok"
+
+
+def tool_definitions(kind: Kind) -> list[Any]:
+    """Return the tool definitions every strategy sends, in the kind's own shape."""
+    return [dict(d) for d in ToolRegistry([lookup]).definitions(kind)]
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """What one strategy is asked to do, and on which account."""
+
+    kind: Kind
+    runs: int
+    in_flight: int
+    """Runs started and not yet finished, at most: a batch job bounds them like this."""
+    scale: float
+    """Real seconds per scenario second."""
+    rpm: float
+    """The account's quota in requests per scenario minute."""
+    timeout: float
+    """Scenario seconds after which the hand-written loops that have a timeout give up."""
+    limit: float
+    """Scenario seconds after which the bench stops waiting for any run, whatever the
+    strategy: a run still unresolved then counts as lost, and the bench always ends."""
+    client: AsyncOpenAI
+    poll_after: bool = False
+    """Whether the server sends ``openai-poll-after-ms`` (the SDK's helpers then follow it)."""
+
+    def __post_init__(self) -> None:
+        if self.runs < 1:
+            raise ValueError(f"runs must be at least 1, got {self.runs}")
+        if self.in_flight < 1:
+            raise ValueError(f"in_flight must be at least 1, got {self.in_flight}")
+        for name in ("scale", "rpm", "timeout", "limit"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+    def prompt(self, i: int) -> str:
+        """Return the prompt of run ``i``: the same for every strategy."""
+        return f"Bench question {i}"
+
+    def real(self, seconds: float) -> float:
+        """Return scenario ``seconds`` as the real seconds a client waits."""
+        return seconds * self.scale
