@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo sim bench clean
+.PHONY: test lint demo sim bench bench-sim clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -28,7 +28,22 @@ demo: $(STAMP)
 		--sim tight --sim-time-scale 0.1 --fresh --summary-json .demo/summary.json \
 		|| [ $$? -eq 1 ]
 
+# The README's Benchmarks section: every table and plot there comes from these commands
+# (about 45 minutes on 2 cores). Each writes its table (.md), figures (.json) and plot (.png).
+BENCH := $(BIN)/runfleet bench --runs 500
 bench: $(STAMP)
+	mkdir -p docs/bench
+	$(BENCH) --scenario ample --json docs/bench/ample.json --plot docs/bench/ample.png \
+		--strategies 'naive,classic,fixed2s,fleet,fleet:webhooks,fleet:webhooks,drop=20%' \
+		| tee docs/bench/ample.md
+	$(BENCH) --scenario tight --kind assistants --json docs/bench/tight.json \
+		--plot docs/bench/tight.png | tee docs/bench/tight.md
+	$(BENCH) --scenario ample --frontier --json docs/bench/frontier.json \
+		--plot docs/bench/frontier.png | tee docs/bench/frontier.md
+	$(BIN)/runfleet bench --scenario ample --runs 2000 --strategies classic,fleet \
+		--json docs/bench/ample-2000.json | tee docs/bench/ample-2000.md
+
+bench-sim: $(STAMP)
 	$(BIN)/python benchmarks/sim_throughput.py
 
 clean:

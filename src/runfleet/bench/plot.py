@@ -71,10 +71,11 @@ def _cdf(ax: Any, row: StrategyRow) -> None:
     values = row.latencies
     if not values:
         return
-    n = len(values)
+    # Out of all the runs, so a strategy that lost most of them tops out where it stopped.
+    n = max(len(values), row.runs)
     # A log axis shows 0.1 s and 10 s apart; a latency of 0 (seen at once) sits at its left.
     xs = [max(v, _LEFT) for v in values]
-    ax.step(xs, [(i + 1) / n for i in range(n)], where="post", label=row.strategy)
+    ax.step(xs, [(i + 1) / n for i in range(len(xs))], where="post", label=row.strategy)
 
 
 def plot_bench(result: BenchResult, path: str | Path) -> None:

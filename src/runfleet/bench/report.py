@@ -63,6 +63,9 @@ class StrategyRow:
     latencies: list[float] = field(default_factory=list, repr=False)
     timeline: list[int] = field(default_factory=list, repr=False)
     """Requests per scenario second, 429s included, for the plot."""
+    retrieves: list[int] = field(default_factory=list, repr=False)
+    """Retrieves of each run (each response of a tool chain apart) in the order they were
+    created, to see where the polls went: a warm-up, a steady state."""
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -104,6 +107,7 @@ def row_from_stats(
         wall=wall,
         latencies=latencies,
         timeline=list(stats.get("timeline", {}).get("requests", [])),
+        retrieves=[item["retrieves"] for item in store.get("items", ())],
         extra=dict(extra or {}),
     )
 

@@ -66,7 +66,9 @@ class StrategySpec:
 
 def _show(key: str, value: float | bool) -> str:
     kind = next(k for opts in _OPTIONS.values() for n, k in opts.items() if n == key)
-    return f"{value:g}s" if kind == "duration" else f"{value:g}"
+    if kind != "duration":
+        return f"{value:g}"
+    return f"{value * 1000:g}ms" if value < 1 else f"{value:g}s"
 
 
 def _value(spec: str, key: str, kind: str, text: str | None) -> float | bool:
@@ -78,9 +80,12 @@ def _value(spec: str, key: str, kind: str, text: str | None) -> float | bool:
         raise BenchError(f"strategy {spec!r}: {key} needs a value, e.g. {key}=2s")
     if kind == "duration":
         m = _DURATION.match(text.strip())
-        if not m or float(m.group(1)) <= 0:
-            raise BenchError(f"strategy {spec!r}: {key} must be a duration like 2s or 500ms")
-        return float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
+        seconds = float(m.group(1)) / (1000 if m.group(2) == "ms" else 1) if m else 0.0
+        if seconds < 0.001:
+            raise BenchError(
+                f"strategy {spec!r}: {key} must be a duration of at least 1ms, like 2s or 500ms"
+            )
+        return seconds
     try:
         value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
     except ValueError:
@@ -122,7 +127,9 @@ def parse_strategy(text: str, kind: str) -> StrategySpec:
             "strategy 'sdk' needs --kind assistants: the SDK has no poll helper for responses"
         )
     if name == "classic" and spec.number("cap", 5.0) < spec.number("initial", 0.5):
-        raise BenchError(f"strategy {text!r}: cap is below initial")
+        raise BenchError(
+            f"strategy {text!r}: cap ({spec.number('cap', 5.0):g}s unless given) is below initial"
+        )
     if "webhooks" in options and kind != "responses":
         raise BenchError(
             f"strategy {text!r} needs --kind responses: OpenAI sends no webhooks for "
