@@ -27,8 +27,9 @@ a run seen later finished between its last two polls. So the early point is not 
 samples: the model fits a lognormal to the uncensored ones, placed by the share that was
 censored (run times of one model are roughly lognormal), and reads the 2 % point off the fit.
 The fit is trusted only while it explains what the first polls see: when more runs are found
-done at the first poll than the fit predicts (by over 5 points), the lower tail is heavier than
-a lognormal (many quick failures, a uniform spread), and the model falls back to a stochastic
+done at the first poll than the fit predicts (by over 5 points over all samples, or over 25
+among the latest 16), the lower tail is heavier than a lognormal (many quick failures, a
+uniform spread) or the runs just changed, and the model falls back to a stochastic
 approximation that steers the first poll to where about ``low_quantile`` (10 %) of runs are
 already done: earlier by most of a step after each run found done there, later by a small one
 after each that was not, never later than the learned ``low_quantile``. The same fallback

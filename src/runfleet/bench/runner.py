@@ -26,7 +26,7 @@ import httpx2
 from openai import AsyncOpenAI
 
 from ..sim.scenario import Scenario, ScenarioError, load_scenario
-from .fleet_run import run_fleet
+from .fleet_run import Reset, run_fleet
 from .loops import LOOPS, classic_delay, classic_loop, run_loops
 from .report import BenchResult, StrategyRow, row_from_stats
 from .strategy import BenchError, StrategySpec, parse_strategies
@@ -157,7 +157,7 @@ async def _measure(
     spec: StrategySpec,
     url: str,
     http: httpx2.AsyncClient,
-    reset: Any,
+    reset: Reset,
 ) -> StrategyRow:
     # A fresh client per strategy: no connection pool or learned state carries over. SDK
     # defaults (two retries) for the hand-written loops; the fleet copies it without them.
