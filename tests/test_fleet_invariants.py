@@ -60,7 +60,9 @@ async def test_idle_runs_cost_no_task() -> None:
     scenario = {"lifecycle": {"queued": 1, "in_progress": 600}}
     async with in_process(scenario, rpm=100_000, concurrency=8) as (_, fleet):
         handles = [await fleet.submit_response(model="m", input=str(i)) for i in range(200)]
-        await asyncio.sleep(3)  # fake time: every run has been polled a few times
+        # Fake time: every run has been polled at least twice (10 scouts from 0.5 s on, the
+        # others, with no run of their key seen done, from their fifth classic poll at 6.6 s).
+        await asyncio.sleep(12)
         assert fleet.stats().requests["retrieve"] >= 400
         assert len(asyncio.all_tasks()) <= 8 + 4  # polls in flight, the loop, this test
         for handle in handles:
@@ -125,3 +127,24 @@ async def test_429_storm_pauses_everyone_and_loses_nothing() -> None:
     assert stats.rate_limited == sim["storm_limited"]
     # after the first 429 of a storm the fleet waits it out instead of hammering
     assert sim["storm_limited"] < 40
+
+
+async def test_a_cohort_of_an_unlearned_key_is_polled_by_its_scouts() -> None:
+    """100 runs of one model started together: 10 poll the classic way, the rest wait for them.
+
+    Runs take 3 s. The classic loop would poll each at 0.5, 1.25, 2.4 and 4.1 s (400 polls);
+    here the scouts do, and when they are seen done at 4.1 s every other run is polled at once,
+    so each is seen no later than the classic loop would see it.
+    """
+    scenario = {"lifecycle": {"queued": 0, "in_progress": 3}}
+    async with in_process(scenario, rpm=100_000) as (_, fleet):
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        handles = [await fleet.submit_response(model="m", input=str(i)) for i in range(100)]
+        results = [await handle for handle in handles]
+        took = loop.time() - start
+        stats = fleet.stats()
+    assert stats.requests["retrieve"] <= 10 * 4 + 90 + 10
+    assert took < 4.06 * 1.2 + 0.5  # the scouts' fourth poll, jitter included
+    assert max(r.figures.polls for r in results) == 4
+    assert sorted(r.figures.polls for r in results)[:90] == [1] * 90

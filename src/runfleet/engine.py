@@ -45,6 +45,7 @@ from .learning import RunTimes
 from .quota import Priority
 from .results import RunFigures, RunResult, ToolRound
 from .schedule import Backoff, PollSchedule, _jittered
+from .scouting import Scouting
 from .stats import StatsCollector
 from .tools import ToolRegistry
 
@@ -103,6 +104,7 @@ class Engine:
         self._early: OrderedDict[str, None] = OrderedDict()
         self.retry = Backoff(initial=0.5, factor=2.0, cap=10.0)
         self.schedule: PollSchedule[int] = PollSchedule()
+        self.scouting: Scouting[tuple[str, ...], Tracked] = Scouting()
         self.runs: dict[int, Tracked] = {}
         self.broken: RunfleetError | None = None
         self._seq = itertools.count()
@@ -208,15 +210,30 @@ class Engine:
             delay = max(_jittered(safety, _SAFETY_JITTER, self.rng), poll_after or 0.0)
             self._poll_at(run, now + delay)
             return
-        delay = self.times.next_delay(
-            self._learn_key(run),
-            now - run.phase_start,
-            run.attempt,
-            self.rng,
-            poll_after=poll_after,
-        )
+        key = self._learn_key(run)
+        times, rng = self.times, self.rng
+        age = now - run.phase_start
+        delay = times.next_delay(key, age, run.attempt, rng, poll_after=poll_after)
         run.attempt += 1
+        if not times.is_learned(key):
+
+            def step(at: float, attempt: int) -> float:
+                return times.next_delay(key, at, attempt, rng, poll_after=poll_after)
+
+            delay = self.scouting.delay(run, key, age, delay, step, times.earliest_done(key))
         self._poll_at(run, now + delay)
+
+    def _release(self, run: Tracked, key: tuple[str, ...], now: float) -> None:
+        """A run of ``key`` was seen done: free its scout place, poll the runs held for it."""
+        self.scouting.ended(run, key)
+        earliest = self.times.earliest_done(key)
+        if earliest is None:
+            return
+        for held, due in self.scouting.release(key, earliest, now):
+            if held.key in self.runs and not held.busy:
+                current = self.schedule.due_of(held.key)
+                if current is None or due < current:
+                    self._poll_at(held, due)
 
     def wake(self, run: Tracked) -> None:
         """Poll this run now (a webhook said it changed); after its in-flight poll if busy."""
@@ -314,12 +331,14 @@ class Engine:
                 # A poll a webhook prompted says nothing about where the model's first goes.
                 pushed = self._pushed(run)
                 first = run.polls_in_phase == 1 and not pushed
+                key = self._learn_key(run)
                 self.times.observe_done(
-                    self._learn_key(run),
+                    key,
                     now - run.phase_start,
                     first_poll=first,
                     previous=None if pushed else run.seen_working - run.phase_start,
                 )
+                self._release(run, key, now)
             if obs.state is RunState.NEEDS_TOOLS:
                 await self._answer(run, obs)
             else:
@@ -433,6 +452,7 @@ class Engine:
         if self.runs.pop(run.key, None) is None:
             return
         self.schedule.cancel(run.key)
+        self.scouting.ended(run, self._learn_key(run))
         self.by_response.pop(run.ref.id, None)
         if isinstance(error, RunError) and error.figures is None:
             error.figures = self._figures(run)
@@ -472,6 +492,7 @@ class Engine:
         if self.on_stall != "recreate" or run.spec is None or run.recreated:
             return False
         await self._cancel_quietly(run)
+        self.scouting.ended(run, self._learn_key(run))
         run.stall_reported = False  # the new run may be reported (not recreated) in turn
         run.recreated = True
         old = run.ref.id

@@ -48,6 +48,7 @@ class Tracked:
     recreated: bool = False
     stall_reported: bool = False
     errors: int = 0  # consecutive transient failures
+    scout: bool | None = None  # polls for its unlearned key's cohort (None: not decided yet)
     cancel_reason: str | None = None
     on_ids: Callable[[RunHandle], None] | None = None  # the run's ids appeared or moved
 

@@ -174,13 +174,14 @@ class _Plan:
 class _KeyTimes:
     """Observations and derived plan of one key."""
 
-    __slots__ = ("done", "finished", "plan", "queue", "stall_after", "start")
+    __slots__ = ("done", "earliest", "finished", "plan", "queue", "stall_after", "start")
 
     def __init__(self, policy: PollPolicy) -> None:
         self.done: deque[float] = deque(maxlen=policy.max_samples)
         # When each run finished, as well as it is known: (seconds, censored). Censored: it was
         # done at its first poll, so only "before this" is known.
         self.finished: deque[tuple[float, bool]] = deque(maxlen=policy.max_samples)
+        self.earliest = math.inf
         self.queue: deque[float] = deque(maxlen=policy.max_samples)
         self.start: float | None = None
         self.plan: _Plan | None = None
@@ -279,6 +280,7 @@ class RunTimes(Generic[K]):
         policy = self._policy
         times = self._touch(key)
         times.done.append(seconds)
+        times.earliest = min(times.earliest, seconds)
         if first_poll:
             times.finished.append((seconds, True))
         else:
@@ -303,6 +305,16 @@ class RunTimes(Generic[K]):
             step = _START_STEP * gap * (policy.low_quantile - late)
             times.start = min(max(times.start, gap) + step, low)
         times.plan = _plan(policy, values, times.start)
+
+    def is_learned(self, key: K) -> bool:
+        """Return whether runs of ``key`` get the learned schedule (not the classic loop)."""
+        times = self._keys.get(key)
+        return times is not None and times.plan is not None
+
+    def earliest_done(self, key: K) -> float | None:
+        """Return the youngest age at which a run of ``key`` was seen done, if one was."""
+        times = self._keys.get(key)
+        return None if times is None or times.earliest == math.inf else times.earliest
 
     def observe_queue(self, key: K, seconds: float) -> None:
         """Learn how long a run of ``key`` waited before it was first seen out of ``queued``.

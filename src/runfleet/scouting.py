@@ -1,0 +1,120 @@
+"""Scouts: before a key is learned, a few runs of it poll the classic way for all of them.
+
+A batch starts a hundred runs of one model together. Until 20 of them have finished, nothing
+is learned, and the classic loop polls each of the hundred at 0.5, 1.25, 2.4 and 4.1 s: four
+hundred requests that all answer "still running", since runs of one model take similar times.
+One run seen done, though, says that runs of that key can be done at that age.
+
+So while a key is not learned, its first ``scouts`` runs in flight poll the classic way, and
+every other run skips each classic poll at an age younger than the youngest at which a run of
+its key has been seen done, for at most ``max_skipped`` polls (so a key with no completions
+yet, or stalled, still gets polled). When a run of the key is seen done, the runs held back
+are polled at once if they are at least that old, or as soon as they are. A run alone, or one
+of a few, is a scout: it gets the classic loop exactly. Nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Hashable
+from typing import Generic, Protocol, TypeVar
+
+__all__ = ["Scouting"]
+
+K = TypeVar("K", bound=Hashable)
+
+
+class Scouted(Protocol):
+    """What scouting needs of a tracked run."""
+
+    key: int
+    phase_start: float
+    attempt: int
+    scout: bool | None
+
+
+R = TypeVar("R", bound=Scouted)
+
+
+class Scouting(Generic[K, R]):
+    """Decide which polls of runs of unlearned keys are worth making, and when held runs go.
+
+    Args:
+        scouts: runs of one key polled the classic way at once; the others wait for them.
+        max_skipped: most classic polls one run skips in a phase: only its first ones.
+    """
+
+    __slots__ = ("_held", "_scouts", "max_skipped", "scouts")
+
+    def __init__(self, *, scouts: int = 10, max_skipped: int = 4) -> None:
+        if scouts < 1:
+            raise ValueError(f"scouts must be at least 1, got {scouts}")
+        if max_skipped < 0:
+            raise ValueError(f"max_skipped must be >= 0, got {max_skipped}")
+        self.scouts = scouts
+        self.max_skipped = max_skipped
+        self._scouts: Counter[K] = Counter()
+        self._held: dict[K, dict[int, tuple[R, float]]] = {}
+
+    def delay(
+        self,
+        run: R,
+        key: K,
+        age: float,
+        delay: float,
+        step: Callable[[float, int], float],
+        earliest: float | None,
+    ) -> float:
+        """Return the delay to the next poll of ``run`` worth making (``delay`` or later).
+
+        Args:
+            run: a run of an unlearned key, rescheduled at ``age`` seconds into its phase.
+            key: what its times are learned under.
+            delay: the classic loop's delay to its next poll; ``run.attempt`` already counts it
+                (1 for the first poll of a phase).
+            step: the classic delay before poll number ``attempt`` made at ``age``.
+            earliest: the youngest age at which a run of ``key`` was seen done, if any.
+        """
+        if run.scout is None:
+            run.scout = self._scouts[key] < self.scouts
+            if run.scout:
+                self._scouts[key] += 1
+        if run.scout:
+            return delay
+        held = False
+        # ``attempt`` counts the classic polls of this phase: only its first ones are skipped.
+        while run.attempt <= self.max_skipped and (earliest is None or earliest > age + delay):
+            delay += step(age + delay, run.attempt)
+            run.attempt += 1
+            held = True
+        if held:
+            self._held.setdefault(key, {})[run.key] = (run, run.phase_start)
+        return delay
+
+    def release(self, key: K, earliest: float, now: float) -> list[tuple[R, float]]:
+        """A run of ``key`` was seen done; return the runs held back with when to poll each."""
+        held = self._held.pop(key, None)
+        if not held:
+            return []
+        return [
+            (run, max(now, phase + earliest))
+            for run, phase in held.values()
+            if run.phase_start == phase  # still the phase it was held in
+        ]
+
+    def ended(self, run: R, key: K) -> None:
+        """The run's phase ended (seen done, restarted, or the run is gone): free its place."""
+        if run.scout:
+            self._scouts[key] -= 1
+            if self._scouts[key] <= 0:
+                del self._scouts[key]
+        run.scout = None
+        held = self._held.get(key)
+        if held is not None:
+            held.pop(run.key, None)
+            if not held:
+                del self._held[key]
+
+    def __repr__(self) -> str:
+        held = sum(len(h) for h in self._held.values())
+        return f"<Scouting scouts={sum(self._scouts.values())} held={held}>"
