@@ -19,7 +19,8 @@ three phases (times are seconds since the run (re)started):
 
 Every delay is jittered by ``±jitter`` of its gap, never below ``min_interval`` nor below the
 server's poll-after hint, and a window or tail gap never exceeds the cap, jitter included.
-Before ``min_samples`` completions of a key are known, its runs get the classic loop exactly.
+Before ``min_samples`` completions of a key are known, its runs get the classic loop exactly
+(the fleet then lets a few scouts poll for a cohort of them: :mod:`runfleet.scouting`).
 
 Where the first poll goes needs care, because the model only sees what its own polls saw. A
 run seen done at its first poll says only that it finished before it (its time is censored);

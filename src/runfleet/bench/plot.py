@@ -129,7 +129,7 @@ def plot_frontier(result: BenchResult, path: str | Path) -> None:
         if not rows:
             continue
         rows.sort(key=lambda r: r.p95 or 0)
-        ax.plot([r.p95 for r in rows], [r.polls_per_run for r in rows], marker=marker,
+        ax.plot([r.p95 for r in rows], [r.polls_per_run for r in rows], marker=marker, ls="none",
                 label=family)  # fmt: skip
         for r in rows:
             ax.annotate(_short(r.strategy), (r.p95, r.polls_per_run), fontsize=7,
