@@ -76,7 +76,10 @@ def _bench_parser(sub: Any) -> None:
     )
     bench.add_argument("--runs", type=int, default=500, help="runs per strategy (default: 500)")
     bench.add_argument(
-        "--kind", choices=("responses", "assistants"), default="responses", help="(responses)"
+        "--kind",
+        choices=("responses", "assistants"),
+        default="responses",
+        help="background responses or Assistants runs (default: responses)",
     )
     bench.add_argument(
         "--strategies",
