@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
-import sys
+
+from runfleet.sim.server import announced_url, sim_command
 
 __all__ = ["start_sim"]
 
@@ -14,11 +14,10 @@ def start_sim(*args: str) -> tuple[subprocess.Popen[str], str]:
 
     The first line it prints (once the scenario is loaded and the port bound) names the URL.
     """
-    cmd = [sys.executable, "-m", "runfleet.cli", "sim", "--port", "0", *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(sim_command(*args), stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
-    if not (match := re.search(r"(http://\S+)/v1", line)):
+    if (root := announced_url(line)) is None:
         proc.kill()
         raise SystemExit(f"the simulator did not start: {line!r}")
-    return proc, match.group(1)
+    return proc, root

@@ -76,6 +76,7 @@ _RECENT = 16
 _RECENT_TOLERANCE = 0.25
 """The same check over the latest ``_RECENT`` samples: looser, since they are few."""
 _NORMAL = NormalDist()
+_Z90 = _NORMAL.inv_cdf(0.9)
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,7 +292,7 @@ class RunTimes(Generic[K]):
             return
         values = sorted(times.done)
         low = _quantile(values, policy.low_quantile)
-        fitted = _fitted_start(policy, values, low, times)
+        fitted = _fitted_start(policy, values, times)
         if fitted is not None:
             times.start = fitted
         elif times.start is None or times.plan is None:
@@ -392,9 +393,7 @@ def _classic_gap(backoff: Backoff, elapsed: float) -> float:
     return backoff.initial + (backoff.factor - 1) * elapsed
 
 
-def _fitted_start(
-    policy: PollPolicy, values: Sequence[float], low: float, times: _KeyTimes
-) -> float | None:
+def _fitted_start(policy: PollPolicy, values: Sequence[float], times: _KeyTimes) -> float | None:
     """Return the first poll read off a lognormal fit of when runs finished, if it holds.
 
     ``None`` when the fit cannot be made (too many runs censored, too few observed) or does
@@ -410,8 +409,8 @@ def _fitted_start(
     q90 = _quantile(observed, (0.9 - censored) / (1 - censored))
     if not median > 0:
         return None
-    sigma = max(math.log(max(q90, median) / median) / _NORMAL.inv_cdf(0.9), 0.02)
-    gap = _plan(policy, values, low).tail_gap  # the target gap, before the window narrows it
+    sigma = max(math.log(max(q90, median) / median) / _Z90, 0.02)
+    gap = _clamped(policy, _target(policy, values))  # before a narrow window shrinks it
     if times.plan is not None:
         first = max(times.plan.start, times.plan.gap)
         predicted = _NORMAL.cdf(math.log(first / median) / sigma)
@@ -425,24 +424,32 @@ def _fitted_start(
     return min(early + gap, median)
 
 
+def _target(policy: PollPolicy, values: Sequence[float]) -> float:
+    """Return the gap a key's runs should be polled at where they finish, before any clamp."""
+    if policy.latency_target is not None:
+        return policy.latency_target
+    return policy.latency_fraction * _quantile(values, 0.5)
+
+
+def _clamped(policy: PollPolicy, gap: float) -> float:
+    """Clamp a gap to the floor, and under the cap with jitter included, so that where runs
+    finish the learned schedule polls at least as often as the classic loop at its slowest."""
+    backoff = policy.backoff
+    return min(max(gap, backoff.min_interval), backoff.cap * (1 - backoff.jitter))
+
+
 def _plan(policy: PollPolicy, values: Sequence[float], start: float) -> _Plan:
     """Derive a key's schedule from its sorted observed run times and its first poll."""
-    backoff = policy.backoff
     tail = _quantile(values, policy.high_quantile)
-    if policy.latency_target is not None:
-        target = widest = policy.latency_target
-    else:
-        target = policy.latency_fraction * _quantile(values, 0.5)
+    target = widest = _target(policy, values)
+    if policy.latency_target is None:
         widest = max(target, (tail - start) / _MAX_WINDOW_POLLS)
     gap = min(widest, max(tail - start, 0.0) / _MIN_WINDOW_POLLS)
-    # Keep the jittered gap under the cap, so that where runs finish the learned schedule polls
-    # at least as often as the classic loop does at its slowest.
-    most = backoff.cap * (1 - backoff.jitter)
     return _Plan(
         start=start,
-        gap=min(max(gap, backoff.min_interval), most),
+        gap=_clamped(policy, gap),
         tail=tail,
-        tail_gap=min(max(target, backoff.min_interval), most),
+        tail_gap=_clamped(policy, target),
     )
 
 

@@ -172,7 +172,6 @@ async def sdk(w: Workload, i: int) -> Outcome:
 
 LOOPS: dict[str, Loop] = {
     "naive": naive,
-    "classic": classic_loop(),
     "fixed2s": fixed2s,
     "sdk": sdk,
 }

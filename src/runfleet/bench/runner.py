@@ -15,7 +15,6 @@ import math
 import os
 import platform
 import re
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import httpx2
 from openai import AsyncOpenAI
 
 from ..sim.scenario import Scenario, ScenarioError, load_scenario
+from ..sim.server import announced_url, sim_command
 from .fleet_run import Reset, run_fleet
 from .loops import LOOPS, classic_delay, classic_loop, run_loops
 from .report import BenchResult, StrategyRow, row_from_stats
@@ -179,7 +179,7 @@ async def _measure(
         outcomes: list[Outcome]
         if spec.name == "fleet":
             outcomes = await run_fleet(w, spec, reset, extra)
-        elif spec.name == "classic" and spec.options:
+        elif spec.name == "classic":
             delay = classic_delay(
                 spec.number("initial", 0.5), spec.number("factor", 1.5), spec.number("cap", 5.0)
             )
@@ -209,19 +209,17 @@ async def _simulator(base_url: str | None) -> AsyncIterator[str]:
             )
         yield root
         return
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "runfleet.cli", "sim", "--port", "0", "--log-level", "error",
-        stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    cmd = sim_command("--log-level", "error")
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE)
     try:
         assert proc.stdout is not None
         try:
             line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
         except TimeoutError:
             line = ""
-        if not (match := re.search(r"(http://\S+)/v1", line)):
+        if (child := announced_url(line)) is None:
             raise BenchError(f"the simulator did not start: {line.strip() or 'no output'}")
-        yield match.group(1)
+        yield child
     finally:
         if proc.returncode is None:
             proc.terminate()

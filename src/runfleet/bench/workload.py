@@ -8,6 +8,7 @@ sleeps, as the simulator converts its own.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -35,9 +36,17 @@ async def lookup(query: str) -> str:
     return "ok"
 
 
+@functools.cache
+def _definitions(kind: Kind) -> tuple[dict[str, Any], ...]:
+    return tuple(dict(d) for d in ToolRegistry([lookup]).definitions(kind))
+
+
 def tool_definitions(kind: Kind) -> list[Any]:
-    """Return the tool definitions every strategy sends, in the kind's own shape."""
-    return [dict(d) for d in ToolRegistry([lookup]).definitions(kind)]
+    """Return the tool definitions every strategy sends, in the kind's own shape.
+
+    Built once per kind: the hand-written loops send them with every create.
+    """
+    return list(_definitions(kind))
 
 
 @dataclass(frozen=True, slots=True)

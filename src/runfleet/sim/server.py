@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import socket
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +17,7 @@ import uvicorn
 from .app import DroppedConnection, SimApp
 from .scenario import Scenario, load_scenario
 
-__all__ = ["SimServer", "run", "serve", "serve_asgi"]
+__all__ = ["SimServer", "announced_url", "run", "serve", "serve_asgi", "sim_command"]
 
 
 class _HideDrops(logging.Filter):
@@ -54,6 +56,17 @@ class SimServer:
     def reset(self, scenario: str | Path | Scenario | None = None) -> None:
         """Forget all runs and counters, optionally switching scenario."""
         self.app.reset(load_scenario(scenario) if scenario is not None else None)
+
+
+def sim_command(*args: str) -> list[str]:
+    """Return the command that starts ``runfleet sim`` on a free port in a child process."""
+    return [sys.executable, "-m", "runfleet.cli", "sim", "--port", "0", *args]
+
+
+def announced_url(line: str) -> str | None:
+    """Return the root URL named by the first line :func:`run` announces, if it is one."""
+    match = re.search(r"(http://\S+)/v1", line)
+    return match.group(1) if match else None
 
 
 def _bind(host: str, port: int) -> socket.socket:
