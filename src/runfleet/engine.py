@@ -312,6 +312,8 @@ class Engine:
 
     async def _route(self, run: Tracked, obs: Observation) -> None:
         now = self.now()
+        if run.polls_in_phase == 1:
+            run.first_poll_at = now - run.phase_start
         if obs.state is not run.state or obs.status != run.status:
             # queued -> in_progress does not reset the backoff: it says nothing about when the
             # run will finish, and a reset costs the classic loop a poll or two per run.
@@ -337,6 +339,7 @@ class Engine:
                     now - run.phase_start,
                     first_poll=first,
                     previous=None if pushed else run.seen_working - run.phase_start,
+                    first_at=None if pushed else run.first_poll_at,
                 )
                 self._release(run, key, now)
             if obs.state is RunState.NEEDS_TOOLS:

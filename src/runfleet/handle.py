@@ -36,6 +36,7 @@ class Tracked:
     status: str = "queued"
     attempt: int = 0  # polls since the status last changed (the classic backoff's counter)
     polls_in_phase: int = 0
+    first_poll_at: float = 0.0  # age of the phase's first poll (what the learned fit checks)
     seen_working: float = 0.0  # last poll that found it working: detection latency's start
     queued_until: float | None = None
     requests: int = 0

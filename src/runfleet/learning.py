@@ -23,28 +23,30 @@ Before ``min_samples`` completions of a key are known, its runs get the classic 
 (the fleet then lets a few scouts poll for a cohort of them: :mod:`runfleet.scouting`).
 
 Where the first poll goes needs care, because the model only sees what its own polls saw. A
-run seen done at its first poll says only that it finished before it (its time is censored);
-a run seen later finished between its last two polls. So the early point is not read off the
-samples: the model fits a lognormal to the uncensored ones, placed by the share that was
-censored (run times of one model are roughly lognormal), and reads the 2 % point off the fit.
-The fit is trusted only while it explains what the first polls see: when more runs are found
-done at the first poll than the fit predicts (by over 5 points over all samples, or over 25
-among the latest 16), the lower tail is heavier than a lognormal (many quick failures, a
-uniform spread) or the runs just changed, and the model falls back to a stochastic
-approximation that steers the first poll to where about ``low_quantile`` (10 %) of runs are
-already done: earlier by most of a step after each run found done there, later by a small one
-after each that was not, never later than the learned ``low_quantile``. The same fallback
-catches runs that got faster: they are found done at the first poll, and it moves earlier.
+run seen done at its first poll says only that it finished before it; a run seen later finished
+between its last two polls. So the early point is not read off the samples: the model fits a
+lognormal (run times of one model are roughly lognormal) to these intervals by maximum
+likelihood, whoever's polls bounded them (the classic loop's, a scout's, a held run's, its
+own), and reads the 2 % point off the fit. The fit is trusted only while it predicts what the
+first polls see: each run is compared with what the fit of the moment said of its first poll,
+and when more runs are found done there than predicted (by over 3 points over the window, or
+far more than chance among the latest 16), the lower tail is heavier than a lognormal (many
+quick failures, a uniform spread) or the runs changed. The model then falls back to a
+stochastic approximation that steers the first poll to where about ``low_quantile`` (10 %) of
+runs are already done: earlier by most of a step after each run found done there (by half when
+the latest runs changed), later by a small one after each that was not, never later than the
+learned ``low_quantile``. The same fallback catches runs that got faster.
 
 Measured by ``tests/test_learning.py`` against the classic loop, learning online from its own
-polls: 0.2 to 0.4 times its polls with a lower 95th-percentile detection latency for runs of
-8 s or more with moderate spread; 0.5 to 0.8 times its polls, latency still lower, for wide
-spreads (lognormal sigma 1, uniform from 0) and short runs, where there is less to skip.
+polls, over 20 seeds: 0.17 to 0.45 times its polls with a lower 95th-percentile detection
+latency for runs of 8 s or more with moderate spread (lognormal sigma up to 0.5, fixed,
+uniform 4-12 s); 0.5 to 0.8 times its polls, latency still lower, for wide spreads (lognormal
+sigma 1) and short runs, where there is less to skip; about half its polls, with a p95 from 0.84
+to 1.04 of its own, for runs spread uniformly from 0 s, whose lower tail the fit cannot see.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import random
 from collections import OrderedDict, deque
@@ -66,17 +68,23 @@ _MAX_WINDOW_POLLS = 10
 _START_STEP = 0.5
 """How far one observation moves the first poll, as a fraction of the window's gap."""
 _STALL_QUANTILE = 0.99
-_FIT_TOLERANCE = 0.05
+_FIT_TOLERANCE = 0.03
 """How many more runs (as a share) may be found done at the first poll than the fit predicts
 before the fit is distrusted."""
-_FIT_MIN_CENSORED_SHARE = 0.45
-"""With this share of runs found done at the first poll, the median is no longer observed."""
 _FIT_MIN_OBSERVED = 10
+"""Runs seen working before they were seen done, before a fit is tried."""
+_EM_FIRST = 30
+"""Fitting steps the first time; later fits start from the previous one and take a few."""
+_EM_STEPS = 2
+_REFIT_SHARE = 1 / 16
+_MIN_SIGMA = 0.02
+_FAR = 40.0
+_SQRT2 = math.sqrt(2.0)
+_SQRT_2PI = math.sqrt(2.0 * math.pi)
 _RECENT = 16
 _RECENT_TOLERANCE = 0.25
 """The same check over the latest ``_RECENT`` samples: looser, since they are few."""
 _NORMAL = NormalDist()
-_Z90 = _NORMAL.inv_cdf(0.9)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +171,27 @@ class RunTimeStats:
     """Seconds queued after which :meth:`RunTimes.is_stalled` reports a run."""
 
 
+_Finished = tuple[float, float, float]
+"""(low, high, predicted): see :attr:`_KeyTimes.finished`."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Fit:
+    """A lognormal of a key's run times: the mean and deviation of their logarithm."""
+
+    mu: float
+    sigma: float
+    surprise: str | None
+    """What the first polls found that it did not predict (see :meth:`_KeyTimes.surprise`)."""
+
+    def quantile(self, q: float) -> float:
+        return math.exp(self.mu + _NORMAL.inv_cdf(q) * self.sigma)
+
+    def done_by(self, seconds: float) -> float:
+        """Return the share of runs done within ``seconds``."""
+        return _cdf((math.log(seconds) - self.mu) / self.sigma) if seconds > 0 else 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """The learned schedule of one key, recomputed on each of its completions."""
@@ -176,18 +205,87 @@ class _Plan:
 class _KeyTimes:
     """Observations and derived plan of one key."""
 
-    __slots__ = ("done", "earliest", "finished", "plan", "queue", "stall_after", "start")
+    __slots__ = (
+        "done",
+        "earliest",
+        "finished",
+        "fit",
+        "plan",
+        "predicted",
+        "queue",
+        "recent",
+        "since_fit",
+        "stall_after",
+        "start",
+    )
 
     def __init__(self, policy: PollPolicy) -> None:
         self.done: deque[float] = deque(maxlen=policy.max_samples)
-        # When each run finished, as well as it is known: (seconds, censored). Censored: it was
-        # done at its first poll, so only "before this" is known.
-        self.finished: deque[tuple[float, bool]] = deque(maxlen=policy.max_samples)
+        # When each run finished, as well as it is known: between ``low`` and ``high`` seconds
+        # (``low`` 0 if it was done at its first poll, ``low == high`` if a webhook said when),
+        # and how likely the fit of the time found it done at its first poll (NaN: no fit, or
+        # no poll placed it).
+        self.finished: deque[_Finished] = deque(maxlen=policy.max_samples)
+        self.fit: _Fit | None = None
+        self.since_fit = 0
+        # Over the samples of ``finished`` that a fit predicted: how many, how many were found
+        # done at the first poll, and how many the fits expected; and the latest of them.
+        self.predicted = _Tally()
+        self.recent: deque[tuple[bool, float]] = deque(maxlen=_RECENT)
         self.earliest = math.inf
         self.queue: deque[float] = deque(maxlen=policy.max_samples)
         self.start: float | None = None
         self.plan: _Plan | None = None
         self.stall_after = policy.stall_unlearned
+
+    def add(self, low: float, high: float, predicted: float) -> None:
+        """Record when a run finished and what the fit of the time predicted of it."""
+        finished = self.finished
+        if len(finished) == finished.maxlen:
+            old_low, _, old = finished[0]
+            if old == old:
+                self.predicted.add(old_low == 0, old, -1)
+        finished.append((low, high, predicted))
+        if predicted == predicted:  # not NaN
+            self.predicted.add(low == 0, predicted, 1)
+            self.recent.append((low == 0, predicted))
+
+    def surprise(self) -> str | None:
+        """Say whether the fits predicted how many runs were already done at their first poll.
+
+        Each run is checked against the fit of the moment it finished, over all samples (a
+        small excess: ``"window"``) and over the latest (a sudden change, such as runs that got
+        faster, all found done at the first poll: ``"recent"``); ``None`` if both hold. An
+        excess means the lower tail is heavier than a lognormal (many quick failures, a
+        uniform spread) or the runs changed: a first poll read off the fit would come too late.
+        """
+        recent = self.recent
+        done = sum(1 for censored, _ in recent if censored)
+        expected = math.fsum(p for _, p in recent)
+        spread = math.sqrt(math.fsum(p * (1 - p) for _, p in recent))
+        # Three standard deviations as well: with a first poll where a third of runs are done,
+        # a quarter of 16 is well within chance, and a false alarm halves the first poll.
+        if done > expected + max(_RECENT_TOLERANCE * len(recent), 3 * spread):
+            return "recent"
+        tally = self.predicted
+        if tally.runs and tally.done > tally.expected + _FIT_TOLERANCE * tally.runs:
+            return "window"
+        return None
+
+
+class _Tally:
+    """Running sums over a window: runs, runs found done at the first poll, runs expected so."""
+
+    __slots__ = ("done", "expected", "runs")
+
+    def __init__(self) -> None:
+        self.runs = self.done = 0
+        self.expected = 0.0
+
+    def add(self, done: bool, expected: float, sign: int) -> None:
+        self.runs += sign
+        self.done += sign * done
+        self.expected += sign * expected
 
 
 class RunTimes(Generic[K]):
@@ -258,7 +356,13 @@ class RunTimes(Generic[K]):
         return _floor(delay, backoff.min_interval, poll_after)
 
     def observe_done(
-        self, key: K, seconds: float, *, first_poll: bool, previous: float | None = None
+        self,
+        key: K,
+        seconds: float,
+        *,
+        first_poll: bool,
+        previous: float | None = None,
+        first_at: float | None = None,
     ) -> None:
         """Learn that a run of ``key`` was seen done (terminal or needing the client).
 
@@ -272,29 +376,35 @@ class RunTimes(Generic[K]):
             previous: seconds from the (re)start to the last poll that found the run still
                 working, so the run finished between the two; ``None`` when ``seconds`` is
                 already close to when it finished (a webhook said so) or is not known.
+            first_at: seconds from the (re)start to the first poll of this (re)start, whoever
+                placed it; ``None`` if not known or if a webhook prompted it. It is what the
+                fit's prediction of runs found done at the first poll is checked against.
 
         Raises:
-            ValueError: if ``seconds`` or ``previous`` is negative or not finite.
+            ValueError: if ``seconds``, ``previous`` or ``first_at`` is negative or not finite.
         """
         _check_seconds(seconds)
-        if previous is not None:
-            _check_seconds(previous)
+        for given in (previous, first_at):
+            if given is not None:
+                _check_seconds(given)
         policy = self._policy
         times = self._touch(key)
         times.done.append(seconds)
         times.earliest = min(times.earliest, seconds)
-        if first_poll:
-            times.finished.append((seconds, True))
-        else:
-            mid = seconds if previous is None else (min(previous, seconds) + seconds) / 2
-            times.finished.append((mid, False))
+        low_end = 0.0 if first_poll else seconds if previous is None else min(previous, seconds)
+        fit = times.fit
+        predicted = math.nan if fit is None or first_at is None else fit.done_by(first_at)
+        times.add(low_end, seconds, predicted)
+        times.since_fit += 1
         if len(times.done) < policy.min_samples:
             return
         values = sorted(times.done)
         low = _quantile(values, policy.low_quantile)
-        fitted = _fitted_start(policy, values, times)
-        if fitted is not None:
-            times.start = fitted
+        fit = times.fit = _refit(times)
+        if fit is not None and fit.surprise is None:
+            early = fit.quantile(policy.early_share)
+            median = fit.quantile(0.5)
+            times.start = min(early + _clamped(policy, _target(policy, values)), median)
         elif times.start is None or times.plan is None:
             times.start = low
         else:
@@ -304,8 +414,11 @@ class RunTimes(Generic[K]):
             # under one gap is polled at the gap), and the learned quantile caps it.
             late = 1.0 if first_poll else 0.0
             gap = times.plan.gap
+            first = max(times.start, gap)
             step = _START_STEP * gap * (policy.low_quantile - late)
-            times.start = min(max(times.start, gap) + step, low)
+            if first_poll and fit is not None and fit.surprise == "recent":
+                step = min(step, -first / 2)  # the runs changed: halve, don't creep
+            times.start = min(first + step, low)
         times.plan = _plan(policy, values, times.start)
 
     def is_learned(self, key: K) -> bool:
@@ -393,35 +506,71 @@ def _classic_gap(backoff: Backoff, elapsed: float) -> float:
     return backoff.initial + (backoff.factor - 1) * elapsed
 
 
-def _fitted_start(policy: PollPolicy, values: Sequence[float], times: _KeyTimes) -> float | None:
-    """Return the first poll read off a lognormal fit of when runs finished, if it holds.
+def _refit(times: _KeyTimes) -> _Fit | None:
+    """Return the key's lognormal fit, refitted if enough has been observed since the last.
 
-    ``None`` when the fit cannot be made (too many runs censored, too few observed) or does
-    not explain the share of runs found done at the first poll.
+    Refitting every ``1/_REFIT_SHARE`` of the window keeps an observation cheap (tens of µs)
+    while the fit still follows the runs; whether it is trusted is checked on every one.
+    ``None`` while fewer than ``_FIT_MIN_OBSERVED`` runs were seen working before they were
+    seen done: with only "done before the first poll" to go on, nothing places the fit.
     """
-    finished = times.finished
-    censored = sum(1 for _, c in finished if c) / len(finished)
-    observed = sorted(v for v, c in finished if not c)
-    if censored >= _FIT_MIN_CENSORED_SHARE or len(observed) < _FIT_MIN_OBSERVED:
-        return None
-    # Quantiles of all runs: the censored ones all finished below the observed ones.
-    median = _quantile(observed, (0.5 - censored) / (1 - censored))
-    q90 = _quantile(observed, (0.9 - censored) / (1 - censored))
-    if not median > 0:
-        return None
-    sigma = max(math.log(max(q90, median) / median) / _Z90, 0.02)
-    gap = _clamped(policy, _target(policy, values))  # before a narrow window shrinks it
-    if times.plan is not None:
-        first = max(times.plan.start, times.plan.gap)
-        predicted = _NORMAL.cdf(math.log(first / median) / sigma)
-        # Checked over all samples (a small excess) and over the latest (a sudden change,
-        # such as runs that got faster: they are all found done at the first poll).
-        recent = list(itertools.islice(reversed(finished), _RECENT))
-        recent_censored = sum(1 for _, c in recent if c) / len(recent)
-        if censored > predicted + _FIT_TOLERANCE or recent_censored > predicted + _RECENT_TOLERANCE:
+    finished, previous = times.finished, times.fit
+    if previous is None or times.since_fit >= max(1, int(len(finished) * _REFIT_SHARE)):
+        if sum(1 for low, _, _ in finished if low > 0) < _FIT_MIN_OBSERVED:
             return None
-    early = median * math.exp(_NORMAL.inv_cdf(policy.early_share) * sigma)
-    return min(early + gap, median)
+        if previous is None:
+            logs = [math.log(high) for low, high, _ in finished if low > 0]
+            mu, sigma, steps = math.fsum(logs) / len(logs), 0.5, _EM_FIRST
+        else:
+            mu, sigma, steps = previous.mu, previous.sigma, _EM_STEPS
+        for _ in range(steps):
+            mu, sigma = _em_step(finished, mu, sigma)
+        times.since_fit = 0
+    else:
+        mu, sigma = previous.mu, previous.sigma
+    return _Fit(mu, sigma, times.surprise())
+
+
+def _em_step(finished: Sequence[_Finished], mu: float, sigma: float) -> tuple[float, float]:
+    """One expectation-maximisation step of a normal fit of log run times known by interval.
+
+    Each run's log time is replaced by its expectation (and that of its square) under the
+    current fit, truncated to its interval; then the mean and deviation are re-estimated.
+    Every poll schedule (the classic loop's, a scout's, a held run's, the learned one) only
+    bounds when a run finished, so this reads all of them without bias.
+    """
+    total = total_sq = 0.0
+    for low, high, _ in finished:
+        upper = math.log(high) if high > 0 else -_FAR
+        if low >= high:
+            y, y2 = upper, upper * upper
+        else:
+            lower = math.log(low) if low > 0 else -math.inf
+            alpha, beta = (lower - mu) / sigma, (upper - mu) / sigma
+            mass = _cdf(beta) - _cdf(alpha)
+            if mass < 1e-12:  # far in a tail: the interval's end nearest the fit will do
+                y = upper if beta < 0 else lower
+                y2 = y * y
+            else:
+                pa, pb = _pdf(alpha), _pdf(beta)
+                mean = (pa - pb) / mass
+                a_pa = alpha * pa if pa else 0.0
+                second = 1.0 + (a_pa - beta * pb) / mass
+                y = mu + sigma * mean
+                y2 = mu * mu + 2 * mu * sigma * mean + sigma * sigma * second
+        total += y
+        total_sq += y2
+    n = len(finished)
+    mu = total / n
+    return mu, max(math.sqrt(max(total_sq / n - mu * mu, 0.0)), _MIN_SIGMA)
+
+
+def _cdf(x: float) -> float:
+    return 0.5 * math.erfc(-x / _SQRT2)
+
+
+def _pdf(x: float) -> float:
+    return math.exp(-0.5 * x * x) / _SQRT_2PI if x > -_FAR else 0.0
 
 
 def _target(policy: PollPolicy, values: Sequence[float]) -> float:
