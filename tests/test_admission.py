@@ -103,6 +103,7 @@ def test_an_older_now_drains_nothing() -> None:
         ({"rpm": 60, "rate_floor": 0}, "rate_floor"),
         ({"rpm": 60, "recovery_interval": 0}, "recovery_interval"),
         ({"rpm": 60, "default_pause": 5, "max_pause": 1}, "max_pause"),
+        ({"rpm": 60, "delay_allowance": -0.1}, "delay_allowance"),
     ],
 )
 def test_settings_out_of_range_are_refused(kwargs: dict[str, float], message: str) -> None:
@@ -110,9 +111,22 @@ def test_settings_out_of_range_are_refused(kwargs: dict[str, float], message: st
         RateGovernor(**kwargs)
 
 
-@pytest.mark.parametrize(("rpm", "burst"), [(3000, 50.0), (60, 1.0), (30, 1.0), (1.5, 1.0)])
-def test_the_default_burst_is_one_seconds_share(rpm: float, burst: float) -> None:
-    assert RateGovernor(rpm).rate(0.0) == Rate(rpm=rpm, capacity=burst)
+@pytest.mark.parametrize(
+    ("rpm", "burst", "capacity"),
+    [(3000, 50.0, 37.5), (600, 10.0, 7.5), (60, 1.0, 1.0), (30, 1.0, 1.0), (1.5, 1.0, 1.0)],
+)
+def test_the_default_burst_is_one_seconds_share_less_a_quarter_second_held_back(
+    rpm: float, burst: float, capacity: float
+) -> None:
+    governor = RateGovernor(rpm)
+    assert governor.burst == burst
+    assert governor.rate(0.0) == Rate(rpm=rpm, capacity=capacity, delay=0.25)
+
+
+def test_the_capacity_held_back_is_what_drains_in_the_delay_allowance() -> None:
+    assert RateGovernor(600, burst=10, delay_allowance=0.0).rate(0.0).capacity == 10
+    assert RateGovernor(600, burst=10, delay_allowance=0.5).rate(0.0).capacity == 5
+    assert RateGovernor(600, burst=10, delay_allowance=5.0).rate(0.0).capacity == 1  # at least 1
 
 
 def test_a_lower_server_limit_is_adopted_and_a_higher_one_never() -> None:
@@ -120,7 +134,7 @@ def test_a_lower_server_limit_is_adopted_and_a_higher_one_never() -> None:
     governor.learn(0.0, RateLimitHeaders(limit=5000))
     assert governor.rate(0.0).rpm == 3000
     governor.learn(0.0, RateLimitHeaders(limit=1200))
-    assert governor.rate(0.0) == Rate(rpm=1200, capacity=20)
+    assert governor.rate(0.0) == Rate(rpm=1200, capacity=15, delay=0.25)
     governor.learn(0.0, RateLimitHeaders(limit=1))  # nonsense: floored so the bucket drains
     assert governor.rate(0.0).rpm == 2.0
 
@@ -138,7 +152,7 @@ def test_a_429_pauses_for_its_retry_after_and_lowers_the_rate() -> None:
     governor = RateGovernor(600)
     assert governor.on_rate_limited(10.0, retry_after=2.0)
     assert governor.paused_until == 12.0
-    assert governor.rate(12.0) == Rate(rpm=420, capacity=7)
+    assert governor.rate(12.0) == Rate(rpm=420, capacity=5.25, delay=0.25)
     assert (governor.rate_limited, governor.consecutive_rate_limits) == (1, 1)
 
 
@@ -176,7 +190,7 @@ def test_the_rate_recovers_a_step_per_clean_interval_back_to_the_limit() -> None
     governor.on_rate_limited(10.0, retry_after=2.0)  # 420 rpm from 12 s
     expected = {12.0: 420, 21.9: 420, 22.0: 480, 32.0: 540, 41.99: 540, 42.0: 600, 500.0: 600}
     assert {now: governor.rate(now).rpm for now in expected} == pytest.approx(expected)
-    assert governor.rate(42.0) == Rate(rpm=600, capacity=10)
+    assert governor.rate(42.0) == Rate(rpm=600, capacity=7.5, delay=0.25)
 
 
 def test_a_new_429_during_recovery_backs_off_from_where_the_rate_is() -> None:

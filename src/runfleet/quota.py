@@ -117,6 +117,10 @@ class RequestQuota:
         recovery_step: fraction of the limit regained per clean ``recovery_interval`` seconds.
         default_pause: pause when a 429 names no retry-after.
         max_pause: longest pause honoured, whatever the server asks.
+        delay_allowance: seconds by which requests admitted apart may reach the server
+            together (connection setup, a stalled loop); that much of the rate is held back
+            from the burst and the minute, so the server, which counts arrivals, never sees
+            more than burst or rpm (see :mod:`runfleet.admission`).
         max_consecutive_rate_limits: give up after this many back-offs without a success.
         bucket: where admission is decided; a private :class:`LeakyBucket` by default.
 
@@ -135,6 +139,7 @@ class RequestQuota:
         recovery_interval: float = 10.0,
         default_pause: float = 1.0,
         max_pause: float = 120.0,
+        delay_allowance: float = 0.25,
         max_consecutive_rate_limits: int | None = None,
         bucket: AdmissionBucket | None = None,
     ) -> None:
@@ -147,6 +152,7 @@ class RequestQuota:
             recovery_interval=recovery_interval,
             default_pause=default_pause,
             max_pause=max_pause,
+            delay_allowance=delay_allowance,
         )
         if max_consecutive_rate_limits is not None and max_consecutive_rate_limits < 1:
             got = max_consecutive_rate_limits
