@@ -29,13 +29,15 @@ demo: $(STAMP)
 		|| [ $$? -eq 1 ]
 
 # The README's Benchmarks section: every table and plot there comes from these commands
-# (about 45 minutes on 2 cores). Each writes its table (.md), figures (.json) and plot (.png).
+# (about 50 minutes on 2 cores). Each writes its table (.md), figures (.json) and plot (.png).
 BENCH := $(BIN)/runfleet bench --runs 500
 bench: $(STAMP)
 	mkdir -p docs/bench
 	$(BENCH) --scenario ample --json docs/bench/ample.json --plot docs/bench/ample.png \
 		--strategies 'naive,classic,fixed2s,fleet,fleet:webhooks,fleet:webhooks,drop=20%' \
 		| tee docs/bench/ample.md
+	$(BENCH) --scenario ample --kind assistants --strategies classic,fixed2s,sdk,fleet \
+		--json docs/bench/ample-assistants.json | tee docs/bench/ample-assistants.md
 	$(BENCH) --scenario tight --kind assistants --json docs/bench/tight.json \
 		--plot docs/bench/tight.png | tee docs/bench/tight.md
 	$(BENCH) --scenario ample --frontier --json docs/bench/frontier.json \
