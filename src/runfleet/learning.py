@@ -80,7 +80,8 @@ _REFIT_SHARE = 1 / 16
 _MIN_SIGMA = 0.02
 _FAR = 40.0
 _SQRT2 = math.sqrt(2.0)
-_SQRT_2PI = math.sqrt(2.0 * math.pi)
+_INV_SQRT2 = 1.0 / _SQRT2
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _RECENT = 16
 _RECENT_TOLERANCE = 0.25
 """The same check over the latest ``_RECENT`` samples: looser, since they are few."""
@@ -210,6 +211,7 @@ class _KeyTimes:
         "earliest",
         "finished",
         "fit",
+        "logs",
         "plan",
         "predicted",
         "queue",
@@ -226,6 +228,8 @@ class _KeyTimes:
         # and how likely the fit of the time found it done at its first poll (NaN: no fit, or
         # no poll placed it).
         self.finished: deque[_Finished] = deque(maxlen=policy.max_samples)
+        # The same intervals in logarithms, as the fit reads them (-inf: done at first poll).
+        self.logs: deque[tuple[float, float]] = deque(maxlen=policy.max_samples)
         self.fit: _Fit | None = None
         self.since_fit = 0
         # Over the samples of ``finished`` that a fit predicted: how many, how many were found
@@ -246,6 +250,10 @@ class _KeyTimes:
             if old == old:
                 self.predicted.add(old_low == 0, old, -1)
         finished.append((low, high, predicted))
+        upper = math.log(high) if high > 0 else -_FAR
+        self.logs.append(
+            (math.log(low) if 0 < low < high else upper if low >= high else -math.inf, upper)
+        )
         if predicted == predicted:  # not NaN
             self.predicted.add(low == 0, predicted, 1)
             self.recent.append((low == 0, predicted))
@@ -524,53 +532,58 @@ def _refit(times: _KeyTimes) -> _Fit | None:
         else:
             mu, sigma, steps = previous.mu, previous.sigma, _EM_STEPS
         for _ in range(steps):
-            mu, sigma = _em_step(finished, mu, sigma)
+            mu, sigma = _em_step(times.logs, mu, sigma)
         times.since_fit = 0
     else:
         mu, sigma = previous.mu, previous.sigma
     return _Fit(mu, sigma, times.surprise())
 
 
-def _em_step(finished: Sequence[_Finished], mu: float, sigma: float) -> tuple[float, float]:
+def _em_step(logs: Sequence[tuple[float, float]], mu: float, sigma: float) -> tuple[float, float]:
     """One expectation-maximisation step of a normal fit of log run times known by interval.
 
     Each run's log time is replaced by its expectation (and that of its square) under the
     current fit, truncated to its interval; then the mean and deviation are re-estimated.
     Every poll schedule (the classic loop's, a scout's, a held run's, the learned one) only
-    bounds when a run finished, so this reads all of them without bias.
+    bounds when a run finished, so this reads all of them without bias. The normal's
+    functions are inlined: this loop is most of what learning costs.
     """
+    erfc, exp, inv = math.erfc, math.exp, 1.0 / sigma
     total = total_sq = 0.0
-    for low, high, _ in finished:
-        upper = math.log(high) if high > 0 else -_FAR
-        if low >= high:
+    for lower, upper in logs:
+        if lower >= upper:
             y, y2 = upper, upper * upper
         else:
-            lower = math.log(low) if low > 0 else -math.inf
-            alpha, beta = (lower - mu) / sigma, (upper - mu) / sigma
-            mass = _cdf(beta) - _cdf(alpha)
+            beta = (upper - mu) * inv
+            mass = 0.5 * erfc(-beta * _INV_SQRT2)
+            pb = exp(-0.5 * beta * beta) * _INV_SQRT_2PI
+            a_pa = pa = 0.0
+            alpha = -math.inf
+            if lower > -math.inf:
+                alpha = (lower - mu) * inv
+                mass -= 0.5 * erfc(-alpha * _INV_SQRT2)
+                pa = exp(-0.5 * alpha * alpha) * _INV_SQRT_2PI
+                a_pa = alpha * pa
             if mass < 1e-12:  # far in a tail: the interval's end nearest the fit will do
                 y = upper if beta < 0 else lower
                 y2 = y * y
             else:
-                pa, pb = _pdf(alpha), _pdf(beta)
                 mean = (pa - pb) / mass
-                a_pa = alpha * pa if pa else 0.0
-                second = 1.0 + (a_pa - beta * pb) / mass
                 y = mu + sigma * mean
-                y2 = mu * mu + 2 * mu * sigma * mean + sigma * sigma * second
+                y2 = (
+                    mu * mu
+                    + 2 * mu * sigma * mean
+                    + sigma * sigma * (1.0 + (a_pa - beta * pb) / mass)
+                )
         total += y
         total_sq += y2
-    n = len(finished)
+    n = len(logs)
     mu = total / n
     return mu, max(math.sqrt(max(total_sq / n - mu * mu, 0.0)), _MIN_SIGMA)
 
 
 def _cdf(x: float) -> float:
     return 0.5 * math.erfc(-x / _SQRT2)
-
-
-def _pdf(x: float) -> float:
-    return math.exp(-0.5 * x * x) / _SQRT_2PI if x > -_FAR else 0.0
 
 
 def _target(policy: PollPolicy, values: Sequence[float]) -> float:
