@@ -53,7 +53,7 @@ from collections import OrderedDict, deque
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 from .schedule import Backoff, _floor, _jittered
 
@@ -172,17 +172,13 @@ class RunTimeStats:
     """Seconds queued after which :meth:`RunTimes.is_stalled` reports a run."""
 
 
-_Finished = tuple[float, float, float]
-"""(low, high, predicted): see :attr:`_KeyTimes.finished`."""
-
-
 @dataclass(frozen=True, slots=True)
 class _Fit:
     """A lognormal of a key's run times: the mean and deviation of their logarithm."""
 
     mu: float
     sigma: float
-    surprise: str | None
+    surprise: Literal["recent", "window"] | None
     """What the first polls found that it did not predict (see :meth:`_KeyTimes.surprise`)."""
 
     def quantile(self, q: float) -> float:
@@ -207,9 +203,9 @@ class _KeyTimes:
     """Observations and derived plan of one key."""
 
     __slots__ = (
+        "checked",
         "done",
         "earliest",
-        "finished",
         "fit",
         "logs",
         "plan",
@@ -223,17 +219,17 @@ class _KeyTimes:
 
     def __init__(self, policy: PollPolicy) -> None:
         self.done: deque[float] = deque(maxlen=policy.max_samples)
-        # When each run finished, as well as it is known: between ``low`` and ``high`` seconds
-        # (``low`` 0 if it was done at its first poll, ``low == high`` if a webhook said when),
-        # and how likely the fit of the time found it done at its first poll (NaN: no fit, or
-        # no poll placed it).
-        self.finished: deque[_Finished] = deque(maxlen=policy.max_samples)
-        # The same intervals in logarithms, as the fit reads them (-inf: done at first poll).
+        # When each run finished, as well as it is known, in logarithms as the fit reads them:
+        # between ``lower`` and ``upper`` (``lower`` -inf if it was done at its first poll,
+        # ``lower == upper`` if a webhook said when).
         self.logs: deque[tuple[float, float]] = deque(maxlen=policy.max_samples)
+        # For the same runs: whether the first poll found it done, and how likely the fit of the
+        # time said that was (NaN: no fit yet, or no poll placed it).
+        self.checked: deque[tuple[bool, float]] = deque(maxlen=policy.max_samples)
         self.fit: _Fit | None = None
         self.since_fit = 0
-        # Over the samples of ``finished`` that a fit predicted: how many, how many were found
-        # done at the first poll, and how many the fits expected; and the latest of them.
+        # Over the runs of ``checked`` that a fit predicted: how many, how many were found done
+        # at the first poll, and how many the fits expected; and the latest of them.
         self.predicted = _Tally()
         self.recent: deque[tuple[bool, float]] = deque(maxlen=_RECENT)
         self.earliest = math.inf
@@ -242,23 +238,28 @@ class _KeyTimes:
         self.plan: _Plan | None = None
         self.stall_after = policy.stall_unlearned
 
-    def add(self, low: float, high: float, predicted: float) -> None:
-        """Record when a run finished and what the fit of the time predicted of it."""
-        finished = self.finished
-        if len(finished) == finished.maxlen:
-            old_low, _, old = finished[0]
-            if old == old:
-                self.predicted.add(old_low == 0, old, -1)
-        finished.append((low, high, predicted))
+    def add(self, low: float | None, high: float, predicted: float) -> None:
+        """Record that a run finished between ``low`` (``None``: at any time before) and
+        ``high`` seconds, and what the fit of the time predicted of its first poll."""
         upper = math.log(high) if high > 0 else -_FAR
-        self.logs.append(
-            (math.log(low) if 0 < low < high else upper if low >= high else -math.inf, upper)
-        )
+        if low is None:
+            lower = -math.inf
+        elif low < high:
+            lower = math.log(low) if low > 0 else -math.inf
+        else:
+            lower = upper
+        self.logs.append((lower, upper))
+        checked, done_first = self.checked, low is None
+        if len(checked) == checked.maxlen:
+            old_done, old = checked[0]
+            if old == old:
+                self.predicted.add(old_done, old, -1)
+        checked.append((done_first, predicted))
         if predicted == predicted:  # not NaN
-            self.predicted.add(low == 0, predicted, 1)
-            self.recent.append((low == 0, predicted))
+            self.predicted.add(done_first, predicted, 1)
+            self.recent.append((done_first, predicted))
 
-    def surprise(self) -> str | None:
+    def surprise(self) -> Literal["recent", "window"] | None:
         """Say whether the fits predicted how many runs were already done at their first poll.
 
         Each run is checked against the fit of the moment it finished, over all samples (a
@@ -399,10 +400,10 @@ class RunTimes(Generic[K]):
         times = self._touch(key)
         times.done.append(seconds)
         times.earliest = min(times.earliest, seconds)
-        low_end = 0.0 if first_poll else seconds if previous is None else min(previous, seconds)
+        low = None if first_poll else seconds if previous is None else min(previous, seconds)
         fit = times.fit
         predicted = math.nan if fit is None or first_at is None else fit.done_by(first_at)
-        times.add(low_end, seconds, predicted)
+        times.add(low, seconds, predicted)
         times.since_fit += 1
         if len(times.done) < policy.min_samples:
             return
@@ -522,17 +523,17 @@ def _refit(times: _KeyTimes) -> _Fit | None:
     ``None`` while fewer than ``_FIT_MIN_OBSERVED`` runs were seen working before they were
     seen done: with only "done before the first poll" to go on, nothing places the fit.
     """
-    finished, previous = times.finished, times.fit
-    if previous is None or times.since_fit >= max(1, int(len(finished) * _REFIT_SHARE)):
-        if sum(1 for low, _, _ in finished if low > 0) < _FIT_MIN_OBSERVED:
+    logs, previous = times.logs, times.fit
+    if previous is None or times.since_fit >= max(1, int(len(logs) * _REFIT_SHARE)):
+        seen = [upper for lower, upper in logs if lower > -math.inf]
+        if len(seen) < _FIT_MIN_OBSERVED:
             return None
         if previous is None:
-            logs = [math.log(high) for low, high, _ in finished if low > 0]
-            mu, sigma, steps = math.fsum(logs) / len(logs), 0.5, _EM_FIRST
+            mu, sigma, steps = math.fsum(seen) / len(seen), 0.5, _EM_FIRST
         else:
             mu, sigma, steps = previous.mu, previous.sigma, _EM_STEPS
         for _ in range(steps):
-            mu, sigma = _em_step(times.logs, mu, sigma)
+            mu, sigma = _em_step(logs, mu, sigma)
         times.since_fit = 0
     else:
         mu, sigma = previous.mu, previous.sigma
