@@ -17,8 +17,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
+# One test process per core (-n auto): the suite is mostly waiting on simulators and subprocesses.
+TEST_WORKERS ?= auto
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 # 1,000 prompts through `runfleet batch` on the simulated `tight` account (600 RPM enforced per
 # second) at 10x speed. Exit status 1 only says that some runs failed, as the scenario makes 1 % do.

@@ -74,6 +74,8 @@ def test_priorities_run_from_submit_down_to_poll() -> None:
         ({"rpm": math.nan}, "rpm must be"),
         ({"rpm": 60, "burst": 0}, "burst must be"),
         ({"rpm": 60, "max_consecutive_rate_limits": 0}, "max_consecutive_rate_limits"),
+        ({"rpm": 60, "create_head_start": -1}, "create_head_start must be"),
+        ({"rpm": 60, "create_head_start": math.inf}, "create_head_start must be"),
     ],
 )
 def test_bad_settings_raise_value_error(kwargs: dict[str, Any], message: str) -> None:
@@ -180,6 +182,38 @@ async def test_waiters_go_by_priority_then_arrival() -> None:
         (p.name, n) for p in sorted(Priority, reverse=True) for n in range(2)
     ]
     assert [slot for _, _, slot in order] == list(range(1, 11))  # one per drain step, none lost
+
+
+@pytest.mark.looptime
+async def test_creates_faster_than_the_quota_delay_a_poll_by_the_step_not_forever() -> None:
+    # 60 RPM admits one request a second; creates arrive two a second, forever. Under strict
+    # priority the poll queued at 0.5 s would never go, and its run would never be seen done.
+    quota, step = RequestQuota(60, create_head_start=10.0), STEP_60
+    loop = asyncio.get_running_loop()
+    admitted: list[tuple[str, float, float]] = []
+
+    async def request(name: str, priority: Priority) -> None:
+        arrived = loop.time()
+        await quota.acquire(priority)
+        admitted.append((name, arrived, loop.time()))
+
+    async with asyncio.TaskGroup() as tg:
+        await quota.acquire(Priority.CREATE)  # empties the bucket
+        creates = []
+        for n in range(60):
+            creates.append(tg.create_task(request(f"create{n}", Priority.CREATE)))
+            if n == 1:
+                tg.create_task(request("poll", Priority.POLL))
+            await asyncio.sleep(0.5)
+        await until(lambda: any(name == "poll" for name, _, _ in admitted))
+        for task in creates:
+            task.cancel()
+    poll = next(i for i, (name, _, _) in enumerate(admitted) if name == "poll")
+    _, arrived, at = admitted[poll]
+    # Every create that arrived up to 10 s after the poll went first, and none later did.
+    assert all(arrived_c <= arrived + 10.0 for _, arrived_c, _ in admitted[:poll])
+    assert admitted[poll + 1][1] >= arrived + 10.0
+    assert at - arrived < 10.0 + 20 * step  # the creates' backlog built up meanwhile drains
 
 
 @pytest.mark.looptime
@@ -383,8 +417,22 @@ async def test_an_empty_server_quota_holds_admissions_until_the_reset() -> None:
     quota.observe({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1.5s"})
     assert quota.stats().paused_until == 1.5
     await quota.acquire(Priority.FETCH)
-    step = 1 / Rate(rpm=600, capacity=7.5, delay=0.25).per_second
-    assert loop.time() == pytest.approx(1.5 + step)
+    assert loop.time() == 1.5  # the server's quota is full again then: no step more
+
+
+@pytest.mark.looptime
+async def test_a_server_quota_each_request_empties_still_gets_its_rate() -> None:
+    # 60 RPM enforced per second: the server holds one request, so every answer says
+    # "0 remaining, full again in 1 s". Each hold must end at that reset, not a step later.
+    quota = RequestQuota(60)
+    loop = asyncio.get_running_loop()
+    times = []
+    for _ in range(30):
+        await quota.acquire(Priority.POLL)
+        times.append(loop.time())
+        await asyncio.sleep(0.05)  # the round trip
+        quota.observe({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1s"})
+    assert len(times) / (times[-1] - times[0] + 1.05) > 0.9  # requests a second; was 0.5
 
 
 @pytest.mark.looptime

@@ -1,42 +1,86 @@
-"""Keep thousands of asynchronous OpenAI runs in flight through one rate-limited poll loop."""
+"""Keep thousands of asynchronous OpenAI runs in flight through one rate-limited poll loop.
+
+The names below are imported on first use (PEP 562): importing the ``openai`` SDK takes over a
+second, and ``runfleet sim`` or ``runfleet --help`` need none of it.
+"""
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import version as _version
+from typing import TYPE_CHECKING, Any
 
-from .errors import AuthError as AuthError
-from .errors import FleetClosed as FleetClosed
-from .errors import QuotaError as QuotaError
-from .errors import QuotaExhausted as QuotaExhausted
-from .errors import RunCancelled as RunCancelled
-from .errors import RunError as RunError
-from .errors import RunExpired as RunExpired
-from .errors import RunFailed as RunFailed
-from .errors import RunfleetError as RunfleetError
-from .errors import RunIncomplete as RunIncomplete
-from .errors import RunNotFound as RunNotFound
-from .errors import RunRejected as RunRejected
-from .errors import RunTimeout as RunTimeout
-from .errors import ToolError as ToolError
-from .fleet import Fleet as Fleet
-from .handle import RunHandle as RunHandle
-from .kinds.assistants import AssistantRunSpec as AssistantRunSpec
-from .kinds.responses import ResponseSpec as ResponseSpec
-from .learning import PollPolicy as PollPolicy
-from .quota import Priority as Priority
-from .quota import RequestQuota as RequestQuota
-from .results import RunFigures as RunFigures
-from .results import RunResult as RunResult
-from .results import ToolRound as ToolRound
-from .schedule import Backoff as Backoff
-from .stats import FleetStats as FleetStats
-from .tools import Tool as Tool
-from .tools import ToolCall as ToolCall
-from .tools import ToolOutput as ToolOutput
-from .tools import ToolRegistry as ToolRegistry
-from .tools import tool as tool
-from .webhooks import ReceiverStats as ReceiverStats
-from .webhooks import WebhookReceiver as WebhookReceiver
+if TYPE_CHECKING:
+    from .errors import AuthError as AuthError
+    from .errors import FleetClosed as FleetClosed
+    from .errors import QuotaError as QuotaError
+    from .errors import QuotaExhausted as QuotaExhausted
+    from .errors import RunCancelled as RunCancelled
+    from .errors import RunError as RunError
+    from .errors import RunExpired as RunExpired
+    from .errors import RunFailed as RunFailed
+    from .errors import RunfleetError as RunfleetError
+    from .errors import RunIncomplete as RunIncomplete
+    from .errors import RunNotFound as RunNotFound
+    from .errors import RunRejected as RunRejected
+    from .errors import RunTimeout as RunTimeout
+    from .errors import ToolError as ToolError
+    from .fleet import Fleet as Fleet
+    from .handle import RunHandle as RunHandle
+    from .kinds.assistants import AssistantRunSpec as AssistantRunSpec
+    from .kinds.responses import ResponseSpec as ResponseSpec
+    from .learning import PollPolicy as PollPolicy
+    from .quota import Priority as Priority
+    from .quota import RequestQuota as RequestQuota
+    from .results import RunFigures as RunFigures
+    from .results import RunResult as RunResult
+    from .results import ToolRound as ToolRound
+    from .schedule import Backoff as Backoff
+    from .stats import FleetStats as FleetStats
+    from .tools import Tool as Tool
+    from .tools import ToolCall as ToolCall
+    from .tools import ToolOutput as ToolOutput
+    from .tools import ToolRegistry as ToolRegistry
+    from .tools import tool as tool
+    from .webhooks import ReceiverStats as ReceiverStats
+    from .webhooks import WebhookReceiver as WebhookReceiver
+
+_HOMES: dict[str, str] = {
+    "AuthError": ".errors",
+    "FleetClosed": ".errors",
+    "QuotaError": ".errors",
+    "QuotaExhausted": ".errors",
+    "RunCancelled": ".errors",
+    "RunError": ".errors",
+    "RunExpired": ".errors",
+    "RunFailed": ".errors",
+    "RunfleetError": ".errors",
+    "RunIncomplete": ".errors",
+    "RunNotFound": ".errors",
+    "RunRejected": ".errors",
+    "RunTimeout": ".errors",
+    "ToolError": ".errors",
+    "Fleet": ".fleet",
+    "RunHandle": ".handle",
+    "AssistantRunSpec": ".kinds.assistants",
+    "ResponseSpec": ".kinds.responses",
+    "PollPolicy": ".learning",
+    "Priority": ".quota",
+    "RequestQuota": ".quota",
+    "RunFigures": ".results",
+    "RunResult": ".results",
+    "ToolRound": ".results",
+    "Backoff": ".schedule",
+    "FleetStats": ".stats",
+    "Tool": ".tools",
+    "ToolCall": ".tools",
+    "ToolOutput": ".tools",
+    "ToolRegistry": ".tools",
+    "tool": ".tools",
+    "ReceiverStats": ".webhooks",
+    "WebhookReceiver": ".webhooks",
+}
+"""Where each public name lives, relative to this package."""
 
 __version__ = _version("runfleet")
 
@@ -76,3 +120,16 @@ __all__ = [
     "__version__",
     "tool",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home, __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES})

@@ -183,6 +183,11 @@ class RateGovernor:
         self._last_backoff = -math.inf
 
     @property
+    def backed_off_until(self) -> float:
+        """When the latest 429's pause ends (``-inf`` if none was seen)."""
+        return self._recover_from
+
+    @property
     def limit(self) -> float:
         """The ceiling: the configured rpm, or the server's limit when that is lower."""
         if self.server_limit is None:

@@ -1,12 +1,18 @@
 """Admission for every request the fleet makes: one bucket, priorities, and the server's word.
 
 Every HTTP request passes :meth:`RequestQuota.acquire` first (DESIGN.md, invariant 1). Only
-one waiter ever sleeps on a timer: each caller puts a future in a heap ordered by (priority,
-arrival), and one of them, the *head*, asks the bucket for a slot, sleeps until the next one and
+one waiter ever sleeps on a timer: each caller puts a future in a heap ordered by its rank, and
+one of them, the *head*, asks the bucket for a slot, sleeps until the next one and
 hands each slot to the top of the heap, whoever that is. The others are woken once, when
 admitted; when the head's own turn comes it passes the role on. So a tick wakes one task, not
 all of them (aiolimiter issue #73), and a submit that arrives last still takes the next slot
 ahead of every queued poll (invariant 5).
+
+Submits, fetches and cancels go strictly first: each follows a poll that saw its run, so they
+cannot outnumber polls for long. Creates can: a service may submit faster than its quota for
+good. So a create goes before polls that arrived up to ``create_head_start`` seconds before it,
+not before older ones; strict priority there would starve the polls, and no run would ever be
+seen done.
 
 The bucket is aiolimiter's leaky bucket written out in :mod:`runfleet.admission`, not wrapped:
 ``AsyncLimiter`` reads the clock itself and cannot change its rate or be filled after a pause
@@ -37,7 +43,8 @@ log = structlog.get_logger("runfleet.quota")
 
 
 class Priority(enum.IntEnum):
-    """Which request goes first when the quota is saturated; a higher value goes first.
+    """Which request goes first when the quota is saturated; a higher value goes first (a
+    create only before polls that waited less than ``RequestQuota(create_head_start=)``).
 
     Tool outputs and result fetches finish work a caller is waiting for; polls only look, so
     they are what waits (invariant 5). Cancels stop spending and come before creating more work.
@@ -121,6 +128,9 @@ class RequestQuota:
             together (connection setup, a stalled loop); that much of the rate is held back
             from the burst and the minute, so the server, which counts arrivals, never sees
             more than burst or rpm (see :mod:`runfleet.admission`).
+        create_head_start: seconds of waiting by which a create goes before a poll: a poll
+            that waited longer goes before fresher creates, so creating faster than the quota
+            delays polls by about this much, and never starves them.
         max_consecutive_rate_limits: give up after this many back-offs without a success.
         bucket: where admission is decided; a private :class:`LeakyBucket` by default.
 
@@ -140,6 +150,7 @@ class RequestQuota:
         default_pause: float = 1.0,
         max_pause: float = 120.0,
         delay_allowance: float = 0.25,
+        create_head_start: float = 10.0,
         max_consecutive_rate_limits: int | None = None,
         bucket: AdmissionBucket | None = None,
     ) -> None:
@@ -154,12 +165,16 @@ class RequestQuota:
             max_pause=max_pause,
             delay_allowance=delay_allowance,
         )
+        if not (math.isfinite(create_head_start) and create_head_start >= 0):
+            got = create_head_start
+            raise ValueError(f"create_head_start must be a number of seconds >= 0, got {got!r}")
+        self._head_start = create_head_start
         if max_consecutive_rate_limits is not None and max_consecutive_rate_limits < 1:
             got = max_consecutive_rate_limits
             raise ValueError(f"max_consecutive_rate_limits must be at least 1, got {got!r}")
         self._max_consecutive = max_consecutive_rate_limits
         self._bucket: AdmissionBucket = bucket if bucket is not None else LeakyBucket()
-        self._queue: list[tuple[int, int, _Waiter]] = []
+        self._queue: list[tuple[int, float, int, _Waiter]] = []
         self._seq = itertools.count()
         self._head: _Waiter | None = None
         self._wake: asyncio.Future[None] | None = None  # the head's sleep, to cut it short
@@ -181,8 +196,9 @@ class RequestQuota:
         """
         priority = Priority(priority)
         self._check_exhausted()
-        me = _Waiter(priority, asyncio.get_running_loop().create_future())
-        heapq.heappush(self._queue, (-priority, next(self._seq), me))
+        loop = asyncio.get_running_loop()
+        me = _Waiter(priority, loop.create_future())
+        heapq.heappush(self._queue, (*self._rank(priority, loop.time()), next(self._seq), me))
         self._waiting[priority] += 1
         try:
             if self._head is None:
@@ -195,6 +211,13 @@ class RequestQuota:
             self._abandon(me)
             raise
         self._admitted[priority] += 1
+
+    def _rank(self, priority: Priority, now: float) -> tuple[int, float]:
+        """Order waiters: by priority, except that creates and polls share a level, where a
+        create counts as having arrived ``create_head_start`` seconds early."""
+        if priority > Priority.CREATE:
+            return -priority, now
+        return -Priority.CREATE, now - self._head_start * (priority == Priority.CREATE)
 
     @contextlib.asynccontextmanager
     async def slot(self, priority: Priority) -> AsyncIterator[None]:
@@ -231,10 +254,13 @@ class RequestQuota:
             self._rpm_in_force = rate.rpm
             log.info("quota_rate_changed", rpm=rate.rpm, limit=governor.limit, burst=rate.capacity)
         if governor.paused_until > self._filled_for:
-            # A pause has just lifted: count the bucket as full at that moment so waiters resume
-            # one drain step apart at the lowered rate, not as a burst.
+            # A pause has just lifted: after a 429's, count the bucket as full at that moment so
+            # waiters resume one drain step apart at the lowered rate, not as a burst. A hold
+            # for an empty server quota ends when the server's is full again ("reset"), so a
+            # step more would only lose one (half the rate, when each request empties it).
             self._filled_for = governor.paused_until
-            await self._bucket.fill(governor.paused_until, rate)
+            if governor.paused_until <= governor.backed_off_until:
+                await self._bucket.fill(governor.paused_until, rate)
         return await self._bucket.reserve(now, rate)
 
     async def _sleep(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
@@ -266,7 +292,7 @@ class RequestQuota:
     def _pop_live(self) -> _Waiter | None:
         """Pop the most urgent live waiter, dropping the dead ones above it."""
         while self._queue:
-            waiter = heapq.heappop(self._queue)[2]
+            waiter = heapq.heappop(self._queue)[-1]
             if self._live(waiter):
                 return waiter
             self._bury(waiter)
@@ -284,7 +310,7 @@ class RequestQuota:
         """Make a waiter the head; one at the heap's end is likely served last, so keeps it long."""
         queue = self._queue
         while queue:
-            waiter = queue[-1][2]
+            waiter = queue[-1][-1]
             if self._live(waiter):
                 self._head = waiter
                 waiter.future.set_result(_LEAD)
@@ -370,7 +396,7 @@ class RequestQuota:
         """Fail every waiter and every later acquire with QuotaExhausted."""
         self._exhausted = reason
         log.error("quota_exhausted", reason=reason, waiting=sum(self._waiting.values()))
-        for _, _, waiter in self._queue:
+        for *_, waiter in self._queue:
             # The head's future is already spent; it raises from its loop once kicked.
             if self._live(waiter) and waiter is not self._head:
                 waiter.future.set_exception(QuotaExhausted(reason))

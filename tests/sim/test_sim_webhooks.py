@@ -71,17 +71,20 @@ async def until_stat(sim: SimServer, key: str, count: int) -> None:
 
 @asynccontextmanager
 async def sim_to(
-    start_sim: StartSim, endpoint: Endpoint, **webhooks: Any
+    start_sim: StartSim, endpoint: Endpoint, time_scale: float = 0.01, **webhooks: Any
 ) -> AsyncIterator[tuple[SimServer, AsyncOpenAI]]:
     async with serve_asgi(endpoint) as port:
         hooks = {"url": f"http://127.0.0.1:{port}/hook", "secret": NEW, **webhooks}
-        async with start_sim({**FAST, "webhooks": hooks}) as sim, sdk(sim) as client:
+        scenario = {**FAST, "webhooks": hooks}
+        async with start_sim(scenario, time_scale=time_scale) as sim, sdk(sim) as client:
             yield sim, client
 
 
 async def test_signed_events_name_the_response_and_its_end(start_sim: StartSim) -> None:
     hook = Endpoint()
-    async with sim_to(start_sim, hook) as (sim, client):
+    # Runs last 0.3 s here, not 10 ms: the cancel must reach the second run before it ends,
+    # however busy the machine is.
+    async with sim_to(start_sim, hook, time_scale=0.3) as (sim, client):
         done = await client.responses.create(model="m", input="a", background=True)
         cancelled = await client.responses.create(model="m", input="b", background=True)
         await client.responses.cancel(cancelled.id)
@@ -152,11 +155,14 @@ async def test_rotation_signs_with_both_secrets_until_the_window_ends(
     start_sim: StartSim,
 ) -> None:
     hook = Endpoint()
-    async with sim_to(start_sim, hook, previous_secret=OLD, rotation_until=2.0) as (sim, client):
+    # The early run is signed at 1.1 scenario seconds, the window ends at 20 (1 s real): a
+    # margin that a busy machine does not eat.
+    rotation = {"previous_secret": OLD, "rotation_until": 20.0}
+    async with sim_to(start_sim, hook, time_scale=0.05, **rotation) as (sim, client):
         await client.responses.create(model="m", input="early", background=True)
         await hook.until(1)
-        # Until scenario time 2.0 exactly: the simulator reads the same loop clock.
-        await anyio.sleep((2.0 - sim.app.now()) * sim.app.scenario.time_scale + 0.001)
+        # Until scenario time 20.0 exactly: the simulator reads the same loop clock.
+        await anyio.sleep((20.0 - sim.app.now()) * sim.app.scenario.time_scale + 0.001)
         await client.responses.create(model="m", input="late", background=True)
         await hook.until(2)
     (early_h, early_b), (late_h, late_b) = hook.deliveries
