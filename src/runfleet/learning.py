@@ -22,20 +22,20 @@ server's poll-after hint, and a window or tail gap never exceeds the cap, jitter
 Before ``min_samples`` completions of a key are known, its runs get the classic loop exactly
 (the fleet then lets a few scouts poll for a cohort of them: :mod:`runfleet.scouting`).
 
-Where the first poll goes needs care, because the model only sees what its own polls saw. A
-run seen done at its first poll says only that it finished before it; a run seen later finished
-between its last two polls. So the early point is not read off the samples: the model fits a
-lognormal (run times of one model are roughly lognormal) to these intervals by maximum
-likelihood, whoever's polls bounded them (the classic loop's, a scout's, a held run's, its
-own), and reads the 2 % point off the fit. The fit is trusted only while it predicts what the
-first polls see: each run is compared with what the fit of the moment said of its first poll,
-and when more runs are found done there than predicted (by over 3 points over the window, or
-far more than chance among the latest 16), the lower tail is heavier than a lognormal (many
-quick failures, a uniform spread) or the runs changed. The model then falls back to a
-stochastic approximation that steers the first poll to where about ``low_quantile`` (10 %) of
-runs are already done: earlier by most of a step after each run found done there (by half when
-the latest runs changed), later by a small one after each that was not, never later than the
-learned ``low_quantile``. The same fallback catches runs that got faster.
+Where the first poll goes needs care, because the model only sees what its own polls saw. A run seen
+done at its first poll says only that it finished before it; a run seen later finished between its
+last two polls. So the early point is not read off the samples: the model fits a lognormal (run
+times of one model are roughly lognormal) to these intervals by maximum likelihood
+(:mod:`runfleet.interval_fit`), whoever's polls bounded them (the classic loop's, a scout's, a held
+run's, its own), and reads the 2 % point off the fit. The fit is trusted only while it predicts what
+the first polls see: each run is compared with what the fit of the moment said of its first poll,
+and when more runs are found done there than predicted (by over 3 points over the window, or far
+more than chance among the latest 16), the lower tail is heavier than a lognormal (many quick
+failures, a uniform spread) or the runs changed. The model then falls back to a stochastic
+approximation that steers the first poll to where about ``low_quantile`` (10 %) of runs are already
+done: earlier by most of a step after each run found done there (by half when the latest runs
+changed), later by a small one after each that was not, never later than the learned
+``low_quantile``. The same fallback catches runs that got faster.
 
 Measured by ``tests/test_learning.py`` against the classic loop, learning online from its own
 polls, over 20 seeds: 0.17 to 0.45 times its polls with a lower 95th-percentile detection
@@ -52,9 +52,9 @@ import random
 from collections import OrderedDict, deque
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from statistics import NormalDist
-from typing import Generic, Literal, TypeVar
+from typing import Generic, TypeVar
 
+from .interval_fit import IntervalFit
 from .schedule import Backoff, _floor, _jittered
 
 __all__ = ["PollPolicy", "RunTimeStats", "RunTimes"]
@@ -68,24 +68,6 @@ _MAX_WINDOW_POLLS = 10
 _START_STEP = 0.5
 """How far one observation moves the first poll, as a fraction of the window's gap."""
 _STALL_QUANTILE = 0.99
-_FIT_TOLERANCE = 0.03
-"""How many more runs (as a share) may be found done at the first poll than the fit predicts
-before the fit is distrusted."""
-_FIT_MIN_OBSERVED = 10
-"""Runs seen working before they were seen done, before a fit is tried."""
-_EM_FIRST = 30
-"""Fitting steps the first time; later fits start from the previous one and take a few."""
-_EM_STEPS = 2
-_REFIT_SHARE = 1 / 16
-_MIN_SIGMA = 0.02
-_FAR = 40.0
-_SQRT2 = math.sqrt(2.0)
-_INV_SQRT2 = 1.0 / _SQRT2
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-_RECENT = 16
-_RECENT_TOLERANCE = 0.25
-"""The same check over the latest ``_RECENT`` samples: looser, since they are few."""
-_NORMAL = NormalDist()
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,23 +155,6 @@ class RunTimeStats:
 
 
 @dataclass(frozen=True, slots=True)
-class _Fit:
-    """A lognormal of a key's run times: the mean and deviation of their logarithm."""
-
-    mu: float
-    sigma: float
-    surprise: Literal["recent", "window"] | None
-    """What the first polls found that it did not predict (see :meth:`_KeyTimes.surprise`)."""
-
-    def quantile(self, q: float) -> float:
-        return math.exp(self.mu + _NORMAL.inv_cdf(q) * self.sigma)
-
-    def done_by(self, seconds: float) -> float:
-        """Return the share of runs done within ``seconds``."""
-        return _cdf((math.log(seconds) - self.mu) / self.sigma) if seconds > 0 else 0.0
-
-
-@dataclass(frozen=True, slots=True)
 class _Plan:
     """The learned schedule of one key, recomputed on each of its completions."""
 
@@ -202,99 +167,16 @@ class _Plan:
 class _KeyTimes:
     """Observations and derived plan of one key."""
 
-    __slots__ = (
-        "checked",
-        "done",
-        "earliest",
-        "fit",
-        "logs",
-        "plan",
-        "predicted",
-        "queue",
-        "recent",
-        "since_fit",
-        "stall_after",
-        "start",
-    )
+    __slots__ = ("done", "earliest", "intervals", "plan", "queue", "stall_after", "start")
 
     def __init__(self, policy: PollPolicy) -> None:
         self.done: deque[float] = deque(maxlen=policy.max_samples)
-        # When each run finished, as well as it is known, in logarithms as the fit reads them:
-        # between ``lower`` and ``upper`` (``lower`` -inf if it was done at its first poll,
-        # ``lower == upper`` if a webhook said when).
-        self.logs: deque[tuple[float, float]] = deque(maxlen=policy.max_samples)
-        # For the same runs: whether the first poll found it done, and how likely the fit of the
-        # time said that was (NaN: no fit yet, or no poll placed it).
-        self.checked: deque[tuple[bool, float]] = deque(maxlen=policy.max_samples)
-        self.fit: _Fit | None = None
-        self.since_fit = 0
-        # Over the runs of ``checked`` that a fit predicted: how many, how many were found done
-        # at the first poll, and how many the fits expected; and the latest of them.
-        self.predicted = _Tally()
-        self.recent: deque[tuple[bool, float]] = deque(maxlen=_RECENT)
+        self.intervals = IntervalFit(policy.max_samples)
         self.earliest = math.inf
         self.queue: deque[float] = deque(maxlen=policy.max_samples)
         self.start: float | None = None
         self.plan: _Plan | None = None
         self.stall_after = policy.stall_unlearned
-
-    def add(self, low: float | None, high: float, predicted: float) -> None:
-        """Record that a run finished between ``low`` (``None``: at any time before) and
-        ``high`` seconds, and what the fit of the time predicted of its first poll."""
-        upper = math.log(high) if high > 0 else -_FAR
-        if low is None:
-            lower = -math.inf
-        elif low < high:
-            lower = math.log(low) if low > 0 else -math.inf
-        else:
-            lower = upper
-        self.logs.append((lower, upper))
-        checked, done_first = self.checked, low is None
-        if len(checked) == checked.maxlen:
-            old_done, old = checked[0]
-            if old == old:
-                self.predicted.add(old_done, old, -1)
-        checked.append((done_first, predicted))
-        if predicted == predicted:  # not NaN
-            self.predicted.add(done_first, predicted, 1)
-            self.recent.append((done_first, predicted))
-
-    def surprise(self) -> Literal["recent", "window"] | None:
-        """Say whether the fits predicted how many runs were already done at their first poll.
-
-        Each run is checked against the fit of the moment it finished, over all samples (a
-        small excess: ``"window"``) and over the latest (a sudden change, such as runs that got
-        faster, all found done at the first poll: ``"recent"``); ``None`` if both hold. An
-        excess means the lower tail is heavier than a lognormal (many quick failures, a
-        uniform spread) or the runs changed: a first poll read off the fit would come too late.
-        """
-        recent = self.recent
-        done = sum(1 for censored, _ in recent if censored)
-        expected = math.fsum(p for _, p in recent)
-        spread = math.sqrt(math.fsum(p * (1 - p) for _, p in recent))
-        # Three standard deviations as well: with a first poll where a third of runs are done,
-        # a quarter of 16 is well within chance, and a false alarm halves the first poll.
-        if done > expected + max(_RECENT_TOLERANCE * len(recent), 3 * spread):
-            return "recent"
-        tally = self.predicted
-        if tally.runs and tally.done > tally.expected + _FIT_TOLERANCE * tally.runs:
-            return "window"
-        return None
-
-
-class _Tally:
-    """Running sums over a window: runs, runs found done at the first poll, runs expected so."""
-
-    __slots__ = ("done", "expected", "runs")
-
-    def __init__(self) -> None:
-        self.runs = self.done = 0
-        self.expected = 0.0
-
-    def add(self, done: bool, expected: float, sign: int) -> None:
-        self.runs += sign
-        self.done += sign * done
-        self.expected += sign * expected
 
 
 class RunTimes(Generic[K]):
@@ -401,15 +283,12 @@ class RunTimes(Generic[K]):
         times.done.append(seconds)
         times.earliest = min(times.earliest, seconds)
         low = None if first_poll else seconds if previous is None else min(previous, seconds)
-        fit = times.fit
-        predicted = math.nan if fit is None or first_at is None else fit.done_by(first_at)
-        times.add(low, seconds, predicted)
-        times.since_fit += 1
+        times.intervals.add(low, seconds, first_at)
         if len(times.done) < policy.min_samples:
             return
         values = sorted(times.done)
         low = _quantile(values, policy.low_quantile)
-        fit = times.fit = _refit(times)
+        fit = times.intervals.refit()
         if fit is not None and fit.surprise is None:
             early = fit.quantile(policy.early_share)
             median = fit.quantile(0.5)
@@ -513,78 +392,6 @@ def _classic_gap(backoff: Backoff, elapsed: float) -> float:
     is too early, and the cohort's other runs would otherwise be polled there at short gaps.
     """
     return backoff.initial + (backoff.factor - 1) * elapsed
-
-
-def _refit(times: _KeyTimes) -> _Fit | None:
-    """Return the key's lognormal fit, refitted if enough has been observed since the last.
-
-    Refitting every ``1/_REFIT_SHARE`` of the window keeps an observation cheap (tens of µs)
-    while the fit still follows the runs; whether it is trusted is checked on every one.
-    ``None`` while fewer than ``_FIT_MIN_OBSERVED`` runs were seen working before they were
-    seen done: with only "done before the first poll" to go on, nothing places the fit.
-    """
-    logs, previous = times.logs, times.fit
-    if previous is None or times.since_fit >= max(1, int(len(logs) * _REFIT_SHARE)):
-        seen = [upper for lower, upper in logs if lower > -math.inf]
-        if len(seen) < _FIT_MIN_OBSERVED:
-            return None
-        if previous is None:
-            mu, sigma, steps = math.fsum(seen) / len(seen), 0.5, _EM_FIRST
-        else:
-            mu, sigma, steps = previous.mu, previous.sigma, _EM_STEPS
-        for _ in range(steps):
-            mu, sigma = _em_step(logs, mu, sigma)
-        times.since_fit = 0
-    else:
-        mu, sigma = previous.mu, previous.sigma
-    return _Fit(mu, sigma, times.surprise())
-
-
-def _em_step(logs: Sequence[tuple[float, float]], mu: float, sigma: float) -> tuple[float, float]:
-    """One expectation-maximisation step of a normal fit of log run times known by interval.
-
-    Each run's log time is replaced by its expectation (and that of its square) under the
-    current fit, truncated to its interval; then the mean and deviation are re-estimated.
-    Every poll schedule (the classic loop's, a scout's, a held run's, the learned one) only
-    bounds when a run finished, so this reads all of them without bias. The normal's
-    functions are inlined: this loop is most of what learning costs.
-    """
-    erfc, exp, inv = math.erfc, math.exp, 1.0 / sigma
-    total = total_sq = 0.0
-    for lower, upper in logs:
-        if lower >= upper:
-            y, y2 = upper, upper * upper
-        else:
-            beta = (upper - mu) * inv
-            mass = 0.5 * erfc(-beta * _INV_SQRT2)
-            pb = exp(-0.5 * beta * beta) * _INV_SQRT_2PI
-            a_pa = pa = 0.0
-            alpha = -math.inf
-            if lower > -math.inf:
-                alpha = (lower - mu) * inv
-                mass -= 0.5 * erfc(-alpha * _INV_SQRT2)
-                pa = exp(-0.5 * alpha * alpha) * _INV_SQRT_2PI
-                a_pa = alpha * pa
-            if mass < 1e-12:  # far in a tail: the interval's end nearest the fit will do
-                y = upper if beta < 0 else lower
-                y2 = y * y
-            else:
-                mean = (pa - pb) / mass
-                y = mu + sigma * mean
-                y2 = (
-                    mu * mu
-                    + 2 * mu * sigma * mean
-                    + sigma * sigma * (1.0 + (a_pa - beta * pb) / mass)
-                )
-        total += y
-        total_sq += y2
-    n = len(logs)
-    mu = total / n
-    return mu, max(math.sqrt(max(total_sq / n - mu * mu, 0.0)), _MIN_SIGMA)
-
-
-def _cdf(x: float) -> float:
-    return 0.5 * math.erfc(-x / _SQRT2)
 
 
 def _target(policy: PollPolicy, values: Sequence[float]) -> float:
