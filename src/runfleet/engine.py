@@ -6,9 +6,10 @@ poll, pops the most urgent run *after* admission — so a run woken meanwhile go
 polls it in a short task of the fleet's task group. What the poll sees is routed: reschedule,
 answer tool calls (at most once per round: invariant 4), fetch the reply and resolve, or fail.
 
-With webhooks (``safety_poll`` set), a Responses run waits on a slow safety-net poll instead
-of the learned schedule, and :meth:`Engine.notify` wakes it by response id when an event
-says it ended: a lost event costs latency, never the run.
+When each run is polled next is :mod:`runfleet.pacing`'s. With webhooks (``safety_poll``
+set), a Responses run waits on a slow safety-net poll instead of the learned schedule, and
+:meth:`Engine.notify` wakes it by response id when an event says it ended: a lost event costs
+latency, never the run.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
@@ -42,10 +43,10 @@ from .gate import RequestGate
 from .handle import RunHandle, Tracked
 from .kinds.base import NEEDS_CLIENT, Kind, Observation, RunRef, RunState
 from .learning import RunTimes
+from .pacing import Pacer
 from .quota import Priority
 from .results import RunFigures, RunResult, ToolRound
-from .schedule import Backoff, PollSchedule, _jittered
-from .scouting import Scouting
+from .schedule import Backoff
 from .stats import StatsCollector
 from .tools import ToolRegistry
 
@@ -53,11 +54,6 @@ __all__ = ["Engine"]
 
 log = structlog.get_logger("runfleet")
 T = TypeVar("T")
-
-_EARLY_EVENTS = 4096
-"""Ids of events that came before their run was waiting (create still in flight), kept so
-the run's first reschedule polls at once; bounded because most unknown ids are not ours."""
-_SAFETY_JITTER = 0.2
 
 _TRANSIENT = (
     openai.RateLimitError,
@@ -99,13 +95,12 @@ class Engine:
         self.on_stall = on_stall
         self.max_retries = max_retries
         self.watched_spec = watched_spec
-        self.safety_poll = safety_poll
-        self.by_response: dict[str, Tracked] = {}  # waiting Responses runs, for notify()
-        self._early: OrderedDict[str, None] = OrderedDict()
         self.retry = Backoff(initial=0.5, factor=2.0, cap=10.0)
-        self.schedule: PollSchedule[int] = PollSchedule()
-        self.scouting: Scouting[tuple[str, ...], Tracked] = Scouting()
         self.runs: dict[int, Tracked] = {}
+        self.pacer = Pacer(
+            runs=self.runs, times=times, rng=rng, safety_poll=safety_poll, signal=self._signal
+        )
+        self.schedule = self.pacer.schedule
         self.broken: RunfleetError | None = None
         self._seq = itertools.count()
         self._wake = anyio.Event()
@@ -180,79 +175,24 @@ class Engine:
             run.busy = False
             if run.woken and run.key in self.runs:
                 run.woken = False
-                self._poll_at(run, self.now())
+                self.pacer.poll_at(run, self.now())
 
-    # -- scheduling ----------------------------------------------------------------------------
-
-    def _learn_key(self, run: Tracked) -> tuple[str, ...]:
-        return (*run.learn_key, "followup") if run.followup else run.learn_key
-
-    def _poll_at(self, run: Tracked, due: float) -> None:
-        if run.deadline is not None:
-            due = min(due, run.deadline)
-        nxt = self.schedule.next_due()
-        self.schedule.schedule(run.key, due)
-        if nxt is None or due < nxt:
-            self._signal()
-
-    def _pushed(self, run: Tracked) -> bool:
-        """Whether webhooks cover this run (Responses only: Assistants runs have none)."""
-        return self.safety_poll is not None and run.kind.name == "responses"
-
-    def _reschedule(self, run: Tracked, now: float, poll_after: float | None) -> None:
-        safety = self.safety_poll
-        if safety is not None and run.kind.name == "responses":
-            self.by_response[run.ref.id] = run
-            if run.ref.id in self._early:  # its event came before it waited: look now
-                del self._early[run.ref.id]
-                self._poll_at(run, now)
-                return
-            delay = max(_jittered(safety, _SAFETY_JITTER, self.rng), poll_after or 0.0)
-            self._poll_at(run, now + delay)
-            return
-        key = self._learn_key(run)
-        times, rng = self.times, self.rng
-        age = now - run.phase_start
-        delay = times.next_delay(key, age, run.attempt, rng, poll_after=poll_after)
-        run.attempt += 1
-        if not times.is_learned(key):
-
-            def step(at: float, attempt: int) -> float:
-                return times.next_delay(key, at, attempt, rng, poll_after=poll_after)
-
-            delay = self.scouting.delay(run, key, age, delay, step, times.earliest_done(key))
-        self._poll_at(run, now + delay)
-
-    def _release(self, run: Tracked, key: tuple[str, ...], now: float) -> None:
-        """A run of ``key`` was seen done: free its scout place, poll the runs held for it."""
-        self.scouting.ended(run, key)
-        earliest = self.times.earliest_done(key)
-        if earliest is None:
-            return
-        for held, due in self.scouting.release(key, earliest, now):
-            if held.key in self.runs and not held.busy:
-                current = self.schedule.due_of(held.key)
-                if current is None or due < current:
-                    self._poll_at(held, due)
+    # -- waking ------------------------------------------------------------------------------
 
     def wake(self, run: Tracked) -> None:
         """Poll this run now (a webhook said it changed); after its in-flight poll if busy."""
         if run.busy:
             run.woken = True
         elif run.key in self.runs:
-            self._poll_at(run, self.now())
+            self.pacer.poll_at(run, self.now())
 
     def notify(self, response_id: str) -> bool:
         """Wake the run waiting on ``response_id`` (a webhook said it ended); False if unknown."""
-        run = self.by_response.get(response_id)
-        if run is not None and run.key in self.runs and run.ref.id == response_id:
-            self.wake(run)
-            return True
-        if self.safety_poll is not None:
-            self._early[response_id] = None
-            if len(self._early) > _EARLY_EVENTS:
-                self._early.popitem(last=False)
-        return False
+        run = self.pacer.waiting_on(response_id)
+        if run is None:
+            return False
+        self.wake(run)
+        return True
 
     # -- tracking ------------------------------------------------------------------------------
 
@@ -288,7 +228,7 @@ class Engine:
     async def first(self, run: Tracked, obs: Observation | None) -> None:
         """Route the creation's observation, or poll at once a run attached by id."""
         if obs is None:
-            self._poll_at(run, self.now())
+            self.pacer.poll_at(run, self.now())
             return
         try:
             await self._route(run, obs)
@@ -326,22 +266,11 @@ class Engine:
             calls = frozenset(c.call_id for c in obs.tool_calls)
             if obs.state is RunState.NEEDS_TOOLS and calls == run.answered:
                 # Invariant 4: these outputs went out; the server has not caught up. Wait.
-                self._reschedule(run, now, obs.poll_after)
+                self.pacer.reschedule(run, now, obs.poll_after)
                 return
             run.latency += now - run.seen_working
             if obs.state is not RunState.CANCELLED:
-                # A poll a webhook prompted says nothing about where the model's first goes.
-                pushed = self._pushed(run)
-                first = run.polls_in_phase == 1 and not pushed
-                key = self._learn_key(run)
-                self.times.observe_done(
-                    key,
-                    now - run.phase_start,
-                    first_poll=first,
-                    previous=None if pushed else run.seen_working - run.phase_start,
-                    first_at=None if pushed else run.first_poll_at,
-                )
-                self._release(run, key, now)
+                self.pacer.seen_done(run, now)
             if obs.state is RunState.NEEDS_TOOLS:
                 await self._answer(run, obs)
             else:
@@ -359,7 +288,7 @@ class Engine:
             and await self._stalled(run)
         ):
             return
-        self._reschedule(run, now, obs.poll_after)
+        self.pacer.reschedule(run, now, obs.poll_after)
 
     async def _answer(self, run: Tracked, obs: Observation) -> None:
         calls = obs.tool_calls
@@ -380,12 +309,12 @@ class Engine:
                 # arrive before a dropped answer): a poll will tell, and will not resubmit.
                 run.answered = frozenset(c.call_id for c in calls)
                 log.info("tool_outputs_refused", run_id=run.ref.id, error=exc.message)
-                self._poll_at(run, self.now())
+                self.pacer.poll_at(run, self.now())
                 return
             raise
         # Only now: a submission that failed for good must be answered again on the next poll.
         run.answered = frozenset(c.call_id for c in calls)
-        self.by_response.pop(obs.raw.id, None)
+        self.pacer.by_response.pop(obs.raw.id, None)
         self.ids_changed(run)  # a Responses chain has a new id: tell before anything else
         run.rounds.append(ToolRound(tuple(calls), tuple(outputs)))
         self.stats.tool_rounds += 1
@@ -454,9 +383,7 @@ class Engine:
     def _resolve(self, run: Tracked, result: RunResult | None, error: RunfleetError | None) -> None:
         if self.runs.pop(run.key, None) is None:
             return
-        self.schedule.cancel(run.key)
-        self.scouting.ended(run, self._learn_key(run))
-        self.by_response.pop(run.ref.id, None)
+        self.pacer.forget(run)
         if isinstance(error, RunError) and error.figures is None:
             error.figures = self._figures(run)
         how = "completed" if error is None else _how(error)
@@ -495,11 +422,10 @@ class Engine:
         if self.on_stall != "recreate" or run.spec is None or run.recreated:
             return False
         await self._cancel_quietly(run)
-        self.scouting.ended(run, self._learn_key(run))
+        self.pacer.restarted(run)
         run.stall_reported = False  # the new run may be reported (not recreated) in turn
         run.recreated = True
         old = run.ref.id
-        self.by_response.pop(old, None)
         run.ref = RunRef(chain=[])
         obs = await self.retrying(run, lambda: run.kind.start(run.spec, run.ref))
         self.ids_changed(run)
@@ -579,7 +505,7 @@ class Engine:
                 return
             log.info("poll_failed", run_id=rid, errors=run.errors, error=str(exc))
             now = self.now()
-            self._poll_at(run, now + self.retry.next_delay(run.errors - 1, self.rng))
+            self.pacer.poll_at(run, now + self.retry.next_delay(run.errors - 1, self.rng))
         elif isinstance(exc, openai.APIStatusError):
             code = str(exc.code or exc.status_code)
             self._resolve(run, None, RunFailed(rid, code, exc.message))

@@ -1,0 +1,145 @@
+"""When each tracked run is polled next: the heap, the learned schedule, scouts, webhooks.
+
+The engine routes what a poll saw; this decides the next due time. A run covered by webhooks
+waits on a slow safety-net poll and is woken by its event; any other run follows what
+:class:`~runfleet.learning.RunTimes` learned of its key, or, while the key is not learned, the
+classic loop thinned by :class:`~runfleet.scouting.Scouting`. Every due time goes into one
+:class:`~runfleet.schedule.PollSchedule`, and an earlier head wakes the loop.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+
+from .handle import Tracked
+from .learning import RunTimes
+from .schedule import PollSchedule, _jittered
+from .scouting import Scouting
+
+__all__ = ["Pacer"]
+
+_EARLY_EVENTS = 4096
+"""Ids of events that came before their run was waiting (create still in flight), kept so
+the run's first reschedule polls at once; bounded because most unknown ids are not ours."""
+_SAFETY_JITTER = 0.2
+
+
+class Pacer:
+    """Place each run's next poll in the heap, and learn from each run seen done.
+
+    Args:
+        runs: the engine's tracked runs by key, read to skip runs that ended meanwhile.
+        times: what is learned of run times per key.
+        rng: the source of jitter.
+        safety_poll: seconds between safety-net polls of runs covered by webhooks; ``None``
+            without webhooks.
+        signal: wakes the poll loop when the heap's head moves earlier.
+    """
+
+    def __init__(
+        self,
+        *,
+        runs: Mapping[int, Tracked],
+        times: RunTimes[tuple[str, ...]],
+        rng: random.Random,
+        safety_poll: float | None,
+        signal: Callable[[], None],
+    ) -> None:
+        self.schedule: PollSchedule[int] = PollSchedule()
+        self.scouting: Scouting[tuple[str, ...], Tracked] = Scouting()
+        self.times = times
+        self.safety_poll = safety_poll
+        self.by_response: dict[str, Tracked] = {}  # waiting Responses runs, for notify()
+        self._runs = runs
+        self._rng = rng
+        self._signal = signal
+        self._early: OrderedDict[str, None] = OrderedDict()
+
+    def poll_at(self, run: Tracked, due: float) -> None:
+        """Poll ``run`` at ``due`` (at its deadline if that is sooner)."""
+        if run.deadline is not None:
+            due = min(due, run.deadline)
+        nxt = self.schedule.next_due()
+        self.schedule.schedule(run.key, due)
+        if nxt is None or due < nxt:
+            self._signal()
+
+    def pushed(self, run: Tracked) -> bool:
+        """Whether webhooks cover this run (Responses only: Assistants runs have none)."""
+        return self.safety_poll is not None and run.kind.name == "responses"
+
+    def reschedule(self, run: Tracked, now: float, poll_after: float | None) -> None:
+        """Place the next poll of a run a poll found still working."""
+        safety = self.safety_poll
+        if safety is not None and run.kind.name == "responses":
+            self.by_response[run.ref.id] = run
+            if run.ref.id in self._early:  # its event came before it waited: look now
+                del self._early[run.ref.id]
+                self.poll_at(run, now)
+                return
+            delay = max(_jittered(safety, _SAFETY_JITTER, self._rng), poll_after or 0.0)
+            self.poll_at(run, now + delay)
+            return
+        key = _learn_key(run)
+        times, rng = self.times, self._rng
+        age = now - run.phase_start
+        delay = times.next_delay(key, age, run.attempt, rng, poll_after=poll_after)
+        run.attempt += 1
+        if not times.is_learned(key):
+
+            def step(at: float, attempt: int) -> float:
+                return times.next_delay(key, at, attempt, rng, poll_after=poll_after)
+
+            delay = self.scouting.delay(run, key, age, delay, step, times.earliest_done(key))
+        self.poll_at(run, now + delay)
+
+    def seen_done(self, run: Tracked, now: float) -> None:
+        """Learn from a run a poll found done (or needing its tools), and release held runs."""
+        # A poll a webhook prompted says nothing about where the model's first goes.
+        pushed = self.pushed(run)
+        key = _learn_key(run)
+        self.times.observe_done(
+            key,
+            now - run.phase_start,
+            first_poll=run.polls_in_phase == 1 and not pushed,
+            previous=None if pushed else run.seen_working - run.phase_start,
+            first_at=None if pushed else run.first_poll_at,
+        )
+        self.scouting.ended(run, key)
+        earliest = self.times.earliest_done(key)
+        if earliest is None:
+            return
+        for held, due in self.scouting.release(key, earliest, now):
+            if held.key in self._runs and not held.busy:
+                current = self.schedule.due_of(held.key)
+                if current is None or due < current:
+                    self.poll_at(held, due)
+
+    def restarted(self, run: Tracked) -> None:
+        """Forget a run's place among the scouts: it was recreated and starts over."""
+        self.scouting.ended(run, _learn_key(run))
+        self.by_response.pop(run.ref.id, None)
+
+    def forget(self, run: Tracked) -> None:
+        """Drop an ended run from the heap, the scouts and the webhook index."""
+        self.schedule.cancel(run.key)
+        self.restarted(run)
+
+    def waiting_on(self, response_id: str) -> Tracked | None:
+        """Return the run waiting on ``response_id``; remember an unknown id's event a while,
+        in case its run is still being created."""
+        run = self.by_response.get(response_id)
+        if run is not None and run.key in self._runs and run.ref.id == response_id:
+            return run
+        if self.safety_poll is not None:
+            self._early[response_id] = None
+            if len(self._early) > _EARLY_EVENTS:
+                self._early.popitem(last=False)
+        return None
+
+
+def _learn_key(run: Tracked) -> tuple[str, ...]:
+    """Tool rounds' follow-ups are learned apart: they take other times than first runs."""
+    return (*run.learn_key, "followup") if run.followup else run.learn_key
