@@ -65,8 +65,13 @@ async def test_idle_runs_cost_no_task() -> None:
         await asyncio.sleep(12)
         assert fleet.stats().requests["retrieve"] >= 400
         assert len(asyncio.all_tasks()) <= 8 + 4  # polls in flight, the loop, this test
-        for handle in handles:
+        assert fleet.stats().in_flight == {"running": 200}  # each counted once, as it moved
+        for handle in handles[:50]:
             await handle.cancel()
+        assert fleet.stats().in_flight == {"running": 150}
+        for handle in handles[50:]:
+            await handle.cancel()
+        assert fleet.stats().in_flight == {}
 
 
 async def test_tool_outputs_go_before_waiting_polls() -> None:

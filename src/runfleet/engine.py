@@ -97,6 +97,7 @@ class Engine:
         self.watched_spec = watched_spec
         self.retry = Backoff(initial=0.5, factor=2.0, cap=10.0)
         self.runs: dict[int, Tracked] = {}
+        self._states: Counter[str] = Counter()  # runs by state, kept as they change
         self.pacer = Pacer(
             runs=self.runs, times=times, rng=rng, safety_poll=safety_poll, signal=self._signal
         )
@@ -222,6 +223,7 @@ class Engine:
         )
         run.handle = RunHandle(self, run)
         self.runs[run.key] = run
+        self._states[run.state.value] += 1
         self._empty = anyio.Event() if self._empty.is_set() else self._empty
         return run
 
@@ -241,8 +243,8 @@ class Engine:
             run.on_ids(run.handle)
 
     def in_flight(self) -> Counter[str]:
-        """Count tracked runs by state."""
-        return Counter(run.state.value for run in self.runs.values())
+        """Count tracked runs by state (kept as states change: a snapshot is O(states))."""
+        return +self._states  # a copy without the zeros
 
     async def drained(self) -> None:
         """Wait until no run is tracked."""
@@ -261,6 +263,9 @@ class Engine:
         if run.queued_until is None and obs.state is not RunState.QUEUED:
             run.queued_until = now
             self.times.observe_queue(run.learn_key, now - run.phase_start)
+        if obs.state is not run.state:
+            self._states[run.state.value] -= 1
+            self._states[obs.state.value] += 1
         run.state, run.status = obs.state, obs.status
         if obs.state in NEEDS_CLIENT:
             calls = frozenset(c.call_id for c in obs.tool_calls)
@@ -383,6 +388,7 @@ class Engine:
     def _resolve(self, run: Tracked, result: RunResult | None, error: RunfleetError | None) -> None:
         if self.runs.pop(run.key, None) is None:
             return
+        self._states[run.state.value] -= 1
         self.pacer.forget(run)
         if isinstance(error, RunError) and error.figures is None:
             error.figures = self._figures(run)
