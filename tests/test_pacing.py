@@ -47,14 +47,14 @@ async def test_webhook_runs_wait_on_the_safety_net_and_an_early_event_polls_at_o
     runs = {1: tracked(1, "resp_1"), 2: tracked(2, "resp_2")}
     pace, _ = pacer(runs, safety_poll=60.0)
     # resp_2's event arrives while its create is still in flight: nobody waits on it yet.
-    assert pace.waiting_on("resp_2") is None
+    assert pace.notified("resp_2") is None
     pace.reschedule(runs[1], 1.0, None)
     pace.reschedule(runs[2], 1.0, None)
     assert pace.schedule.due_of(2) == 1.0
     due = pace.schedule.due_of(1)
     assert due is not None
     assert 1.0 + 48.0 <= due <= 1.0 + 72.0
-    assert pace.waiting_on("resp_1") is runs[1]
+    assert pace.notified("resp_1") is runs[1]
     # The early event is used once: resp_2's next wait is the safety net again.
     pace.reschedule(runs[2], 2.0, None)
     due = pace.schedule.due_of(2)
@@ -62,7 +62,7 @@ async def test_webhook_runs_wait_on_the_safety_net_and_an_early_event_polls_at_o
     assert due >= 50.0
 
 
-async def test_without_webhooks_runs_follow_the_classic_loop_until_learned() -> None:
+async def test_without_webhooks_an_unlearned_run_is_first_polled_as_the_classic_loop() -> None:
     runs = {1: tracked(1, "resp_1")}
     pace, signals = pacer(runs, safety_poll=None)
     pace.reschedule(runs[1], 0.0, None)
@@ -70,7 +70,7 @@ async def test_without_webhooks_runs_follow_the_classic_loop_until_learned() -> 
     assert due is not None
     assert 0.4 <= due <= 0.6  # 0.5 s +-20 %, a scout of its key
     assert signals == [1]  # the heap's head moved: the loop is woken
-    assert pace.waiting_on("resp_1") is None
+    assert pace.notified("resp_1") is None
 
 
 async def test_a_deadline_comes_before_the_next_poll() -> None:

@@ -189,7 +189,7 @@ class Engine:
 
     def notify(self, response_id: str) -> bool:
         """Wake the run waiting on ``response_id`` (a webhook said it ended); False if unknown."""
-        run = self.pacer.waiting_on(response_id)
+        run = self.pacer.notified(response_id)
         if run is None:
             return False
         self.wake(run)
@@ -319,7 +319,7 @@ class Engine:
             raise
         # Only now: a submission that failed for good must be answered again on the next poll.
         run.answered = frozenset(c.call_id for c in calls)
-        self.pacer.by_response.pop(obs.raw.id, None)
+        self.pacer.moved_on(obs.raw.id)
         self.ids_changed(run)  # a Responses chain has a new id: tell before anything else
         run.rounds.append(ToolRound(tuple(calls), tuple(outputs)))
         self.stats.tool_rounds += 1

@@ -31,10 +31,10 @@ Surprise = Literal["recent", "window"]
 
 _FIT_TOLERANCE = 0.03
 """How many more runs (as a share) may be found done at the first poll than the fit predicts
-before the fit is distrusted. It is tight: on lognormal runs, chance alone trips it on about
-one observation in eight, which costs about 4 % more polls (a chance-aware bound stops that but
-lets a lower tail like a uniform spread from 0 s through, at up to 1.2 times the classic loop's
-p95 latency)."""
+before the fit is distrusted. It is tight on purpose: on lognormal runs chance alone trips it
+on about one observation in eight, which costs about 4 % more polls, but without it a lower
+tail like a uniform spread from 0 s gets through, at up to 1.4 times the classic loop's p95
+latency (``benchmarks/fit_alarms.py``)."""
 _FIT_MIN_OBSERVED = 10
 """Runs seen working before they were seen done, before a fit is tried."""
 _EM_FIRST = 30

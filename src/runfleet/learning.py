@@ -282,8 +282,8 @@ class RunTimes(Generic[K]):
         times = self._touch(key)
         times.done.append(seconds)
         times.earliest = min(times.earliest, seconds)
-        low = None if first_poll else seconds if previous is None else min(previous, seconds)
-        times.intervals.add(low, seconds, first_at)
+        since = None if first_poll else seconds if previous is None else min(previous, seconds)
+        times.intervals.add(since, seconds, first_at)
         if len(times.done) < policy.min_samples:
             return
         values = sorted(times.done)

@@ -51,7 +51,7 @@ class Pacer:
         self.scouting: Scouting[tuple[str, ...], Tracked] = Scouting()
         self.times = times
         self.safety_poll = safety_poll
-        self.by_response: dict[str, Tracked] = {}  # waiting Responses runs, for notify()
+        self.by_response: dict[str, Tracked] = {}  # waiting Responses runs, for notified()
         self._runs = runs
         self._rng = rng
         self._signal = signal
@@ -105,7 +105,8 @@ class Pacer:
             now - run.phase_start,
             first_poll=run.polls_in_phase == 1 and not pushed,
             previous=None if pushed else run.seen_working - run.phase_start,
-            first_at=None if pushed else run.first_poll_at,
+            # No poll of this phase (done as created or as answered): nothing to check.
+            first_at=None if pushed or run.polls_in_phase == 0 else run.first_poll_at,
         )
         self.scouting.ended(run, key)
         earliest = self.times.earliest_done(key)
@@ -120,16 +121,20 @@ class Pacer:
     def restarted(self, run: Tracked) -> None:
         """Forget a run's place among the scouts: it was recreated and starts over."""
         self.scouting.ended(run, _learn_key(run))
-        self.by_response.pop(run.ref.id, None)
+        self.moved_on(run.ref.id)
+
+    def moved_on(self, response_id: str) -> None:
+        """No run waits on ``response_id`` any more (answered, recreated or ended)."""
+        self.by_response.pop(response_id, None)
 
     def forget(self, run: Tracked) -> None:
         """Drop an ended run from the heap, the scouts and the webhook index."""
         self.schedule.cancel(run.key)
         self.restarted(run)
 
-    def waiting_on(self, response_id: str) -> Tracked | None:
-        """Return the run waiting on ``response_id``; remember an unknown id's event a while,
-        in case its run is still being created."""
+    def notified(self, response_id: str) -> Tracked | None:
+        """An event came for ``response_id``: return the run waiting on it, or remember the id
+        a while, in case its run is still being created and waits on it next."""
         run = self.by_response.get(response_id)
         if run is not None and run.key in self._runs and run.ref.id == response_id:
             return run

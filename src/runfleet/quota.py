@@ -217,7 +217,9 @@ class RequestQuota:
         create counts as having arrived ``create_head_start`` seconds early."""
         if priority > Priority.CREATE:
             return -priority, now
-        return -Priority.CREATE, now - self._head_start * (priority == Priority.CREATE)
+        if priority == Priority.CREATE:
+            return -Priority.CREATE, now - self._head_start
+        return -Priority.CREATE, now
 
     @contextlib.asynccontextmanager
     async def slot(self, priority: Priority) -> AsyncIterator[None]:
