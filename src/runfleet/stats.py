@@ -14,7 +14,7 @@ from typing import Any
 __all__ = ["FleetStats", "StatsCollector"]
 
 # Enough finished runs for stable percentiles, few enough that a snapshot (a progress bar
-# takes four a second) sorts them in about a millisecond: 100,000 took 12 ms. A fleet that
+# takes four a second) sorts them in about a millisecond: 100,000 took 12-18 ms. A fleet that
 # runs for days reports its recent latency, not its first day's.
 _KEEP = 10_000
 
