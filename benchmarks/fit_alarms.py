@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.test_learning import Draw, lognormal, race, uniform
 
-import runfleet.interval_fit as fit_module
-from runfleet.interval_fit import IntervalFit
+import runfleet.polling.interval_fit as fit_module
+from runfleet.polling.interval_fit import IntervalFit
 
 
 def alarms(seed: int, sigma: float, runs: int = 1500) -> Counter[str]:

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from runfleet.admission import LeakyBucket, Rate, RateGovernor
-from runfleet.ratelimit_headers import RateLimitHeaders
+from runfleet.admission.bucket import LeakyBucket, Rate, RateGovernor
+from runfleet.admission.headers import RateLimitHeaders
 
 
 def max_in_window(times: list[float], width: float) -> int:

@@ -8,7 +8,7 @@ from statistics import NormalDist
 
 import pytest
 
-from runfleet.interval_fit import IntervalFit
+from runfleet.polling.interval_fit import IntervalFit
 
 
 def polled(times: list[float], first: float, gap: float, fit: IntervalFit) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from runfleet.batch_io import OutputFile, read_items, written_ids
-from runfleet.journal import Journal, JournalMismatch
+from runfleet.batch.files import OutputFile, read_items, written_ids
+from runfleet.batch.journal import Journal, JournalMismatch
 
 
 def reopen(journal: Journal) -> Journal:

@@ -12,8 +12,8 @@ from statistics import NormalDist
 
 import pytest
 
-from runfleet.learning import PollPolicy, RunTimes, RunTimeStats
-from runfleet.schedule import Backoff
+from runfleet.polling.learning import PollPolicy, RunTimes, RunTimeStats
+from runfleet.polling.schedule import Backoff
 
 KEY = ("responses", "gpt-test")
 Draw = Callable[[random.Random], float]

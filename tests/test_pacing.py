@@ -6,13 +6,13 @@ import random
 
 from openai import AsyncOpenAI
 
-from runfleet.gate import RequestGate
-from runfleet.handle import Tracked
+from runfleet.admission.gate import RequestGate
+from runfleet.admission.quota import RequestQuota
+from runfleet.engine.handle import Tracked
 from runfleet.kinds.base import RunRef
 from runfleet.kinds.responses import ResponsesKind
-from runfleet.learning import RunTimes
-from runfleet.pacing import Pacer
-from runfleet.quota import RequestQuota
+from runfleet.polling.learning import RunTimes
+from runfleet.polling.pacing import Pacer
 from runfleet.stats import StatsCollector
 
 

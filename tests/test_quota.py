@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from runfleet.admission import LeakyBucket, Rate
+from runfleet.admission.bucket import LeakyBucket, Rate
+from runfleet.admission.quota import Priority, RequestQuota
 from runfleet.errors import QuotaExhausted
-from runfleet.quota import Priority, RequestQuota
 from runfleet.sim.ratelimit import TokenBucket
 from runfleet.sim.scenario import Quota, Storms
 

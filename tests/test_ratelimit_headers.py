@@ -6,7 +6,7 @@ import httpx2
 import pytest
 from structlog.testing import capture_logs
 
-from runfleet.ratelimit_headers import (
+from runfleet.admission.headers import (
     RateLimitHeaders,
     parse_go_duration,
     parse_rate_limit_headers,

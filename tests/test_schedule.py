@@ -8,7 +8,7 @@ import statistics
 
 import pytest
 
-from runfleet.schedule import Backoff, PollSchedule, ScheduleStats
+from runfleet.polling.schedule import Backoff, PollSchedule, ScheduleStats
 
 # --- PollSchedule -------------------------------------------------------------------------
 

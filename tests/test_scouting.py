@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from runfleet.schedule import Backoff
-from runfleet.scouting import Scouting
+from runfleet.polling.schedule import Backoff
+from runfleet.polling.scouting import Scouting
 
 KEY = ("responses", "m")
 CLASSIC = Backoff(jitter=0.0)  # polls at 0.5, 1.25, 2.375, 4.06, 6.6, 10.4 s...

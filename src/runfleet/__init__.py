@@ -11,6 +11,9 @@ from importlib.metadata import version as _version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .admission.quota import Priority as Priority
+    from .admission.quota import RequestQuota as RequestQuota
+    from .engine.handle import RunHandle as RunHandle
     from .errors import AuthError as AuthError
     from .errors import FleetClosed as FleetClosed
     from .errors import QuotaError as QuotaError
@@ -26,16 +29,13 @@ if TYPE_CHECKING:
     from .errors import RunTimeout as RunTimeout
     from .errors import ToolError as ToolError
     from .fleet import Fleet as Fleet
-    from .handle import RunHandle as RunHandle
     from .kinds.assistants import AssistantRunSpec as AssistantRunSpec
     from .kinds.responses import ResponseSpec as ResponseSpec
-    from .learning import PollPolicy as PollPolicy
-    from .quota import Priority as Priority
-    from .quota import RequestQuota as RequestQuota
+    from .polling.learning import PollPolicy as PollPolicy
+    from .polling.schedule import Backoff as Backoff
     from .results import RunFigures as RunFigures
     from .results import RunResult as RunResult
     from .results import ToolRound as ToolRound
-    from .schedule import Backoff as Backoff
     from .stats import FleetStats as FleetStats
     from .tools import Tool as Tool
     from .tools import ToolCall as ToolCall
@@ -61,16 +61,16 @@ _HOMES: dict[str, str] = {
     "RunTimeout": ".errors",
     "ToolError": ".errors",
     "Fleet": ".fleet",
-    "RunHandle": ".handle",
+    "RunHandle": ".engine.handle",
     "AssistantRunSpec": ".kinds.assistants",
     "ResponseSpec": ".kinds.responses",
-    "PollPolicy": ".learning",
-    "Priority": ".quota",
-    "RequestQuota": ".quota",
+    "PollPolicy": ".polling.learning",
+    "Priority": ".admission.quota",
+    "RequestQuota": ".admission.quota",
     "RunFigures": ".results",
     "RunResult": ".results",
     "ToolRound": ".results",
-    "Backoff": ".schedule",
+    "Backoff": ".polling.schedule",
     "FleetStats": ".stats",
     "Tool": ".tools",
     "ToolCall": ".tools",

@@ -239,7 +239,7 @@ def _plain(_: Any, __: str, event: MutableMapping[str, Any]) -> str:
 def _batch(args: argparse.Namespace) -> int:
     import anyio
 
-    from .batch import BatchConfig, BatchError, load_tools, run_batch
+    from .batch.preflight import BatchConfig, BatchError, load_tools, run_batch
 
     _configure_logging([os.environ.get("OPENAI_API_KEY", "")])
     try:

@@ -15,15 +15,15 @@ import structlog
 from anyio.abc import TaskGroup
 from openai import AsyncOpenAI
 
-from .engine import Engine
+from .admission.gate import RequestGate
+from .admission.quota import RequestQuota
+from .engine.handle import RunHandle
+from .engine.loop import Engine
 from .errors import AuthError, FleetClosed, RunCancelled, RunfleetError, RunRejected
-from .gate import RequestGate
-from .handle import RunHandle
 from .kinds.assistants import AssistantRunSpec, AssistantsKind
 from .kinds.base import Kind, RunRef
 from .kinds.responses import ResponsesKind, ResponseSpec
-from .learning import PollPolicy, RunTimes
-from .quota import RequestQuota
+from .polling.learning import PollPolicy, RunTimes
 from .results import RunResult
 from .stats import FleetStats, StatsCollector
 from .tools import OnToolError, ToolRegistry
@@ -38,7 +38,7 @@ _UNSET: Any = object()
 class Fleet:
     """Keep many background responses and Assistants runs in flight through one poll loop.
 
-    Every request passes one :class:`~runfleet.quota.RequestQuota`, so the account's
+    Every request passes one :class:`~runfleet.admission.quota.RequestQuota`, so the account's
     requests per minute stay under ``rpm`` however many runs are waiting; idle runs cost a
     heap entry, not a task. Tool calls are answered by the registered tools, once per round.
 

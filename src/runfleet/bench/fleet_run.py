@@ -19,8 +19,8 @@ from ..errors import RunCancelled, RunExpired, RunFailed, RunIncomplete
 from ..fleet import Fleet
 from ..kinds.assistants import AssistantRunSpec
 from ..kinds.responses import ResponseSpec
-from ..learning import PollPolicy
-from ..schedule import Backoff
+from ..polling.learning import PollPolicy
+from ..polling.schedule import Backoff
 from ..webhooks import WebhookReceiver
 from .strategy import StrategySpec
 from .workload import ASSISTANT_ID, MODEL, Outcome, Workload, lookup, tool_definitions

@@ -13,8 +13,8 @@ from typing import Any
 from openai import AsyncOpenAI
 from openai.types.beta.threads import Run
 
-from ..gate import RequestGate, RequestKind
-from ..quota import Priority
+from ..admission.gate import RequestGate, RequestKind
+from ..admission.quota import Priority
 from ..tools import ToolCall, ToolOutput
 from .base import Observation, RunRef, RunState
 from .responses import poll_after

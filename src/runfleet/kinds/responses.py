@@ -14,8 +14,8 @@ from typing import Any
 from openai import AsyncOpenAI
 from openai.types.responses import Response
 
-from ..gate import RequestGate, RequestKind
-from ..quota import Priority
+from ..admission.gate import RequestGate, RequestKind
+from ..admission.quota import Priority
 from ..tools import ToolCall, ToolOutput
 from .base import Observation, RunRef, RunState
 

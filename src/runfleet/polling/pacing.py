@@ -2,9 +2,10 @@
 
 The engine routes what a poll saw; this decides the next due time. A run covered by webhooks
 waits on a slow safety-net poll and is woken by its event; any other run follows what
-:class:`~runfleet.learning.RunTimes` learned of its key, or, while the key is not learned, the
-classic loop thinned by :class:`~runfleet.scouting.Scouting`. Every due time goes into one
-:class:`~runfleet.schedule.PollSchedule`, and an earlier head wakes the loop.
+:class:`~runfleet.polling.learning.RunTimes` learned of its key, or, while the key is not
+learned, the classic loop thinned by :class:`~runfleet.polling.scouting.Scouting`. Every due
+time goes into one :class:`~runfleet.polling.schedule.PollSchedule`, and an earlier head wakes
+the loop.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import random
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
-from .handle import Tracked
+from ..engine.handle import Tracked
 from .learning import RunTimes
 from .schedule import PollSchedule, _jittered
 from .scouting import Scouting

@@ -2,7 +2,7 @@
 
 Everything here takes ``now`` (seconds on the event loop's clock) as an argument and reads no
 clock, so window math, back-off and recovery are tested synchronously with literal numbers;
-:class:`~runfleet.quota.RequestQuota` owns the one clock and all the waiting.
+:class:`~runfleet.admission.quota.RequestQuota` owns the one clock and all the waiting.
 
 Why the drain rate is ``(rpm - burst) / 60`` and not ``rpm / 60``: a bucket of capacity *b*
 draining at *r* per second admits at most ``b + r * w`` requests in any window of length *w*
@@ -31,7 +31,7 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
-from .ratelimit_headers import RateLimitHeaders
+from .headers import RateLimitHeaders
 
 __all__ = ["AdmissionBucket", "LeakyBucket", "Rate", "RateGovernor"]
 

@@ -1,6 +1,6 @@
 """Poll where runs finish: a per-key model of observed run times.
 
-The classic loop (:class:`~runfleet.schedule.Backoff`) polls a run that takes 8 s at about
+The classic loop (:class:`~runfleet.polling.schedule.Backoff`) polls a run that takes 8 s at about
 0.5, 1.25, 2.4, 4.1, 6.6 and 10.4 s: six requests, the first three long before such a run
 finishes. Runs of one model, or of one assistant, take similar times, so :class:`RunTimes`
 learns those times per key and, once it has seen enough of them, plans each run's polls in
@@ -20,22 +20,22 @@ three phases (times are seconds since the run (re)started):
 Every delay is jittered by ``±jitter`` of its gap, never below ``min_interval`` nor below the
 server's poll-after hint, and a window or tail gap never exceeds the cap, jitter included.
 Before ``min_samples`` completions of a key are known, its runs get the classic loop exactly
-(the fleet then lets a few scouts poll for a cohort of them: :mod:`runfleet.scouting`).
+(the fleet then lets a few scouts poll for a cohort of them: :mod:`runfleet.polling.scouting`).
 
 Where the first poll goes needs care, because the model only sees what its own polls saw. A run seen
 done at its first poll says only that it finished before it; a run seen later finished between its
 last two polls. So the early point is not read off the samples: the model fits a lognormal (run
 times of one model are roughly lognormal) to these intervals by maximum likelihood
-(:mod:`runfleet.interval_fit`), whoever's polls bounded them (the classic loop's, a scout's, a held
-run's, its own), and reads the 2 % point off the fit. The fit is trusted only while it predicts what
-the first polls see: each run is compared with what the fit of the moment said of its first poll,
-and when more runs are found done there than predicted (by over 3 points over the window, or far
-more than chance among the latest 16), the lower tail is heavier than a lognormal (many quick
-failures, a uniform spread) or the runs changed. The model then falls back to a stochastic
-approximation that steers the first poll to where about ``low_quantile`` (10 %) of runs are already
-done: earlier by most of a step after each run found done there (by half when the latest runs
-changed), later by a small one after each that was not, never later than the learned
-``low_quantile``. The same fallback catches runs that got faster.
+(:mod:`runfleet.polling.interval_fit`), whoever's polls bounded them (the classic loop's, a
+scout's, a held run's, its own), and reads the 2 % point off the fit. The fit is trusted only
+while it predicts what the first polls see: each run is compared with what the fit of the moment
+said of its first poll, and when more runs are found done there than predicted (by over 3 points
+over the window, or far more than chance among the latest 16), the lower tail is heavier than a
+lognormal (many quick failures, a uniform spread) or the runs changed. The model then falls back
+to a stochastic approximation that steers the first poll to where about ``low_quantile`` (10 %)
+of runs are already done: earlier by most of a step after each run found done there (by half
+when the latest runs changed), later by a small one after each that was not, never later than
+the learned ``low_quantile``. The same fallback catches runs that got faster.
 
 Measured by ``tests/test_learning.py`` against the classic loop, learning online from its own
 polls, over 20 seeds: 0.17 to 0.45 times its polls with a lower 95th-percentile detection

@@ -28,7 +28,7 @@ __all__ = [
     "retry_after_seconds",
 ]
 
-log = structlog.get_logger("runfleet.ratelimit_headers")
+log = structlog.get_logger("runfleet.admission.headers")
 
 _T = TypeVar("_T")
 

@@ -16,8 +16,8 @@ import anyio
 import openai
 from openai._legacy_response import LegacyAPIResponse
 
+from ..stats import StatsCollector
 from .quota import Priority, RequestQuota
-from .stats import StatsCollector
 
 __all__ = ["Outcome", "RequestGate", "RequestKind"]
 

@@ -13,8 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from .batch_io import BatchItem
-from .errors import (
+from ..errors import (
     RunCancelled,
     RunExpired,
     RunFailed,
@@ -25,8 +24,9 @@ from .errors import (
     RunTimeout,
     ToolError,
 )
-from .results import RunFigures, RunResult
-from .stats import FleetStats
+from ..results import RunFigures, RunResult
+from ..stats import FleetStats
+from .files import BatchItem
 
 __all__ = [
     "BatchSummary",

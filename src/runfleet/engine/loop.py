@@ -6,7 +6,7 @@ poll, pops the most urgent run *after* admission — so a run woken meanwhile go
 polls it in a short task of the fleet's task group. What the poll sees is routed: reschedule,
 answer tool calls (at most once per round: invariant 4), fetch the reply and resolve, or fail.
 
-When each run is polled next is :mod:`runfleet.pacing`'s. With webhooks (``safety_poll``
+When each run is polled next is :mod:`runfleet.polling.pacing`'s. With webhooks (``safety_poll``
 set), a Responses run waits on a slow safety-net poll instead of the learned schedule, and
 :meth:`Engine.notify` wakes it by response id when an event says it ended: a lost event costs
 latency, never the run.
@@ -26,7 +26,9 @@ import openai
 import structlog
 from anyio.abc import TaskGroup
 
-from .errors import (
+from ..admission.gate import RequestGate
+from ..admission.quota import Priority
+from ..errors import (
     AuthError,
     QuotaExhausted,
     RunCancelled,
@@ -39,16 +41,14 @@ from .errors import (
     RunTimeout,
     ToolError,
 )
-from .gate import RequestGate
+from ..kinds.base import NEEDS_CLIENT, Kind, Observation, RunRef, RunState
+from ..polling.learning import RunTimes
+from ..polling.pacing import Pacer
+from ..polling.schedule import Backoff
+from ..results import RunFigures, RunResult, ToolRound
+from ..stats import StatsCollector
+from ..tools import ToolRegistry
 from .handle import RunHandle, Tracked
-from .kinds.base import NEEDS_CLIENT, Kind, Observation, RunRef, RunState
-from .learning import RunTimes
-from .pacing import Pacer
-from .quota import Priority
-from .results import RunFigures, RunResult, ToolRound
-from .schedule import Backoff
-from .stats import StatsCollector
-from .tools import ToolRegistry
 
 __all__ = ["Engine"]
 

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .errors import RunfleetError
-from .kinds.base import Kind, RunRef, RunState
-from .results import RunResult, ToolRound
+from ..errors import RunfleetError
+from ..kinds.base import Kind, RunRef, RunState
+from ..results import RunResult, ToolRound
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from .loop import Engine
 
 __all__ = ["RunHandle", "Tracked"]
 

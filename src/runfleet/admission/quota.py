@@ -14,9 +14,9 @@ good. So a create goes before polls that arrived up to ``create_head_start`` sec
 not before older ones; strict priority there would starve the polls, and no run would ever be
 seen done.
 
-The bucket is aiolimiter's leaky bucket written out in :mod:`runfleet.admission`, not wrapped:
-``AsyncLimiter`` reads the clock itself and cannot change its rate or be filled after a pause
-without touching private attributes. The decision sits behind ``AdmissionBucket``, which a
+The bucket is aiolimiter's leaky bucket written out in :mod:`runfleet.admission.bucket`, not
+wrapped: ``AsyncLimiter`` reads the clock itself and cannot change its rate or be filled after a
+pause without touching private attributes. The decision sits behind ``AdmissionBucket``, which a
 Redis-backed bucket can fill later.
 """
 
@@ -33,13 +33,13 @@ from dataclasses import dataclass
 
 import structlog
 
-from .admission import AdmissionBucket, LeakyBucket, RateGovernor
-from .errors import QuotaExhausted
-from .ratelimit_headers import parse_rate_limit_headers, retry_after_seconds
+from ..errors import QuotaExhausted
+from .bucket import AdmissionBucket, LeakyBucket, RateGovernor
+from .headers import parse_rate_limit_headers, retry_after_seconds
 
 __all__ = ["Priority", "QuotaStats", "RequestQuota"]
 
-log = structlog.get_logger("runfleet.quota")
+log = structlog.get_logger("runfleet.admission.quota")
 
 
 class Priority(enum.IntEnum):
@@ -127,7 +127,7 @@ class RequestQuota:
         delay_allowance: seconds by which requests admitted apart may reach the server
             together (connection setup, a stalled loop); that much of the rate is held back
             from the burst and the minute, so the server, which counts arrivals, never sees
-            more than burst or rpm (see :mod:`runfleet.admission`).
+            more than burst or rpm (see :mod:`runfleet.admission.bucket`).
         create_head_start: seconds of waiting by which a create goes before a poll: a poll
             that waited longer goes before fresher creates, so creating faster than the quota
             delays polls by about this much, and never starves them.
@@ -373,7 +373,7 @@ class RequestQuota:
 
         Args:
             retry_after: seconds the server asked to wait (see
-                :func:`~runfleet.ratelimit_headers.retry_after_seconds`); ``None`` pauses for
+                :func:`~runfleet.admission.headers.retry_after_seconds`); ``None`` pauses for
                 ``default_pause``.
         """
         now = self._now()

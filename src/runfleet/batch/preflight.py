@@ -4,7 +4,7 @@ Everything that can refuse a batch happens here, before the first create: the in
 ``--strict``, the key, the address (one cheap request, which also tells the account's
 requests-per-minute limit when ``--rpm`` is left out), the output and the journal. The
 session itself — the order of journal writes, resume, Ctrl-C — is
-:mod:`runfleet.batch_session`.
+:mod:`runfleet.batch.session`.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from typing import Any
 import openai
 from openai import AsyncOpenAI
 
-from .batch_io import InputFile, OutputFile, read_items
-from .batch_report import BatchSummary
-from .batch_session import BatchConfig, BatchError, BatchSession
-from .errors import AuthError
+from ..errors import AuthError
+from ..tools import Tool, ToolRegistry
+from .files import InputFile, OutputFile, read_items
 from .journal import Journal, JournalMismatch
-from .tools import Tool, ToolRegistry
+from .report import BatchSummary
+from .session import BatchConfig, BatchError, BatchSession
 
 __all__ = ["BatchConfig", "BatchError", "load_tools", "probe", "run_batch"]
 
@@ -96,7 +96,7 @@ async def run_batch(cfg: BatchConfig) -> BatchSummary:
             raise BatchError("no API key: set OPENAI_API_KEY (or use --sim SCENARIO)")
         base_url = cfg.base_url or os.environ.get("OPENAI_BASE_URL")
         return await _session(cfg, source, api_key, base_url)
-    from .sim import ScenarioError, serve  # only the --sim path needs the simulator
+    from ..sim import ScenarioError, serve  # only the --sim path needs the simulator
 
     try:
         async with serve(cfg.sim, time_scale=cfg.sim_time_scale) as sim:

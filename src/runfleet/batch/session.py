@@ -35,23 +35,23 @@ import anyio
 import structlog
 from openai import AsyncOpenAI
 
-from .batch_io import BatchItem, InputFile, OutputFile, written_ids
-from .batch_report import BatchSummary, Tally, classic_requests, error_record, result_record
-from .errors import AuthError, RunfleetError, RunNotFound, RunRejected
-from .fleet import Fleet
-from .handle import RunHandle
+from ..engine.handle import RunHandle
+from ..errors import AuthError, RunfleetError, RunNotFound, RunRejected
+from ..fleet import Fleet
+from ..kinds.assistants import AssistantRunSpec
+from ..kinds.responses import ResponseSpec
+from ..polling.learning import PollPolicy
+from ..polling.schedule import Backoff
+from ..stats import FleetStats
+from ..tools import ToolRegistry
+from .files import BatchItem, InputFile, OutputFile, written_ids
 from .journal import Journal, JournalEntry
-from .kinds.assistants import AssistantRunSpec
-from .kinds.responses import ResponseSpec
-from .learning import PollPolicy
 from .progress import ProgressState, ProgressView, progress_view
-from .schedule import Backoff
-from .stats import FleetStats
-from .tools import ToolRegistry
+from .report import BatchSummary, Tally, classic_requests, error_record, result_record
 
 __all__ = ["BatchConfig", "BatchError", "BatchSession"]
 
-log = structlog.get_logger("runfleet.batch")
+log = structlog.get_logger("runfleet.batch.preflight")
 _TICK = 0.25
 
 

@@ -1,0 +1,1 @@
+"""The one door every request passes: priorities, the bucket, what the server says of limits."""

@@ -1,0 +1,1 @@
+"""The poll loop and a run's whole life, from start to its one end."""
