@@ -7,6 +7,7 @@
     │   ├── RunFailed             the server reported failure (code, message)
     │   ├── RunExpired            a tool round outlived ``expires_at``
     │   ├── RunCancelled          cancelled by the user, a policy or shutdown
+    │   │   └── RunDetached       handed back at shutdown, left alive on the server
     │   ├── RunTimeout            the fleet's deadline passed (also a TimeoutError)
     │   ├── RunIncomplete         ended ``incomplete`` (reason)
     │   ├── RunNotFound           the server does not know the id (404)
@@ -16,6 +17,9 @@
     │   └── QuotaExhausted        429s persisted past the fleet's patience
     ├── AuthError                 401/403: the key is missing or refused
     └── FleetClosed               submit() on a fleet that is shutting down
+
+Each class names its ``outcome``: the one word results, logs, stats, batch lines and bench rows
+use for a run that ended with it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ __all__ = [
     "QuotaError",
     "QuotaExhausted",
     "RunCancelled",
+    "RunDetached",
     "RunError",
     "RunExpired",
     "RunFailed",
@@ -37,11 +42,19 @@ __all__ = [
     "RunTimeout",
     "RunfleetError",
     "ToolError",
+    "key_hint",
 ]
+
+
+def key_hint(api_key: object) -> str:
+    """Return the last four characters of an API key: enough to tell keys apart, never more."""
+    return str(api_key or "")[-4:]
 
 
 class RunfleetError(Exception):
     """Raised for every failure runfleet itself reports."""
+
+    outcome = "error"
 
 
 class RunError(RunfleetError):
@@ -60,6 +73,8 @@ class RunError(RunfleetError):
 class RunFailed(RunError):
     """Raised when the server reports a run as failed."""
 
+    outcome = "failed"
+
     def __init__(self, run_id: str, code: str | None, message: str | None) -> None:
         self.code = code
         self.detail = message
@@ -68,6 +83,8 @@ class RunFailed(RunError):
 
 class RunExpired(RunError):
     """Raised when a run expired, usually because a tool round outlived ``expires_at``."""
+
+    outcome = "expired"
 
     def __init__(
         self, run_id: str, message: str = "expired before its tool outputs arrived"
@@ -78,13 +95,24 @@ class RunExpired(RunError):
 class RunCancelled(RunError):
     """Raised when a run was cancelled by the caller, a policy or shutdown."""
 
+    outcome = "cancelled"
+
     def __init__(self, run_id: str, reason: str = "cancelled") -> None:
         self.reason = reason
         super().__init__(run_id, reason)
 
 
+class RunDetached(RunCancelled):
+    """Raised when the fleet closed with ``on_exit="detach"``: the run may still be alive on the
+    server, and its ids can be watched again by another fleet."""
+
+    outcome = "detached"
+
+
 class RunTimeout(RunError, TimeoutError):
     """Raised when a run outlived the fleet's deadline and was cancelled server-side."""
+
+    outcome = "timed_out"
 
     def __init__(self, run_id: str, timeout: float) -> None:
         self.timeout = timeout
@@ -94,6 +122,8 @@ class RunTimeout(RunError, TimeoutError):
 class RunIncomplete(RunError):
     """Raised when a run ended ``incomplete`` (token limits, content filter)."""
 
+    outcome = "incomplete"
+
     def __init__(self, run_id: str, reason: str | None) -> None:
         self.reason = reason
         super().__init__(run_id, f"incomplete ({reason or 'no reason given'})")
@@ -102,12 +132,16 @@ class RunIncomplete(RunError):
 class RunNotFound(RunError):
     """Raised when the server does not know the run (404), e.g. a stored response aged out."""
 
+    outcome = "not_found"
+
     def __init__(self, run_id: str) -> None:
         super().__init__(run_id, "not found on the server")
 
 
 class RunRejected(RunError):
     """Raised when the server refused to start a run (a 4xx answer to the create request)."""
+
+    outcome = "rejected"
 
     def __init__(self, status: int, message: str) -> None:
         self.status = status
@@ -116,6 +150,8 @@ class RunRejected(RunError):
 
 class ToolError(RunError):
     """Raised when a tool call failed and the fleet's policy fails the run instead of replying."""
+
+    outcome = "tool_error"
 
     def __init__(self, run_id: str, tool: str, message: str) -> None:
         self.tool = tool
@@ -129,9 +165,13 @@ class QuotaError(RunfleetError):
 class QuotaExhausted(QuotaError):
     """Raised when rate-limit errors persist past the fleet's patience."""
 
+    outcome = "quota_exhausted"
+
 
 class AuthError(RunfleetError):
     """Raised when the server refuses the API key (401/403); every waiter fails fast."""
+
+    outcome = "auth"
 
     def __init__(self, status: int, key_hint: str, message: str) -> None:
         self.status = status
@@ -144,3 +184,5 @@ class AuthError(RunfleetError):
 
 class FleetClosed(RunfleetError):
     """Raised when work is submitted to a fleet that is closing or closed."""
+
+    outcome = "closed"
