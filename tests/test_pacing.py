@@ -8,7 +8,7 @@ from openai import AsyncOpenAI
 
 from runfleet.admission.gate import RequestGate
 from runfleet.admission.quota import RequestQuota
-from runfleet.engine.handle import Tracked
+from runfleet.engine.run import Tracked
 from runfleet.kinds.base import RunRef
 from runfleet.kinds.responses import ResponsesKind
 from runfleet.polling.learning import RunTimes

@@ -151,7 +151,7 @@ async def target() -> AsyncIterator[tuple[Fleet, WebhookReceiver, httpx2.AsyncCl
 
 def state(fleet: Fleet) -> dict[int, float]:
     """Every tracked run's next poll: an accepted event would move one to now."""
-    return {key: entry[0] for key, entry in fleet._engine.schedule._entries.items()}
+    return {key: entry[0] for key, entry in fleet._engine._pacer.schedule._entries.items()}
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,6 @@ from types import TracebackType
 from typing import Any, Literal
 
 import anyio
-import openai
 import structlog
 from anyio.abc import TaskGroup
 from openai import AsyncOpenAI
@@ -18,8 +17,8 @@ from openai import AsyncOpenAI
 from .admission.gate import RequestGate
 from .admission.quota import RequestQuota
 from .engine.handle import RunHandle
-from .engine.loop import Engine
-from .errors import AuthError, FleetClosed, RunCancelled, RunfleetError, RunRejected
+from .engine.lifecycle import Engine
+from .errors import FleetClosed, RunfleetError, key_hint
 from .kinds.assistants import AssistantRunSpec, AssistantsKind
 from .kinds.base import Kind, RunRef
 from .kinds.responses import ResponsesKind, ResponseSpec
@@ -119,7 +118,6 @@ class Fleet:
         self._client = client.with_options(max_retries=0)
         self._quota = quota if quota is not None else RequestQuota(rpm, burst=burst)
         self._stats = StatsCollector()
-        self._tools = ToolRegistry(tools, timeout=tool_timeout, on_error=tool_errors)
         gate = RequestGate(self._quota, self._stats, concurrency=concurrency)
         self._kinds: dict[str, Kind] = {
             "responses": ResponsesKind(self._client, gate),
@@ -127,14 +125,13 @@ class Fleet:
         }
         self._engine = Engine(
             gate=gate,
-            tools=self._tools,
+            tools=ToolRegistry(tools, timeout=tool_timeout, on_error=tool_errors),
             times=RunTimes(policy),
             stats=self._stats,
             rng=random.Random(seed),
-            key_hint=str(client.api_key)[-4:],
+            key_hint=key_hint(client.api_key),
             on_stall=on_stall,
             max_retries=max_retries,
-            watched_spec=lambda raw: self._with_tools(ResponseSpec(raw.model, None)),
             safety_poll=safety_poll if webhooks else None,
         )
         self._timeout = timeout
@@ -144,11 +141,11 @@ class Fleet:
 
     def __repr__(self) -> str:
         state = "open" if self._tg is not None and not self._closing else "closed"
-        nxt = self._engine.schedule.next_due()
-        poll = f"{max(0.0, nxt - self._engine.now()):.2f}s" if nxt is not None else "-"
+        nxt = self._engine.next_poll()
+        poll = f"{nxt:.2f}s" if nxt is not None else "-"
         q = self._quota.stats()
         return (
-            f"<Fleet {state} in_flight={len(self._engine.runs)} next_poll_in={poll} "
+            f"<Fleet {state} in_flight={self._engine.in_flight().total()} next_poll_in={poll} "
             f"rpm={self._stats.last_minute(self._engine.now())}"
             f"/{q.effective_rpm:g}>"
         )
@@ -195,16 +192,6 @@ class Fleet:
 
     # -- starting runs -------------------------------------------------------------------------
 
-    def _with_tools(self, spec: Spec) -> Spec:
-        if spec.tools or not len(self._tools) or not isinstance(spec, ResponseSpec):
-            return spec
-        # Responses need the definitions on every request of a chain; Assistants runs keep
-        # the assistant's own unless the caller passes some.
-        tools = tuple(dict(t) for t in self._tools.definitions("responses"))
-        return ResponseSpec(
-            spec.model, spec.input, spec.instructions, spec.metadata, tools, spec.extra
-        )
-
     async def submit(
         self,
         spec: Spec,
@@ -237,55 +224,13 @@ class Fleet:
     ) -> tuple[RunHandle, RunfleetError | None]:
         """Create and track a run; a refused create ends its handle with the error."""
         self._check_open()
-        if isinstance(spec, ResponseSpec):
-            kind, learn = self._kinds["responses"], ("responses", spec.model)
-        elif isinstance(spec, AssistantRunSpec):
-            kind, learn = self._kinds["assistants"], ("assistants", spec.assistant_id)
-        else:
+        kind = self._kinds.get(getattr(spec, "kind", ""))
+        if kind is None:
             raise TypeError(
                 f"expected a ResponseSpec or AssistantRunSpec, not {type(spec).__name__}"
             )
-        spec = self._with_tools(spec)
-        engine = self._engine
-        run = engine.track(
-            kind,
-            spec,
-            RunRef(),
-            learn_key=learn,
-            timeout=self._timeout if timeout is _UNSET else timeout,
-            tag=tag,
-            created=engine.now(),
-        )
-        assert run.handle is not None
-        run.on_ids = on_ids
-        try:
-            obs = await engine.retrying(run, lambda: kind.start(spec, run.ref))
-        except Exception as exc:
-            error = self._refused(exc)
-            engine.end(run, error)
-            return run.handle, error
-        except BaseException:
-            engine.end(run, RunCancelled(run.ref.id or "-", "submission cancelled"))
-            raise
-        log.debug("run_submitted", run_id=run.ref.id, kind=kind.name)
-        engine.ids_changed(run)
-        await engine.first(run, obs)
-        return run.handle, None
-
-    def _refused(self, exc: Exception) -> RunfleetError:
-        """Return what the submitter of a refused create sees; a refused key ends every run."""
-        if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
-            error = AuthError(exc.status_code, self._engine.key_hint, exc.message)
-            self._engine.fail_all(error)
-            return error
-        if isinstance(exc, RunfleetError):
-            return exc
-        if isinstance(exc, openai.APIStatusError):
-            refused = RunRejected(exc.status_code, exc.message)
-        else:
-            refused = RunRejected(0, f"{type(exc).__name__}: {exc}")
-        refused.__cause__ = exc
-        return refused
+        deadline = self._timeout if timeout is _UNSET else timeout
+        return await self._engine.start(kind, spec, timeout=deadline, tag=tag, on_ids=on_ids)
 
     async def submit_response(
         self,
@@ -359,20 +304,8 @@ class Fleet:
             kind, ref = self._kinds["assistants"], RunRef(run_id, thread_id, [])
         else:
             raise ValueError("watch() takes response_id, or thread_id and run_id")
-        engine = self._engine
-        run = engine.track(
-            kind,
-            self._with_tools(spec) if spec is not None else None,
-            ref,
-            learn_key=(kind.name, "watched"),
-            timeout=self._timeout if timeout is _UNSET else timeout,
-            tag=tag,
-            created=engine.now(),
-        )
-        run.on_ids = on_ids
-        engine.wake(run)
-        assert run.handle is not None
-        return run.handle
+        deadline = self._timeout if timeout is _UNSET else timeout
+        return self._engine.attach(kind, ref, spec=spec, timeout=deadline, tag=tag, on_ids=on_ids)
 
     async def map(
         self, specs: Iterable[Spec] | AsyncIterable[Spec], *, max_in_flight: int = 100

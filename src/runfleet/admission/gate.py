@@ -1,5 +1,8 @@
 """The one door every request of the fleet goes through: quota, concurrency, counts, headers.
 
+Callers say what a request is for (:class:`RequestKind`); the gate knows what that weighs
+against other requests when the quota is short, so no caller handles priorities or the quota.
+
 Invariant 1 of the design lives here: nothing reaches the server without passing the quota
 first, and every answer — success or error — feeds the quota what the server said about its
 limits. The SDK's own retries are off on the fleet's client, so this is the only path.
@@ -19,7 +22,7 @@ from openai._legacy_response import LegacyAPIResponse
 from ..stats import StatsCollector
 from .quota import Priority, RequestQuota
 
-__all__ = ["Outcome", "RequestGate", "RequestKind"]
+__all__ = ["Outcome", "RequestGate", "RequestKind", "Ticket"]
 
 T = TypeVar("T")
 
@@ -61,6 +64,38 @@ def classify(exc: BaseException) -> Outcome:
     return Outcome.NETWORK
 
 
+_PRIORITY = {
+    RequestKind.CREATE: Priority.CREATE,
+    RequestKind.RETRIEVE: Priority.POLL,
+    RequestKind.SUBMIT: Priority.SUBMIT,
+    RequestKind.FETCH: Priority.FETCH,
+    RequestKind.CANCEL: Priority.CANCEL,
+}
+"""What each request waits behind when the quota is short (invariant 5): polls wait longest."""
+
+
+class Ticket:
+    """One request admitted ahead of its call: a quota admission and a concurrency slot held.
+
+    The poll loop admits a poll before it knows which run it is for, so that runs waiting to be
+    polled stay heap entries instead of becoming tasks that wait on the quota. Spend a ticket
+    with :meth:`RequestGate.send`, or :meth:`release` it unspent.
+    """
+
+    __slots__ = ("_gate", "_spent", "kind")
+
+    def __init__(self, gate: RequestGate, kind: RequestKind) -> None:
+        self._gate = gate
+        self._spent = False
+        self.kind = kind
+
+    def release(self) -> None:
+        """Give the concurrency slot back (the quota admission is spent: rare, cheap)."""
+        if not self._spent:
+            self._spent = True
+            self._gate.limiter.release_on_behalf_of(self)
+
+
 class RequestGate:
     """Admit, bound, send, count: every request of one fleet.
 
@@ -78,27 +113,40 @@ class RequestGate:
         self.stats = stats
         self.limiter = anyio.CapacityLimiter(concurrency)
 
+    async def admit(self, kind: RequestKind) -> Ticket:
+        """Wait for a concurrency slot, then for the quota; return the admission as a ticket.
+
+        Raises:
+            QuotaExhausted: 429s persisted past the quota's patience (no slot is kept).
+        """
+        ticket = Ticket(self, kind)
+        await self.limiter.acquire_on_behalf_of(ticket)
+        try:
+            await self.quota.acquire(_PRIORITY[kind])
+        except BaseException:
+            ticket.release()
+            raise
+        return ticket
+
     async def send(
         self,
-        kind: RequestKind,
-        priority: Priority,
+        kind: RequestKind | Ticket,
         call: Callable[[], Awaitable[LegacyAPIResponse[T]]],
-        *,
-        admitted: bool = False,
     ) -> tuple[T, Any]:
         """Send one request through the quota; return the parsed body and the headers.
 
-        Args:
-            admitted: the caller already holds a quota admission and a concurrency slot for
-                this request (the poll loop admits polls itself, so that runs waiting to be
-                polled stay heap entries instead of becoming waiting tasks).
+        ``kind`` is what the request is for (it is admitted here, behind its priority), or a
+        :class:`Ticket` already admitted by :meth:`admit` (spent by this call).
 
         Raises:
             openai.APIError: the request failed; it was counted and the quota told.
         """
-        if admitted:
-            return await self._send(kind, call)
-        await self.quota.acquire(priority)
+        if isinstance(kind, Ticket):
+            try:
+                return await self._send(kind.kind, call)
+            finally:
+                kind.release()
+        await self.quota.acquire(_PRIORITY[kind])
         async with self.limiter:
             return await self._send(kind, call)
 

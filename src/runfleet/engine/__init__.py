@@ -1,1 +1,1 @@
-"""The poll loop and a run's whole life, from start to its one end."""
+"""The engine: a run's life from start to end, the one poll loop, and the handles users await."""

@@ -1,62 +1,18 @@
-"""A run the fleet tracks, and the handle its submitter awaits."""
+"""The handle a submitter awaits: a read-only view of one tracked run, and a way to cancel it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-import anyio
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any
 
 from ..errors import RunfleetError
-from ..kinds.base import Kind, RunRef, RunState
-from ..results import RunResult, ToolRound
+from ..results import RunResult
+from .run import Tracked
 
-if TYPE_CHECKING:
-    from .loop import Engine
+__all__ = ["RunHandle"]
 
-__all__ = ["RunHandle", "Tracked"]
-
-
-@dataclass(eq=False, slots=True)
-class Tracked:
-    """Everything the loop knows of one run. Idle, it is a heap entry and this record."""
-
-    key: int
-    kind: Kind
-    spec: Any
-    ref: RunRef
-    learn_key: tuple[str, ...]
-    created: float
-    phase_start: float
-    deadline: float | None
-    tag: Any = None
-    handle: RunHandle | None = None
-    state: RunState = RunState.QUEUED
-    status: str = "queued"
-    attempt: int = 0  # polls since the status last changed (the classic backoff's counter)
-    polls_in_phase: int = 0
-    first_poll_at: float = 0.0  # age of the phase's first poll (what the learned fit checks)
-    seen_working: float = 0.0  # last poll that found it working: detection latency's start
-    queued_until: float | None = None
-    requests: int = 0
-    polls: int = 0
-    latency: float = 0.0
-    rounds: list[ToolRound] = field(default_factory=list)
-    answered: frozenset[str] = frozenset()  # call ids of the round already submitted
-    busy: bool = False  # a request or a tool round for it is under way
-    woken: bool = False  # someone asked for a poll while it was busy
-    recreated: bool = False
-    stall_reported: bool = False
-    errors: int = 0  # consecutive transient failures
-    scout: bool | None = None  # polls for its unlearned key's cohort (None: not decided yet)
-    cancel_reason: str | None = None
-    on_ids: Callable[[RunHandle], None] | None = None  # the run's ids appeared or moved
-
-    @property
-    def followup(self) -> bool:
-        """Whether the current phase continues after tool outputs (it runs shorter)."""
-        return bool(self.rounds)
+Cancel = Callable[[Tracked, str], Awaitable[bool]]
+"""Cancels a run on the server and ends it; the engine's, given to each handle it makes."""
 
 
 class RunHandle:
@@ -66,15 +22,12 @@ class RunHandle:
     run on the server.
     """
 
-    __slots__ = ("_callbacks", "_done", "_engine", "_error", "_result", "_run")
+    __slots__ = ("_cancel", "_run")
 
-    def __init__(self, engine: Engine, run: Tracked) -> None:
-        self._engine = engine
+    def __init__(self, run: Tracked, cancel: Cancel) -> None:
         self._run = run
-        self._done = anyio.Event()
-        self._result: RunResult | None = None
-        self._error: RunfleetError | None = None
-        self._callbacks: list[Callable[[RunHandle], None]] = []
+        self._cancel = cancel
+        run.handle = self
 
     def __repr__(self) -> str:
         return f"<RunHandle {self._run.kind.name} {self.id or '-'} {self.status}>"
@@ -106,11 +59,11 @@ class RunHandle:
 
     def done(self) -> bool:
         """Return whether the run has ended (result or error)."""
-        return self._done.is_set()
+        return self._run.done.is_set()
 
     def exception(self) -> RunfleetError | None:
         """Return the error the run ended with, if it has ended with one."""
-        return self._error
+        return self._run.error
 
     async def result(self) -> RunResult:
         """Wait for the run to end; return its result.
@@ -119,11 +72,11 @@ class RunHandle:
             RunError: the run failed, expired, timed out or was cancelled.
             AuthError: the server refused the key (every run of the fleet ends so).
         """
-        await self._done.wait()
-        if self._error is not None:
-            raise self._error
-        assert self._result is not None
-        return self._result
+        await self._run.done.wait()
+        if self._run.error is not None:
+            raise self._run.error
+        assert self._run.result is not None
+        return self._run.result
 
     def __await__(self) -> Generator[Any, None, RunResult]:
         return self.result().__await__()
@@ -133,21 +86,11 @@ class RunHandle:
 
         Returns False if it had already ended.
         """
-        return await self._engine.cancel(self._run, reason)
+        return await self._cancel(self._run, reason)
 
     def add_done_callback(self, fn: Callable[[RunHandle], None]) -> None:
         """Call ``fn(handle)`` once the run ends (at once if it has)."""
         if self.done():
             fn(self)
         else:
-            self._callbacks.append(fn)
-
-    def _resolve(self, result: RunResult | None, error: RunfleetError | None) -> bool:
-        if self._done.is_set():
-            return False
-        self._result, self._error = result, error
-        self._done.set()
-        callbacks, self._callbacks = self._callbacks, []
-        for fn in callbacks:
-            fn(self)
-        return True
+            self._run.callbacks.append(fn)

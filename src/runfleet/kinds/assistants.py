@@ -8,18 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
+import openai
+import structlog
 from openai import AsyncOpenAI
 from openai.types.beta.threads import Run
 
-from ..admission.gate import RequestGate, RequestKind
-from ..admission.quota import Priority
+from ..admission.gate import RequestGate, RequestKind, Ticket
 from ..tools import ToolCall, ToolOutput
 from .base import Observation, RunRef, RunState
 from .responses import poll_after
 
 __all__ = ["AssistantRunSpec", "AssistantsKind"]
+
+log = structlog.get_logger("runfleet")
 
 _STATES = {
     "queued": RunState.QUEUED,
@@ -41,6 +44,8 @@ class AssistantRunSpec:
     With a ``prompt`` and no thread, one ``create_and_run`` request does it all (instead of
     create thread, add message, create run). ``tools`` override the assistant's own when set.
     """
+
+    kind: ClassVar[str] = "assistants"
 
     assistant_id: str
     prompt: str | None = None
@@ -75,7 +80,6 @@ def observe_run(run: Run, headers: Any) -> Observation:
         poll_after=poll_after(headers),
         error_code=code,
         error_message=message,
-        expires_at=float(run.expires_at) if run.expires_at is not None else None,
     )
 
 
@@ -84,10 +88,26 @@ class AssistantsKind:
 
     name = "assistants"
     reply_requests = 1
+    webhooks = False
 
     def __init__(self, client: AsyncOpenAI, gate: RequestGate) -> None:
         self.client = client
         self.gate = gate
+
+    def learn_key(self, spec: AssistantRunSpec) -> tuple[str, ...]:
+        """Runs are learned per assistant: its model and instructions make its times."""
+        return (self.name, spec.assistant_id)
+
+    def with_tools(
+        self, spec: AssistantRunSpec, tools: tuple[dict[str, Any], ...]
+    ) -> AssistantRunSpec:
+        """A run keeps its assistant's own tools unless the spec passes some."""
+        del tools
+        return spec
+
+    def continuation(self, raw: Run, tools: tuple[dict[str, Any], ...]) -> None:
+        """Outputs go to the run itself: nothing needs to be started to answer them."""
+        del raw, tools
 
     async def start(self, spec: AssistantRunSpec, ref: RunRef) -> Observation:
         """Start the run in one request: ``create_and_run``, or ``runs.create`` on a thread."""
@@ -104,7 +124,6 @@ class AssistantsKind:
                 args["thread"] = {"messages": [message]}
             run, headers = await self.gate.send(
                 RequestKind.CREATE,
-                Priority.CREATE,
                 lambda: threads.with_raw_response.create_and_run(
                     assistant_id=spec.assistant_id, **args
                 ),
@@ -115,7 +134,6 @@ class AssistantsKind:
             thread_id = spec.thread_id
             run, headers = await self.gate.send(
                 RequestKind.CREATE,
-                Priority.CREATE,
                 lambda: threads.runs.with_raw_response.create(
                     thread_id, assistant_id=spec.assistant_id, **args
                 ),
@@ -129,33 +147,36 @@ class AssistantsKind:
             raise ValueError(f"run {ref.id} has no thread id")
         return ref.thread_id
 
-    async def observe(self, ref: RunRef, *, admitted: bool = False) -> Observation:
+    async def observe(self, ref: RunRef, ticket: Ticket | None = None) -> Observation:
         """Retrieve the run (raw, so the rate-limit headers reach the quota)."""
         thread_id = self._thread(ref)
         run, headers = await self.gate.send(
-            RequestKind.RETRIEVE,
-            Priority.POLL,
+            ticket or RequestKind.RETRIEVE,
             lambda: self.client.beta.threads.runs.with_raw_response.retrieve(
                 ref.id, thread_id=thread_id
             ),
-            admitted=admitted,
         )
         return observe_run(run, headers)
 
     async def answer(
-        self, ref: RunRef, spec: AssistantRunSpec, outputs: Sequence[ToolOutput]
-    ) -> Observation:
-        """Submit all outputs of the round in one request."""
+        self, ref: RunRef, spec: AssistantRunSpec | None, outputs: Sequence[ToolOutput]
+    ) -> Observation | None:
+        """Submit all outputs of the round in one request; None if the run no longer waits."""
         del spec
         thread_id = self._thread(ref)
         tool_outputs: list[Any] = [{"tool_call_id": o.call_id, "output": o.output} for o in outputs]
-        run, headers = await self.gate.send(
-            RequestKind.SUBMIT,
-            Priority.SUBMIT,
-            lambda: self.client.beta.threads.runs.with_raw_response.submit_tool_outputs(
-                ref.id, thread_id=thread_id, tool_outputs=tool_outputs
-            ),
-        )
+        try:
+            run, headers = await self.gate.send(
+                RequestKind.SUBMIT,
+                lambda: self.client.beta.threads.runs.with_raw_response.submit_tool_outputs(
+                    ref.id, thread_id=thread_id, tool_outputs=tool_outputs
+                ),
+            )
+        except openai.BadRequestError as exc:
+            # Not in requires_action any more (expired, cancelled, or our outputs did arrive
+            # before a dropped answer): a poll will tell, and will not resubmit.
+            log.info("tool_outputs_refused", run_id=ref.id, error=exc.message)
+            return None
         return observe_run(run, headers)
 
     async def cancel(self, ref: RunRef) -> None:
@@ -163,7 +184,6 @@ class AssistantsKind:
         thread_id = self._thread(ref)
         await self.gate.send(
             RequestKind.CANCEL,
-            Priority.CANCEL,
             lambda: self.client.beta.threads.runs.with_raw_response.cancel(
                 ref.id, thread_id=thread_id
             ),
@@ -175,7 +195,6 @@ class AssistantsKind:
         thread_id = self._thread(ref)
         page, _ = await self.gate.send(
             RequestKind.FETCH,
-            Priority.FETCH,
             lambda: self.client.beta.threads.messages.with_raw_response.list(
                 thread_id, run_id=ref.id, limit=1, order="desc"
             ),

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from ..admission.gate import Ticket
 from ..tools import ToolCall, ToolOutput
 
 __all__ = ["NEEDS_CLIENT", "TERMINAL", "Kind", "Observation", "RunRef", "RunState"]
@@ -58,28 +59,48 @@ class Observation:
     poll_after: float | None = None
     error_code: str | None = None
     error_message: str | None = None
-    expires_at: float | None = None
 
 
 class Kind(Protocol):
     """An adapter: start, observe, answer tool calls, cancel and read the reply of one kind.
 
-    Every request goes through the gate it was built with, so the fleet's quota sees it.
+    Every request goes through the gate it was built with, so the fleet's quota sees it. What
+    differs between kinds is said here, as flags and methods, so nothing else asks a kind its
+    name to decide what to do.
     """
 
     name: str
     reply_requests: int  # requests ``reply`` makes: 0 when the reply is in the final body
+    webhooks: bool  # whether the platform sends events when its runs end
+
+    def learn_key(self, spec: Any) -> tuple[str, ...]:
+        """Return what the run times of ``spec``'s runs are learned by (model, assistant...)."""
+        ...
+
+    def with_tools(self, spec: Any, tools: tuple[dict[str, Any], ...]) -> Any:
+        """Return ``spec`` with the fleet's tool definitions where this kind needs them."""
+        ...
+
+    def continuation(self, raw: Any, tools: tuple[dict[str, Any], ...]) -> Any:
+        """Return the spec that answers a watched run's tool calls (None: none is needed)."""
+        ...
 
     async def start(self, spec: Any, ref: RunRef) -> Observation:
         """Create the run, fill ``ref`` with its ids, return the first observation."""
         ...
 
-    async def observe(self, ref: RunRef, *, admitted: bool = False) -> Observation:
-        """Retrieve the run once (``admitted``: the caller holds quota and a slot already)."""
+    async def observe(self, ref: RunRef, ticket: Ticket | None = None) -> Observation:
+        """Retrieve the run once (spending ``ticket`` when the poll was admitted already)."""
         ...
 
-    async def answer(self, ref: RunRef, spec: Any, outputs: Sequence[ToolOutput]) -> Observation:
-        """Send one round's tool outputs; a Responses chain moves ``ref.id`` to the new id."""
+    async def answer(
+        self, ref: RunRef, spec: Any, outputs: Sequence[ToolOutput]
+    ) -> Observation | None:
+        """Send one round's tool outputs; a Responses chain moves ``ref.id`` to the new id.
+
+        Returns None when the server no longer waits for these outputs (the run moved on, or
+        they arrived before a dropped answer): a poll tells what happened, and does not resend.
+        """
         ...
 
     async def cancel(self, ref: RunRef) -> None:

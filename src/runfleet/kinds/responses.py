@@ -7,15 +7,15 @@ The fleet follows the chain under one handle; ``ref.id`` moves to each new respo
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from openai import AsyncOpenAI
 from openai.types.responses import Response
 
-from ..admission.gate import RequestGate, RequestKind
-from ..admission.quota import Priority
+from ..admission.gate import RequestGate, RequestKind, Ticket
 from ..tools import ToolCall, ToolOutput
 from .base import Observation, RunRef, RunState
 
@@ -38,6 +38,8 @@ class ResponseSpec:
     ``tools`` are the function definitions sent with every request of the chain; ``extra``
     holds any other ``responses.create`` argument (``reasoning``, ``max_output_tokens``...).
     """
+
+    kind: ClassVar[str] = "responses"
 
     model: str
     input: Any
@@ -91,10 +93,25 @@ class ResponsesKind:
 
     name = "responses"
     reply_requests = 0
+    webhooks = True
 
     def __init__(self, client: AsyncOpenAI, gate: RequestGate) -> None:
         self.client = client
         self.gate = gate
+
+    def learn_key(self, spec: ResponseSpec) -> tuple[str, ...]:
+        """Responses are learned per model."""
+        return (self.name, spec.model)
+
+    def with_tools(self, spec: ResponseSpec, tools: tuple[dict[str, Any], ...]) -> ResponseSpec:
+        """A chain sends definitions with every request: the fleet's, unless the spec has some."""
+        if spec.tools or not tools:
+            return spec
+        return dataclasses.replace(spec, tools=tuple(dict(t) for t in tools))
+
+    def continuation(self, raw: Response, tools: tuple[dict[str, Any], ...]) -> ResponseSpec:
+        """A watched chain continues with the response's own model and the fleet's tools."""
+        return self.with_tools(ResponseSpec(raw.model, None), tools)
 
     def _create_args(self, spec: ResponseSpec) -> dict[str, Any]:
         args: dict[str, Any] = {"model": spec.model, "background": True, "store": True}
@@ -111,20 +128,17 @@ class ResponsesKind:
         args = self._create_args(spec)
         resp, headers = await self.gate.send(
             RequestKind.CREATE,
-            Priority.CREATE,
             lambda: self.client.responses.with_raw_response.create(input=spec.input, **args),
         )
         ref.id = resp.id
         ref.chain.append(resp.id)
         return observe_response(resp, headers)
 
-    async def observe(self, ref: RunRef, *, admitted: bool = False) -> Observation:
+    async def observe(self, ref: RunRef, ticket: Ticket | None = None) -> Observation:
         """Retrieve the current response of the chain."""
         resp, headers = await self.gate.send(
-            RequestKind.RETRIEVE,
-            Priority.POLL,
+            ticket or RequestKind.RETRIEVE,
             lambda: self.client.responses.with_raw_response.retrieve(ref.id),
-            admitted=admitted,
         )
         return observe_response(resp, headers)
 
@@ -140,7 +154,6 @@ class ResponsesKind:
         previous = ref.id
         resp, headers = await self.gate.send(
             RequestKind.SUBMIT,
-            Priority.SUBMIT,
             lambda: self.client.responses.with_raw_response.create(
                 input=items, previous_response_id=previous, **args
             ),
@@ -153,7 +166,6 @@ class ResponsesKind:
         """Cancel the current response (idempotent on the server)."""
         await self.gate.send(
             RequestKind.CANCEL,
-            Priority.CANCEL,
             lambda: self.client.responses.with_raw_response.cancel(ref.id),
         )
 

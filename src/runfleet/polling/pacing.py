@@ -13,13 +13,13 @@ from __future__ import annotations
 import random
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from typing import Generic, Protocol, TypeVar
 
-from ..engine.handle import Tracked
 from .learning import RunTimes
 from .schedule import PollSchedule, _jittered
 from .scouting import Scouting
 
-__all__ = ["Pacer"]
+__all__ = ["Paced", "Pacer"]
 
 _EARLY_EVENTS = 4096
 """Ids of events that came before their run was waiting (create still in flight), kept so
@@ -27,7 +27,40 @@ the run's first reschedule polls at once; bounded because most unknown ids are n
 _SAFETY_JITTER = 0.2
 
 
-class Pacer:
+class Paced(Protocol):
+    """What pacing needs of a tracked run (the engine's record has it all)."""
+
+    key: int
+    deadline: float | None
+    learn_key: tuple[str, ...]
+    phase_start: float
+    attempt: int
+    polls_in_phase: int
+    first_poll_at: float
+    seen_working: float
+    busy: bool
+    scout: bool | None
+
+    @property
+    def run_id(self) -> str:
+        """The id a webhook event names when this run ends."""
+        ...
+
+    @property
+    def pushable(self) -> bool:
+        """Whether the platform sends an event when this run ends."""
+        ...
+
+    @property
+    def followup(self) -> bool:
+        """Whether the current phase continues after tool outputs."""
+        ...
+
+
+R = TypeVar("R", bound=Paced)
+
+
+class Pacer(Generic[R]):
     """Place each run's next poll in the heap, and learn from each run seen done.
 
     Args:
@@ -42,23 +75,23 @@ class Pacer:
     def __init__(
         self,
         *,
-        runs: Mapping[int, Tracked],
+        runs: Mapping[int, R],
         times: RunTimes[tuple[str, ...]],
         rng: random.Random,
         safety_poll: float | None,
         signal: Callable[[], None],
     ) -> None:
         self.schedule: PollSchedule[int] = PollSchedule()
-        self.scouting: Scouting[tuple[str, ...], Tracked] = Scouting()
+        self.scouting: Scouting[tuple[str, ...], R] = Scouting()
         self.times = times
         self.safety_poll = safety_poll
-        self.by_response: dict[str, Tracked] = {}  # waiting Responses runs, for notified()
+        self.by_response: dict[str, R] = {}  # waiting Responses runs, for notified()
         self._runs = runs
         self._rng = rng
         self._signal = signal
         self._early: OrderedDict[str, None] = OrderedDict()
 
-    def poll_at(self, run: Tracked, due: float) -> None:
+    def poll_at(self, run: R, due: float) -> None:
         """Poll ``run`` at ``due`` (at its deadline if that is sooner)."""
         if run.deadline is not None:
             due = min(due, run.deadline)
@@ -67,17 +100,17 @@ class Pacer:
         if nxt is None or due < nxt:
             self._signal()
 
-    def pushed(self, run: Tracked) -> bool:
-        """Whether webhooks cover this run (Responses only: Assistants runs have none)."""
-        return self.safety_poll is not None and run.kind.name == "responses"
+    def pushed(self, run: R) -> bool:
+        """Whether webhooks cover this run (only kinds whose platform sends events)."""
+        return self.safety_poll is not None and run.pushable
 
-    def reschedule(self, run: Tracked, now: float, poll_after: float | None) -> None:
+    def reschedule(self, run: R, now: float, poll_after: float | None) -> None:
         """Place the next poll of a run a poll found still working."""
         safety = self.safety_poll
-        if safety is not None and run.kind.name == "responses":
-            self.by_response[run.ref.id] = run
-            if run.ref.id in self._early:  # its event came before it waited: look now
-                del self._early[run.ref.id]
+        if safety is not None and run.pushable:
+            self.by_response[run.run_id] = run
+            if run.run_id in self._early:  # its event came before it waited: look now
+                del self._early[run.run_id]
                 self.poll_at(run, now)
                 return
             delay = max(_jittered(safety, _SAFETY_JITTER, self._rng), poll_after or 0.0)
@@ -96,7 +129,7 @@ class Pacer:
             delay = self.scouting.delay(run, key, age, delay, step, times.earliest_done(key))
         self.poll_at(run, now + delay)
 
-    def seen_done(self, run: Tracked, now: float) -> None:
+    def seen_done(self, run: R, now: float) -> None:
         """Learn from a run a poll found done (or needing its tools), and release held runs."""
         # A poll a webhook prompted says nothing about where the model's first goes.
         pushed = self.pushed(run)
@@ -119,25 +152,25 @@ class Pacer:
                 if current is None or due < current:
                     self.poll_at(held, due)
 
-    def restarted(self, run: Tracked) -> None:
+    def restarted(self, run: R) -> None:
         """Forget a run's place among the scouts: it was recreated and starts over."""
         self.scouting.ended(run, _learn_key(run))
-        self.moved_on(run.ref.id)
+        self.moved_on(run.run_id)
 
     def moved_on(self, response_id: str) -> None:
         """No run waits on ``response_id`` any more (answered, recreated or ended)."""
         self.by_response.pop(response_id, None)
 
-    def forget(self, run: Tracked) -> None:
+    def forget(self, run: R) -> None:
         """Drop an ended run from the heap, the scouts and the webhook index."""
         self.schedule.cancel(run.key)
         self.restarted(run)
 
-    def notified(self, response_id: str) -> Tracked | None:
+    def notified(self, response_id: str) -> R | None:
         """An event came for ``response_id``: return the run waiting on it, or remember the id
         a while, in case its run is still being created and waits on it next."""
         run = self.by_response.get(response_id)
-        if run is not None and run.key in self._runs and run.ref.id == response_id:
+        if run is not None and run.key in self._runs and run.run_id == response_id:
             return run
         if self.safety_poll is not None:
             self._early[response_id] = None
@@ -146,6 +179,6 @@ class Pacer:
         return None
 
 
-def _learn_key(run: Tracked) -> tuple[str, ...]:
+def _learn_key(run: R) -> tuple[str, ...]:
     """Tool rounds' follow-ups are learned apart: they take other times than first runs."""
     return (*run.learn_key, "followup") if run.followup else run.learn_key
