@@ -153,7 +153,10 @@ async def test_timeout_cancels_the_run_on_the_server(start_sim: StartSim, kind: 
         handle = await start(fleet, kind, timeout=0.3)
         with pytest.raises(RunTimeout) as info:
             await handle
+        # One word for this end everywhere: the error's outcome is what the stats count.
+        assert fleet.stats().finished == {"timed_out": 1}
     assert isinstance(info.value, TimeoutError)
+    assert info.value.outcome == "timed_out"
     stats = sim.stats()
     key = "responses" if kind == "responses" else "runs"
     assert stats[key]["by_status"] in ({"cancelled": 1}, {"cancelling": 1})

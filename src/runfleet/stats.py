@@ -30,7 +30,7 @@ class FleetStats:
         requests_last_minute: requests sent in the last 60 s of the loop clock.
         rate_limited: 429 answers received.
         in_flight: runs not yet finished, by state.
-        finished: runs finished, by how (completed, failed, timeout, cancelled, ...).
+        finished: runs finished, by how: "completed" or the error's ``outcome`` ("timed_out"...).
         requests_per_run: all requests divided by finished runs.
         polls_per_run: retrieves divided by finished runs.
         detection_p50, detection_p95: per-run detection latency (upper bound) over the latest
