@@ -44,7 +44,8 @@ async def test_a_spent_ticket_frees_its_slot_whether_the_request_succeeds_or_fai
         seen, headers = await gate.send(
             ticket, lambda: client.responses.with_raw_response.retrieve(created.id)
         )
-        assert seen.id == created.id and headers is not None
+        assert seen.id == created.id
+        assert headers is not None
         assert gate.limiter.borrowed_tokens == 0
         ticket = await gate.admit(RequestKind.RETRIEVE)
         with pytest.raises(openai.NotFoundError):  # counted, and the slot is back
