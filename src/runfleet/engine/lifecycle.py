@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, Literal
 
 import anyio
@@ -39,6 +40,8 @@ from .table import RunTable
 __all__ = ["Engine"]
 
 log = structlog.get_logger("runfleet")
+OnIds = Callable[[RunHandle], None]
+"""The submitter's hook: a run's ids exist now, or a Responses chain moved to a new id."""
 Started = tuple[RunHandle, RunfleetError | None]
 """A started run's handle, and the error its create was refused with (the handle ends so)."""
 
@@ -158,7 +161,7 @@ class Engine:
         learn_key: tuple[str, ...],
         timeout: float | None,
         tag: Any,
-        on_ids: Any,
+        on_ids: OnIds | None,
     ) -> Tracked:
         created = self.now()
         run = Tracked(
@@ -185,7 +188,7 @@ class Engine:
         *,
         timeout: float | None,  # noqa: ASYNC109 - the run's deadline, not this call's
         tag: Any,
-        on_ids: Any = None,
+        on_ids: OnIds | None = None,
     ) -> Started:
         """Create a run and track it; a create refused for good ends its handle with the error.
 
@@ -219,7 +222,7 @@ class Engine:
         spec: Any,
         timeout: float | None,
         tag: Any,
-        on_ids: Any = None,
+        on_ids: OnIds | None = None,
     ) -> RunHandle:
         """Track a run that exists already (created elsewhere, or before a restart); poll now.
 
