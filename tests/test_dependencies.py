@@ -27,7 +27,7 @@ def imported(folder: str) -> set[str]:
     """Distributions providing the third-party modules imported anywhere below ``folder``."""
     providers = packages_distributions()
     local = {path.stem for path in (ROOT / folder).glob("*.py")} | {"runfleet", "tests"}
-    found = set()
+    found: set[str] = set()
     for path in (ROOT / folder).rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
