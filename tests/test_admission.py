@@ -73,14 +73,15 @@ def test_a_lowered_capacity_makes_an_overfull_bucket_wait() -> None:
     for _ in range(10):
         bucket.admit(0.0, Rate(rpm=600, capacity=10))
     lower = Rate(rpm=120, capacity=2)
-    assert bucket.level(0.0, lower) == 10.0
     assert bucket.admit(0.0, lower) == pytest.approx(9 / lower.per_second)
 
 
 def test_an_older_now_drains_nothing() -> None:
     bucket, rate = LeakyBucket(), Rate(rpm=600, capacity=10)
-    bucket.admit(5.0, rate)
-    assert bucket.level(4.0, rate) == 1.0
+    for _ in range(10):
+        bucket.admit(5.0, rate)
+    # Full as of 5.0: a caller whose clock read 4.0 waits one step, neither less nor more.
+    assert bucket.admit(4.0, rate) == pytest.approx(1 / rate.per_second)
 
 
 # -- RateGovernor -------------------------------------------------------------------------------

@@ -263,13 +263,15 @@ async def test_every_strategy_is_measured_by_the_simulator(tmp_path: Path) -> No
     assert result.baseline() is classic
     assert all(v in (1.0, None) for v in result.ratios(classic).values())
     naive = result.ratios(rows["naive"])
-    assert naive["polls_per_run"] == pytest.approx(
-        rows["naive"].polls_per_run / classic.polls_per_run
-    )
+    naive_polls, classic_polls = rows["naive"].polls_per_run, classic.polls_per_run
+    assert naive_polls is not None
+    assert classic_polls is not None
+    assert naive["polls_per_run"] == pytest.approx(naive_polls / classic_polls)
 
     # Webhooks: one poll per run once told, far fewer than the classic loop's.
     hooked = rows["fleet:webhooks"]
-    assert hooked.polls_per_run < classic.polls_per_run
+    assert hooked.polls_per_run is not None
+    assert hooked.polls_per_run < classic_polls
     assert hooked.extra["receiver"]["received"] >= 24  # a slow answer may be delivered twice
     # Half the deliveries dropped for good: the safety-net poll still finds every run.
     dropped = rows["fleet:webhooks,drop=0.5,safety=5s"]

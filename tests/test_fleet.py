@@ -101,7 +101,7 @@ async def test_requires_action_shown_again_after_submission_is_not_answered_twic
     start_sim: StartSim,
 ) -> None:
     """The Assistants run still shows the answered calls for a while: the fleet waits."""
-    scenario = {**TOOLS, "tools": {**TOOLS["tools"], "rounds": 1, "submit_lag": 3.0}}  # type: ignore[dict-item]
+    scenario = {**TOOLS, "tools": {**TOOLS["tools"], "rounds": 1, "submit_lag": 3.0}}
     async with start_sim(scenario) as sim, fleet_on(sim, tools=[get_weather]) as fleet:
         result = await fleet.run(assistant_id="asst_1", prompt="go")
     assert len(result.tool_rounds) == 1

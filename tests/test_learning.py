@@ -37,7 +37,7 @@ def p95(values: list[float]) -> float:
 
 def poll_until_done(delay: Callable[[float, int], float], duration: float) -> list[float]:
     """Poll a run that finishes at ``duration`` as ``delay`` says; return the polls' times."""
-    elapsed, polls = 0.0, []
+    elapsed, polls = 0.0, list[float]()
     while elapsed < duration:
         elapsed += delay(elapsed, len(polls))
         polls.append(elapsed)

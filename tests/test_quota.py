@@ -447,13 +447,6 @@ async def test_malformed_headers_are_ignored() -> None:
 
 
 @pytest.mark.looptime
-async def test_slot_acquires_on_entry() -> None:
-    quota = RequestQuota(60)
-    async with quota.slot(Priority.CREATE):
-        assert quota.stats().admitted[Priority.CREATE] == 1
-
-
-@pytest.mark.looptime
 async def test_stats_is_a_snapshot() -> None:
     quota = RequestQuota(120, burst=2)
     await quota.acquire(Priority.SUBMIT)

@@ -220,7 +220,7 @@ def _positional(a: int, /) -> int:
     return a
 
 
-def _untyped(a) -> int:  # type: ignore[no-untyped-def]
+def _untyped(a) -> int:  # unannotated on purpose: the tool must refuse it
     return 0
 
 
@@ -548,3 +548,9 @@ async def test_a_cancelled_round_propagates_cancellation(
     task.cancel()
     with anyio.fail_after(1), pytest.raises(asyncio.CancelledError):
         await task
+
+
+def test_parse_arguments_leaves_unsent_defaults_to_the_function_and_refuses_bad_json() -> None:
+    assert get_weather.parse_arguments('{"city": "Oslo"}') == {"city": "Oslo"}
+    with pytest.raises(ValueError, match="not valid JSON"):
+        get_weather.parse_arguments("{")

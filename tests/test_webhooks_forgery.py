@@ -25,6 +25,7 @@ import openai.lib._webhooks as sdk_webhooks
 import pytest
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 from starlette.applications import Starlette
+from starlette.types import Message
 from structlog.testing import capture_logs
 
 from runfleet import Fleet
@@ -159,6 +160,19 @@ def pinned_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sdk_webhooks, "time", types.SimpleNamespace(time=lambda: NOW + 0.5))
 
 
+def spy_on_wake(fleet: Fleet) -> list[str]:
+    """Record the response ids the receiver wakes, and still wake them."""
+    woken: list[str] = []
+    wake = fleet.wake
+
+    def spy(response_id: str) -> bool:
+        woken.append(response_id)
+        return wake(response_id)
+
+    fleet.wake = spy  # type: ignore[method-assign]
+    return woken
+
+
 async def post(hook: httpx2.AsyncClient, d: Delivery) -> httpx2.Response:
     return await hook.post("/", content=d.body, headers=d.headers)
 
@@ -167,9 +181,7 @@ async def test_a_thousand_forgeries_are_all_refused_and_change_nothing() -> None
     rng = random.Random(2026)
     with capture_logs() as logs:
         async with target() as (fleet, receiver, hook, ids):
-            woken: list[str] = []
-            wake = fleet.wake
-            fleet.wake = lambda rid: woken.append(rid) or wake(rid)  # type: ignore[method-assign]
+            woken = spy_on_wake(fleet)
             before = state(fleet)
             wrong: list[tuple[str, int, int]] = []
             count = 0
@@ -204,9 +216,7 @@ async def test_timestamps_inside_the_tolerance_are_accepted() -> None:
 
 async def test_a_replay_changes_state_once() -> None:
     async with target() as (fleet, receiver, hook, ids):
-        woken: list[str] = []
-        wake = fleet.wake
-        fleet.wake = lambda rid: woken.append(rid) or wake(rid)  # type: ignore[method-assign]
+        woken = spy_on_wake(fleet)
         valid = signed(ids[1])
         answers = [(await post(hook, valid)).json()["status"] for _ in range(50)]
     assert answers == ["ok"] + ["duplicate"] * 49
@@ -228,7 +238,7 @@ async def test_an_event_for_an_unknown_response_is_acknowledged() -> None:
 async def test_a_failing_wake_is_acknowledged_not_a_5xx() -> None:
     async with target() as (fleet, _receiver, hook, ids):
 
-        def broken(rid: str) -> bool:
+        def broken(response_id: str) -> bool:
             raise RuntimeError("boom")
 
         fleet.wake = broken  # type: ignore[method-assign]
@@ -242,14 +252,14 @@ async def test_a_failing_wake_is_acknowledged_not_a_5xx() -> None:
 async def test_an_oversized_body_is_refused_before_it_is_read(length: bool) -> None:
     """With a content-length: no chunk read. Chunked: reading stops just past 1 MiB."""
     chunks = 0
-    sent: list[dict[str, Any]] = []
+    sent: list[Message] = []
 
     async def receive() -> dict[str, Any]:
         nonlocal chunks
         chunks += 1
         return {"type": "http.request", "body": b" " * 65536, "more_body": chunks < 160}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
     headers = [(b"content-type", b"application/json")]
@@ -284,8 +294,8 @@ async def test_an_event_that_beats_its_create_still_wakes_the_run() -> None:
             return
         held: list[dict[str, Any]] = []
 
-        async def hold(message: dict[str, Any]) -> None:
-            held.append(message)
+        async def hold(message: Message) -> None:
+            held.append(dict(message))
 
         await sim(scope, receive, hold)
         body = json.loads(b"".join(m.get("body", b"") for m in held[1:]))

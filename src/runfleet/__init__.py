@@ -2,12 +2,18 @@
 
 The names below are imported on first use (PEP 562): importing the ``openai`` SDK takes over a
 second, and ``runfleet sim`` or ``runfleet --help`` need none of it.
+
+The ``if TYPE_CHECKING`` block is the one list of public names: type checkers read it as it
+stands, and at import this module reads the same lines from its own source to learn where each
+name lives, so adding a name is adding one ``from .home import Name as Name`` line there.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
 from importlib.metadata import version as _version
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -19,6 +25,7 @@ if TYPE_CHECKING:
     from .errors import QuotaError as QuotaError
     from .errors import QuotaExhausted as QuotaExhausted
     from .errors import RunCancelled as RunCancelled
+    from .errors import RunDetached as RunDetached
     from .errors import RunError as RunError
     from .errors import RunExpired as RunExpired
     from .errors import RunFailed as RunFailed
@@ -45,81 +52,29 @@ if TYPE_CHECKING:
     from .webhooks import ReceiverStats as ReceiverStats
     from .webhooks import WebhookReceiver as WebhookReceiver
 
-_HOMES: dict[str, str] = {
-    "AuthError": ".errors",
-    "FleetClosed": ".errors",
-    "QuotaError": ".errors",
-    "QuotaExhausted": ".errors",
-    "RunCancelled": ".errors",
-    "RunError": ".errors",
-    "RunExpired": ".errors",
-    "RunFailed": ".errors",
-    "RunfleetError": ".errors",
-    "RunIncomplete": ".errors",
-    "RunNotFound": ".errors",
-    "RunRejected": ".errors",
-    "RunTimeout": ".errors",
-    "ToolError": ".errors",
-    "Fleet": ".fleet",
-    "RunHandle": ".engine.handle",
-    "AssistantRunSpec": ".kinds.assistants",
-    "ResponseSpec": ".kinds.responses",
-    "PollPolicy": ".polling.learning",
-    "Priority": ".admission.quota",
-    "RequestQuota": ".admission.quota",
-    "RunFigures": ".results",
-    "RunResult": ".results",
-    "ToolRound": ".results",
-    "Backoff": ".polling.schedule",
-    "FleetStats": ".stats",
-    "Tool": ".tools",
-    "ToolCall": ".tools",
-    "ToolOutput": ".tools",
-    "ToolRegistry": ".tools",
-    "tool": ".tools",
-    "ReceiverStats": ".webhooks",
-    "WebhookReceiver": ".webhooks",
-}
+
+def _homes() -> dict[str, str]:
+    """Map each public name to its module, as the ``if TYPE_CHECKING`` block above imports it."""
+    tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
+    block = next(
+        node.body
+        for node in tree.body
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+    )
+    return {
+        alias.asname or alias.name: "." * line.level + (line.module or "")
+        for line in block
+        if isinstance(line, ast.ImportFrom)
+        for alias in line.names
+    }
+
+
+_HOMES = _homes()
 """Where each public name lives, relative to this package."""
 
 __version__ = _version("runfleet")
 
-__all__ = [
-    "AssistantRunSpec",
-    "AuthError",
-    "Backoff",
-    "Fleet",
-    "FleetClosed",
-    "FleetStats",
-    "PollPolicy",
-    "Priority",
-    "QuotaError",
-    "QuotaExhausted",
-    "ReceiverStats",
-    "RequestQuota",
-    "ResponseSpec",
-    "RunCancelled",
-    "RunError",
-    "RunExpired",
-    "RunFailed",
-    "RunFigures",
-    "RunHandle",
-    "RunIncomplete",
-    "RunNotFound",
-    "RunRejected",
-    "RunResult",
-    "RunTimeout",
-    "RunfleetError",
-    "Tool",
-    "ToolCall",
-    "ToolError",
-    "ToolOutput",
-    "ToolRegistry",
-    "ToolRound",
-    "WebhookReceiver",
-    "__version__",
-    "tool",
-]
+__all__ = sorted([*_HOMES, "__version__"])
 
 
 def __getattr__(name: str) -> Any:

@@ -7,6 +7,7 @@ import asyncio
 import openai
 import pytest
 from openai import AsyncOpenAI
+from openai.types.beta import FunctionToolParam
 from openai.types.beta.threads import Run
 
 from ..helpers import StartSim, sdk
@@ -74,11 +75,13 @@ async def test_create_and_run_is_one_request(start_sim: StartSim) -> None:
 
 async def test_tool_rounds_then_completion(start_sim: StartSim) -> None:
     async with start_sim(TOOLS, time_scale=0.005) as sim, sdk(sim) as client:
-        tools = [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]
+        tools: list[FunctionToolParam] = [
+            {"type": "function", "function": {"name": "lookup", "parameters": {}}}
+        ]
         run = await client.beta.threads.create_and_run(
             assistant_id="asst_1",
             thread={"messages": [{"role": "user", "content": "go"}]},
-            tools=tools,  # type: ignore[list-item]
+            tools=tools,
         )
         rounds = 0
         while (run := await until(client, run, NEEDS)).status == "requires_action":
@@ -124,7 +127,7 @@ async def test_tool_outputs_must_match_the_pending_calls(start_sim: StartSim) ->
 async def test_still_requires_action_after_submit_and_second_submit_refused(
     start_sim: StartSim,
 ) -> None:
-    scenario = {**TOOLS, "tools": {**TOOLS["tools"], "submit_lag": 50.0}}  # type: ignore[dict-item]
+    scenario = {**TOOLS, "tools": {**TOOLS["tools"], "submit_lag": 50.0}}
     async with start_sim(scenario, time_scale=0.005) as sim, sdk(sim) as client:
         run = await until(client, await client.beta.threads.create_and_run(assistant_id="a"), NEEDS)
         assert run.required_action is not None

@@ -209,9 +209,9 @@ async def test_bad_input_gets_an_openai_shaped_error(
 
 async def test_messages_limit_out_of_range_is_a_400(start_sim: StartSim) -> None:
     async with start_sim() as sim, sdk(sim) as client:
-        thread = await client.beta.threads.create()  # type: ignore[deprecated]
+        thread = await client.beta.threads.create()
         with pytest.raises(openai.BadRequestError, match="limit"):
-            await client.beta.threads.messages.list(thread.id, limit=500)  # type: ignore[deprecated]
+            await client.beta.threads.messages.list(thread.id, limit=500)
 
 
 async def test_stats_and_reset_are_out_of_band(start_sim: StartSim) -> None:

@@ -8,11 +8,11 @@ import json
 import openai
 import pytest
 from openai import AsyncOpenAI
-from openai.types.responses import Response
+from openai.types.responses import FunctionToolParam, Response
 
 from ..helpers import StartSim, sdk
 
-WEATHER = {
+WEATHER: FunctionToolParam = {
     "type": "function",
     "name": "get_weather",
     "description": "Weather for a city.",
@@ -67,7 +67,7 @@ async def test_store_false_with_background_is_refused(start_sim: StartSim) -> No
 async def test_missing_model_is_a_400(start_sim: StartSim) -> None:
     async with start_sim() as sim, sdk(sim) as client:
         with pytest.raises(openai.BadRequestError, match="model"):
-            await client.responses.create(input="x", background=True)  # type: ignore[call-overload]
+            await client.responses.create(input="x", background=True)
 
 
 async def test_tool_rounds_chain_by_previous_response_id(start_sim: StartSim) -> None:

@@ -106,7 +106,7 @@ async def test_signed_events_name_the_response_and_its_end(start_sim: StartSim) 
 async def test_failed_responses_send_response_failed(start_sim: StartSim) -> None:
     hook = Endpoint()
     async with serve_asgi(hook) as port:
-        scenario = {**FAST, "outcomes": {"failed": 1.0}}
+        scenario: dict[str, Any] = {**FAST, "outcomes": {"failed": 1.0}}
         scenario["webhooks"] = {"url": f"http://127.0.0.1:{port}/", "secret": NEW}
         async with start_sim(scenario) as sim, sdk(sim) as client:
             await client.responses.create(model="m", input="a", background=True)

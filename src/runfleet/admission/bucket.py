@@ -87,11 +87,6 @@ class LeakyBucket:
         self._level = 0.0
         self._as_of = -math.inf
 
-    def level(self, now: float, rate: Rate) -> float:
-        """Return the level at ``now`` (requests still counted against the capacity)."""
-        self._drain(now, rate)
-        return self._level
-
     def admit(self, now: float, rate: Rate) -> float:
         """Admit one request and return ``0.0``, or return the seconds until one would fit."""
         self._drain(now, rate)

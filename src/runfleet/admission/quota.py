@@ -1,18 +1,10 @@
-"""Admission for every request the fleet makes: one bucket, priorities, and the server's word.
+"""The request quota every HTTP request passes: how fast, and what the server says of limits.
 
-Every HTTP request passes :meth:`RequestQuota.acquire` first (DESIGN.md, invariant 1). Only
-one waiter ever sleeps on a timer: each caller puts a future in a heap ordered by its rank, and
-one of them, the *head*, asks the bucket for a slot, sleeps until the next one and
-hands each slot to the top of the heap, whoever that is. The others are woken once, when
-admitted; when the head's own turn comes it passes the role on. So a tick wakes one task, not
-all of them (aiolimiter issue #73), and a submit that arrives last still takes the next slot
-ahead of every queued poll (invariant 5).
-
-Submits, fetches and cancels go strictly first: each follows a poll that saw its run, so they
-cannot outnumber polls for long. Creates can: a service may submit faster than its quota for
-good. So a create goes before polls that arrived up to ``create_head_start`` seconds before it,
-not before older ones; strict priority there would starve the polls, and no run would ever be
-seen done.
+Every HTTP request passes :meth:`RequestQuota.acquire` first (DESIGN.md, invariant 1). The
+quota owns the one clock and decides *when* a slot may go: its bucket at the rate the governor
+sets, paused by 429s and held by an empty server quota, both learned from each response's
+headers (:meth:`RequestQuota.observe`). *Who* gets each slot, most urgent first with one timer
+for all waiters, is :class:`~runfleet.admission.priority.AdmissionQueue`'s.
 
 The bucket is aiolimiter's leaky bucket written out in :mod:`runfleet.admission.bucket`, not
 wrapped: ``AsyncLimiter`` reads the clock itself and cannot change its rate or be filled after a
@@ -24,37 +16,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
-import heapq
-import itertools
 import math
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import structlog
 
-from ..errors import QuotaExhausted
 from .bucket import AdmissionBucket, LeakyBucket, RateGovernor
 from .headers import parse_rate_limit_headers, retry_after_seconds
+from .priority import AdmissionQueue, Priority
 
 __all__ = ["Priority", "QuotaStats", "RequestQuota"]
 
 log = structlog.get_logger("runfleet.admission.quota")
-
-
-class Priority(enum.IntEnum):
-    """Which request goes first when the quota is saturated; a higher value goes first (a
-    create only before polls that waited less than ``RequestQuota(create_head_start=)``).
-
-    Tool outputs and result fetches finish work a caller is waiting for; polls only look, so
-    they are what waits (invariant 5). Cancels stop spending and come before creating more work.
-    """
-
-    SUBMIT = 4
-    FETCH = 3
-    CANCEL = 2
-    CREATE = 1
-    POLL = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,23 +52,6 @@ class QuotaStats:
     def waiting_total(self) -> int:
         """How many acquires are waiting, all priorities together."""
         return sum(self.waiting.values())
-
-
-# A waiter's future resolves to a slot or to the head role; its state goes from queued to
-# admitted or gone (cancelled, failed).
-_ADMIT, _LEAD = True, False
-_QUEUED, _ADMITTED, _GONE = "queued", "admitted", "gone"
-
-
-class _Waiter:
-    """One acquire() call waiting in the heap."""
-
-    __slots__ = ("future", "priority", "state")
-
-    def __init__(self, priority: Priority, future: asyncio.Future[bool]) -> None:
-        self.priority = priority
-        self.future = future
-        self.state = _QUEUED
 
 
 class RequestQuota:
@@ -168,20 +125,13 @@ class RequestQuota:
         if not (math.isfinite(create_head_start) and create_head_start >= 0):
             got = create_head_start
             raise ValueError(f"create_head_start must be a number of seconds >= 0, got {got!r}")
-        self._head_start = create_head_start
         if max_consecutive_rate_limits is not None and max_consecutive_rate_limits < 1:
             got = max_consecutive_rate_limits
             raise ValueError(f"max_consecutive_rate_limits must be at least 1, got {got!r}")
         self._max_consecutive = max_consecutive_rate_limits
         self._bucket: AdmissionBucket = bucket if bucket is not None else LeakyBucket()
-        self._queue: list[tuple[int, float, int, _Waiter]] = []
-        self._seq = itertools.count()
-        self._head: _Waiter | None = None
-        self._wake: asyncio.Future[None] | None = None  # the head's sleep, to cut it short
+        self._queue = AdmissionQueue(self._reserve, create_head_start=create_head_start)
         self._filled_for = -math.inf  # the pause end the bucket was last filled for
-        self._waiting = dict.fromkeys(Priority, 0)
-        self._admitted = dict.fromkeys(Priority, 0)
-        self._exhausted: str | None = None
         self._rpm_in_force = self._governor.rpm
         self._last_now = 0.0
 
@@ -194,56 +144,7 @@ class RequestQuota:
         Raises:
             QuotaExhausted: 429s persisted past ``max_consecutive_rate_limits``.
         """
-        priority = Priority(priority)
-        self._check_exhausted()
-        loop = asyncio.get_running_loop()
-        me = _Waiter(priority, loop.create_future())
-        heapq.heappush(self._queue, (*self._rank(priority, loop.time()), next(self._seq), me))
-        self._waiting[priority] += 1
-        try:
-            if self._head is None:
-                # Nobody dispatches: this caller does, so an idle quota admits without a hop.
-                self._head = me
-                await self._lead(me)
-            elif await me.future is _LEAD:
-                await self._lead(me)
-        except BaseException:
-            self._abandon(me)
-            raise
-        self._admitted[priority] += 1
-
-    def _rank(self, priority: Priority, now: float) -> tuple[int, float]:
-        """Order waiters: by priority, except that creates and polls share a level, where a
-        create counts as having arrived ``create_head_start`` seconds early."""
-        if priority > Priority.CREATE:
-            return -priority, now
-        if priority == Priority.CREATE:
-            return -Priority.CREATE, now - self._head_start
-        return -Priority.CREATE, now
-
-    @contextlib.asynccontextmanager
-    async def slot(self, priority: Priority) -> AsyncIterator[None]:
-        """Acquire on entry; nothing is given back on exit, a slot is spent once sent."""
-        await self.acquire(priority)
-        yield
-
-    async def _lead(self, me: _Waiter) -> None:
-        """Hand slots to the top of the heap until ``me`` has one, then pass the role on."""
-        loop = asyncio.get_running_loop()
-        while me.state is not _ADMITTED:
-            self._check_exhausted()
-            wait = await self._reserve(loop.time())
-            if wait > 0.0:
-                if me.state is not _ADMITTED:  # a shared bucket's await may have seen a hand-over
-                    await self._sleep(loop, wait)
-                continue
-            # The slot is ours, and nothing awaits before the grant, so no cancellation loses
-            # it. The heap can be empty if ``me`` was handed a cancelled waiter's slot meanwhile.
-            top = self._pop_live()
-            if top is not None:
-                self._grant(top)
-        self._head = None
-        self._appoint_head()
+        await self._queue.admit(Priority(priority))
 
     async def _reserve(self, now: float) -> float:
         """Return 0.0 if a slot was taken at ``now``, else the seconds until one may be."""
@@ -265,82 +166,6 @@ class RequestQuota:
                 await self._bucket.fill(governor.paused_until, rate)
         return await self._bucket.reserve(now, rate)
 
-    async def _sleep(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
-        """Sleep on the one timer of this quota; :meth:`_kick` ends it early."""
-        wake: asyncio.Future[None] = loop.create_future()
-        self._wake = wake
-        timer = loop.call_later(delay, _resolve, wake)
-        try:
-            await wake
-        finally:
-            timer.cancel()
-            self._wake = None
-
-    def _kick(self) -> None:
-        """Make the head look again now: its own slot, a higher limit, or the quota gave up."""
-        if self._wake is not None:
-            _resolve(self._wake)
-
-    def _live(self, waiter: _Waiter) -> bool:
-        # A queued waiter whose future is done was cancelled and has not run its cleanup yet;
-        # only the head's future is done for another reason (it was handed the role).
-        return waiter.state is _QUEUED and (waiter is self._head or not waiter.future.done())
-
-    def _bury(self, waiter: _Waiter) -> None:
-        if waiter.state is _QUEUED:
-            waiter.state = _GONE
-            self._waiting[waiter.priority] -= 1
-
-    def _pop_live(self) -> _Waiter | None:
-        """Pop the most urgent live waiter, dropping the dead ones above it."""
-        while self._queue:
-            waiter = heapq.heappop(self._queue)[-1]
-            if self._live(waiter):
-                return waiter
-            self._bury(waiter)
-        return None
-
-    def _grant(self, waiter: _Waiter) -> None:
-        waiter.state = _ADMITTED
-        self._waiting[waiter.priority] -= 1
-        if waiter is self._head:
-            self._kick()
-        else:
-            waiter.future.set_result(_ADMIT)
-
-    def _appoint_head(self) -> None:
-        """Make a waiter the head; one at the heap's end is likely served last, so keeps it long."""
-        queue = self._queue
-        while queue:
-            waiter = queue[-1][-1]
-            if self._live(waiter):
-                self._head = waiter
-                waiter.future.set_result(_LEAD)
-                return
-            # Dropping the last element keeps the heap a heap.
-            queue.pop()
-            self._bury(waiter)
-
-    def _abandon(self, me: _Waiter) -> None:
-        """Clean up after an acquire that raised (cancelled or the quota gave up)."""
-        if me.state is _QUEUED:
-            self._bury(me)  # its heap entry is skipped when reached
-        elif me.state is _ADMITTED:
-            # Granted, then cancelled before it could run: the slot goes to the next waiter
-            # instead of going unused.
-            successor = self._pop_live()
-            if successor is not None:
-                self._grant(successor)
-        if self._head is me:
-            self._head = None
-            self._appoint_head()
-        if me.future.done() and not me.future.cancelled():
-            me.future.exception()  # mark a QuotaExhausted as seen even if cancelled after it
-
-    def _check_exhausted(self) -> None:
-        if self._exhausted is not None:
-            raise QuotaExhausted(self._exhausted)
-
     def observe(self, headers: Mapping[str, str], *, status: int | None = None) -> None:
         """Learn from one response's headers; call it for every response, 429s included.
 
@@ -360,7 +185,7 @@ class RequestQuota:
                 limit=governor.limit,
                 configured_rpm=governor.rpm,
             )
-            self._kick()
+            self._queue.kick()
         if governor.paused_until > paused_before:
             log.info("quota_held_until_reset", reset=parsed.reset, remaining=parsed.remaining)
         if status == 429:
@@ -390,21 +215,14 @@ class RequestQuota:
             consecutive=consecutive,
         )
         limit = self._max_consecutive
-        if limit is not None and consecutive >= limit and self._exhausted is None:
+        if limit is not None and consecutive >= limit and self._queue.exhausted is None:
             self._give_up(f"{consecutive} consecutive rate-limit pauses with no request accepted")
         return consecutive
 
     def _give_up(self, reason: str) -> None:
         """Fail every waiter and every later acquire with QuotaExhausted."""
-        self._exhausted = reason
-        log.error("quota_exhausted", reason=reason, waiting=sum(self._waiting.values()))
-        for *_, waiter in self._queue:
-            # The head's future is already spent; it raises from its loop once kicked.
-            if self._live(waiter) and waiter is not self._head:
-                waiter.future.set_exception(QuotaExhausted(reason))
-            self._bury(waiter)
-        self._queue.clear()
-        self._kick()
+        log.error("quota_exhausted", reason=reason, waiting=sum(self._queue.waiting.values()))
+        self._queue.close(reason)
 
     def stats(self) -> QuotaStats:
         """Return a snapshot of the quota's settings, learned limits, queue and counters."""
@@ -420,11 +238,11 @@ class RequestQuota:
             server_remaining=governor.server_remaining,
             paused_until=governor.paused_until if paused_for > 0.0 else None,
             paused_for=paused_for,
-            waiting=dict(self._waiting),
-            admitted=dict(self._admitted),
+            waiting=dict(self._queue.waiting),
+            admitted=dict(self._queue.admitted),
             rate_limited=governor.rate_limited,
             consecutive_rate_limits=governor.consecutive_rate_limits,
-            exhausted=self._exhausted is not None,
+            exhausted=self._queue.exhausted is not None,
         )
 
     def __repr__(self) -> str:
@@ -439,8 +257,3 @@ class RequestQuota:
         with contextlib.suppress(RuntimeError):
             self._last_now = asyncio.get_running_loop().time()
         return self._last_now
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)

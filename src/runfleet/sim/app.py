@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import math
 import random
 import secrets
@@ -31,33 +30,14 @@ from .responses import ResponseStore
 from .scenario import Scenario, load_scenario
 from .stats import SimStats
 from .webhooks import WebhookSender
+from .wire import DropResponse, by_method, json_response, not_found, read_body
 from .world import SimError, World
 
-__all__ = ["DroppedConnection", "SimApp", "create_app"]
+__all__ = ["SimApp", "create_app"]
 
-_log = logging.getLogger("runfleet.sim")
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 Handler = Callable[[Request, float], Awaitable[tuple[dict[str, Any], Job | None]]]
-
-
-class DroppedConnection(Exception):
-    """Raised after the response head is sent, so the server closes the connection mid-body."""
-
-
-class _DropResponse(Response):
-    """Send the head (with the full body's content-length), then fail instead of the body."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        raise DroppedConnection("connection dropped by the simulator's fault injection")
-
-
-def _json(
-    status: int, body: dict[str, Any], headers: dict[str, str], cls: type[Response] = Response
-) -> Response:
-    data = json.dumps(body, separators=(",", ":")).encode()
-    return cls(data, status, headers, media_type="application/json")
 
 
 class SimApp:
@@ -81,7 +61,7 @@ class SimApp:
         self.reset()
         # A bare Router, not a Starlette app: the app's two middlewares cost a tenth of the
         # throughput, and errors are answered in OpenAI's shape by the endpoints themselves.
-        self.asgi = Router(routes=self._routes(), default=_not_found)
+        self.asgi = Router(routes=self._routes(), default=not_found)
 
     def reset(self, scenario: Scenario | None = None) -> None:
         """Forget every run and counter; restart scenario time at zero."""
@@ -151,14 +131,14 @@ class SimApp:
             except SimError as err:
                 self.stats.unauthorized += 1
                 self.stats.statuses[err.status] += 1
-                return _json(
+                return json_response(
                     err.status, err.body(), {"x-request-id": "req_" + secrets.token_hex(16)}
                 )
             try:
                 self._admit(now)
             except SimError as err:
                 self.stats.statuses[err.status] += 1
-                return _json(err.status, err.body(), self._headers(now) | err.headers)
+                return json_response(err.status, err.body(), self._headers(now) | err.headers)
             # Read after admission, so remaining counts the request being answered.
             headers = self._headers(now)
             try:
@@ -166,12 +146,12 @@ class SimApp:
                 body, job = await handler(request, now)
             except SimError as err:
                 self.stats.statuses[err.status] += 1
-                return _json(err.status, err.body(), headers | err.headers)
+                return json_response(err.status, err.body(), headers | err.headers)
             self.stats.statuses[200] += 1
             pa = self.scenario.poll_after_ms
             if poll and pa is not None and job is not None:
                 headers["openai-poll-after-ms"] = str(round(pa * self.scenario.time_scale))
-            return _json(200, body, headers, _DropResponse if drop else Response)
+            return json_response(200, body, headers, DropResponse if drop else Response)
 
         return endpoint
 
@@ -271,14 +251,14 @@ class SimApp:
         by_path["/_sim/stats"] = {"GET": self._stats_endpoint}
         by_path["/_sim/reset"] = {"POST": self._reset_endpoint}
         # Every method reaches the dispatcher, which answers a wrong one in OpenAI's shape.
-        return [Route(path, _by_method(eps), methods=_METHODS) for path, eps in by_path.items()]
+        return [Route(path, by_method(eps), methods=_METHODS) for path, eps in by_path.items()]
 
     def responses_handlers(self) -> dict[str, Handler]:
         """Return the Responses handlers keyed by operation."""
         # Handlers read self.responses on each call so that reset() swaps the store under them.
 
         async def create(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
-            body = self.responses.create(await _body(req), now)
+            body = self.responses.create(await read_body(req), now)
             if body["background"]:
                 job = self.responses.items[body["id"]].job
                 self.webhooks.schedule(job, job.done_at)  # its end is known now
@@ -303,29 +283,29 @@ class SimApp:
             return self.assistants
 
         async def create_thread(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
-            return s().create_thread(await _body(req, allow_empty=True), now), None
+            return s().create_thread(await read_body(req, allow_empty=True), now), None
 
         async def create_and_run(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
-            return s().create_thread_and_run(await _body(req), now), None
+            return s().create_thread_and_run(await read_body(req), now), None
 
         async def retrieve_thread(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
             return s().retrieve_thread(req.path_params["tid"]), None
 
         async def create_message(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
-            return s().create_message(req.path_params["tid"], await _body(req), now), None
+            return s().create_message(req.path_params["tid"], await read_body(req), now), None
 
         async def list_messages(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
             return s().list_messages(req.path_params["tid"], dict(req.query_params), now), None
 
         async def create_run(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
-            return s().create_run(req.path_params["tid"], await _body(req), now), None
+            return s().create_run(req.path_params["tid"], await read_body(req), now), None
 
         async def retrieve_run(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
             return s().retrieve_run(req.path_params["tid"], req.path_params["rid"], now)
 
         async def submit(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
             p = req.path_params
-            return s().submit_tool_outputs(p["tid"], p["rid"], await _body(req), now), None
+            return s().submit_tool_outputs(p["tid"], p["rid"], await read_body(req), now), None
 
         async def cancel_run(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
             return s().cancel_run(req.path_params["tid"], req.path_params["rid"], now), None
@@ -356,50 +336,9 @@ class SimApp:
             if scenario is None and "seed" in spec:
                 scenario = self.scenario.replace(seed=spec["seed"])
         except (ValueError, TypeError, KeyError) as exc:
-            return _json(400, SimError(400, f"Invalid reset: {exc}").body(), {})
+            return json_response(400, SimError(400, f"Invalid reset: {exc}").body(), {})
         self.reset(scenario)
         return JSONResponse({"reset": True, "scenario": self.scenario.name})
-
-
-async def _body(request: Request, allow_empty: bool = False) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip() and allow_empty:
-        return {}
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise SimError(
-            400,
-            "We could not parse the JSON body of your request. (HINT: This likely means you "
-            "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload.)",
-        ) from None
-    if not isinstance(data, dict):
-        raise SimError(400, "The request body must be a JSON object.")
-    return data
-
-
-def _by_method(
-    endpoints: dict[str, Callable[[Request], Awaitable[Response]]],
-) -> Callable[[Request], Awaitable[Response]]:
-    async def dispatch(request: Request) -> Response:
-        endpoint = endpoints.get(request.method)
-        if endpoint is None:
-            msg = f"Invalid method for URL ({request.method} {request.url.path})."
-            return _json(405, SimError(405, msg).body(), {"allow": ", ".join(endpoints)})
-        try:
-            return await endpoint(request)
-        except Exception:
-            # A bug of the simulator's own: still answer in OpenAI's shape, and say so.
-            _log.exception("sim_internal_error")
-            body = SimError(500, "The simulator failed on this request.", type="server_error")
-            return _json(500, body.body(), {})
-
-    return dispatch
-
-
-async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
-    msg = f"Invalid URL ({scope.get('method', 'GET')} {scope.get('path', '')})."
-    await _json(404, SimError(404, msg).body(), {})(scope, receive, send)
 
 
 def create_app(scenario: str | Scenario | dict[str, Any] = "ample") -> SimApp:

@@ -14,8 +14,9 @@ from typing import Any
 
 import uvicorn
 
-from .app import DroppedConnection, SimApp
+from .app import SimApp
 from .scenario import Scenario, load_scenario
+from .wire import DroppedConnection
 
 __all__ = ["SimServer", "announced_url", "run", "serve", "serve_asgi", "sim_command"]
 

@@ -1,0 +1,238 @@
+"""Who is admitted next: the acquires waiting in priority order, and the one that sleeps for all.
+
+Only one waiter ever sleeps on a timer: each caller puts a future in a heap ordered by its rank,
+and one of them, the *head*, asks for a slot, sleeps until the next one and hands each slot to
+the top of the heap, whoever that is. The others are woken once, when admitted; when the head's
+own turn comes it passes the role on. So a tick wakes one task, not all of them (aiolimiter
+issue #73), and a submit that arrives last still takes the next slot ahead of every queued poll
+(invariant 5).
+
+Submits, fetches and cancels go strictly first: each follows a poll that saw its run, so they
+cannot outnumber polls for long. Creates can: a service may submit faster than its quota for
+good. So a create goes before polls that arrived up to ``create_head_start`` seconds before it,
+not before older ones; strict priority there would starve the polls, and no run would ever be
+seen done.
+
+When a slot may go is not decided here: the queue asks the ``reserve`` it is given
+(:class:`~runfleet.admission.quota.RequestQuota` answers from its bucket and what the server
+taught it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import heapq
+import itertools
+from collections.abc import Awaitable, Callable
+
+from ..errors import QuotaExhausted
+
+__all__ = ["AdmissionQueue", "Priority"]
+
+
+class Priority(enum.IntEnum):
+    """Which request goes first when the quota is saturated; a higher value goes first (a
+    create only before polls that waited less than ``RequestQuota(create_head_start=)``).
+
+    Tool outputs and result fetches finish work a caller is waiting for; polls only look, so
+    they are what waits (invariant 5). Cancels stop spending and come before creating more work.
+    """
+
+    SUBMIT = 4
+    FETCH = 3
+    CANCEL = 2
+    CREATE = 1
+    POLL = 0
+
+
+# A waiter's future resolves to a slot or to the head role; its state goes from queued to
+# admitted or gone (cancelled, failed).
+_ADMIT, _LEAD = True, False
+_QUEUED, _ADMITTED, _GONE = "queued", "admitted", "gone"
+
+
+class _Waiter:
+    """One acquire() call waiting in the heap."""
+
+    __slots__ = ("future", "priority", "state")
+
+    def __init__(self, priority: Priority, future: asyncio.Future[bool]) -> None:
+        self.priority = priority
+        self.future = future
+        self.state = _QUEUED
+
+
+class AdmissionQueue:
+    """Admit callers one slot at a time, most urgent first, with one timer for all of them.
+
+    Args:
+        reserve: takes a slot at ``now`` and returns ``0.0``, or returns the seconds until one
+            may be taken.
+        create_head_start: seconds of waiting by which a create goes before a poll.
+    """
+
+    def __init__(
+        self, reserve: Callable[[float], Awaitable[float]], *, create_head_start: float
+    ) -> None:
+        self._reserve = reserve
+        self._head_start = create_head_start
+        self._queue: list[tuple[int, float, int, _Waiter]] = []
+        self._seq = itertools.count()
+        self._head: _Waiter | None = None
+        self._wake: asyncio.Future[None] | None = None  # the head's sleep, to cut it short
+        self._exhausted: str | None = None
+        self.waiting = dict.fromkeys(Priority, 0)
+        """How many calls of each priority wait now."""
+        self.admitted = dict.fromkeys(Priority, 0)
+        """How many calls of each priority were admitted so far."""
+
+    @property
+    def exhausted(self) -> str | None:
+        """Why the queue gave up (see :meth:`close`), or ``None`` while it admits."""
+        return self._exhausted
+
+    async def admit(self, priority: Priority) -> None:
+        """Wait until one request of this priority may go out, then return.
+
+        Cancelling a waiting call is safe: it leaves the queue, and a slot granted to it in the
+        meantime passes to the next waiter.
+
+        Raises:
+            QuotaExhausted: the queue was closed, before or while waiting.
+        """
+        self._check_exhausted()
+        loop = asyncio.get_running_loop()
+        me = _Waiter(priority, loop.create_future())
+        heapq.heappush(self._queue, (*self._rank(priority, loop.time()), next(self._seq), me))
+        self.waiting[priority] += 1
+        try:
+            if self._head is None:
+                # Nobody dispatches: this caller does, so an idle quota admits without a hop.
+                self._head = me
+                await self._lead(me)
+            elif await me.future is _LEAD:
+                await self._lead(me)
+        except BaseException:
+            self._abandon(me)
+            raise
+        self.admitted[priority] += 1
+
+    def kick(self) -> None:
+        """Make the head look again now: its own slot, a higher limit, or the quota gave up."""
+        if self._wake is not None:
+            _resolve(self._wake)
+
+    def close(self, reason: str) -> None:
+        """Fail every waiter and every later :meth:`admit` with QuotaExhausted(reason)."""
+        self._exhausted = reason
+        for *_, waiter in self._queue:
+            # The head's future is already spent; it raises from its loop once kicked.
+            if self._live(waiter) and waiter is not self._head:
+                waiter.future.set_exception(QuotaExhausted(reason))
+            self._bury(waiter)
+        self._queue.clear()
+        self.kick()
+
+    def _rank(self, priority: Priority, now: float) -> tuple[int, float]:
+        """Order waiters: by priority, except that creates and polls share a level, where a
+        create counts as having arrived ``create_head_start`` seconds early."""
+        if priority > Priority.CREATE:
+            return -priority, now
+        if priority == Priority.CREATE:
+            return -Priority.CREATE, now - self._head_start
+        return -Priority.CREATE, now
+
+    async def _lead(self, me: _Waiter) -> None:
+        """Hand slots to the top of the heap until ``me`` has one, then pass the role on."""
+        loop = asyncio.get_running_loop()
+        while me.state is not _ADMITTED:
+            self._check_exhausted()
+            wait = await self._reserve(loop.time())
+            if wait > 0.0:
+                if me.state is not _ADMITTED:  # a shared bucket's await may have seen a hand-over
+                    await self._sleep(loop, wait)
+                continue
+            # The slot is ours, and nothing awaits before the grant, so no cancellation loses
+            # it. The heap can be empty if ``me`` was handed a cancelled waiter's slot meanwhile.
+            top = self._pop_live()
+            if top is not None:
+                self._grant(top)
+        self._head = None
+        self._appoint_head()
+
+    async def _sleep(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
+        """Sleep on the one timer of this queue; :meth:`kick` ends it early."""
+        wake: asyncio.Future[None] = loop.create_future()
+        self._wake = wake
+        timer = loop.call_later(delay, _resolve, wake)
+        try:
+            await wake
+        finally:
+            timer.cancel()
+            self._wake = None
+
+    def _live(self, waiter: _Waiter) -> bool:
+        # A queued waiter whose future is done was cancelled and has not run its cleanup yet;
+        # only the head's future is done for another reason (it was handed the role).
+        return waiter.state is _QUEUED and (waiter is self._head or not waiter.future.done())
+
+    def _bury(self, waiter: _Waiter) -> None:
+        if waiter.state is _QUEUED:
+            waiter.state = _GONE
+            self.waiting[waiter.priority] -= 1
+
+    def _pop_live(self) -> _Waiter | None:
+        """Pop the most urgent live waiter, dropping the dead ones above it."""
+        while self._queue:
+            waiter = heapq.heappop(self._queue)[-1]
+            if self._live(waiter):
+                return waiter
+            self._bury(waiter)
+        return None
+
+    def _grant(self, waiter: _Waiter) -> None:
+        waiter.state = _ADMITTED
+        self.waiting[waiter.priority] -= 1
+        if waiter is self._head:
+            self.kick()
+        else:
+            waiter.future.set_result(_ADMIT)
+
+    def _appoint_head(self) -> None:
+        """Make a waiter the head; one at the heap's end is likely served last, so keeps it long."""
+        queue = self._queue
+        while queue:
+            waiter = queue[-1][-1]
+            if self._live(waiter):
+                self._head = waiter
+                waiter.future.set_result(_LEAD)
+                return
+            # Dropping the last element keeps the heap a heap.
+            queue.pop()
+            self._bury(waiter)
+
+    def _abandon(self, me: _Waiter) -> None:
+        """Clean up after an acquire that raised (cancelled or the quota gave up)."""
+        if me.state is _QUEUED:
+            self._bury(me)  # its heap entry is skipped when reached
+        elif me.state is _ADMITTED:
+            # Granted, then cancelled before it could run: the slot goes to the next waiter
+            # instead of going unused.
+            successor = self._pop_live()
+            if successor is not None:
+                self._grant(successor)
+        if self._head is me:
+            self._head = None
+            self._appoint_head()
+        if me.future.done() and not me.future.cancelled():
+            me.future.exception()  # mark a QuotaExhausted as seen even if cancelled after it
+
+    def _check_exhausted(self) -> None:
+        if self._exhausted is not None:
+            raise QuotaExhausted(self._exhausted)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
