@@ -60,7 +60,7 @@ def _runtime_imports(tree: ast.Module) -> list[ast.ImportFrom | ast.Import]:
 def imports(name: str, tree: ast.Module, known: set[str]) -> list[tuple[str, list[str]]]:
     """(module imported, names taken from it) for each import of a runfleet module."""
     package = name if name in _packages(known) else name.rsplit(".", 1)[0]
-    found = []
+    found: list[tuple[str, list[str]]] = []
     for node in _runtime_imports(tree):
         if isinstance(node, ast.Import):
             found += [(a.name, []) for a in node.names if a.name.startswith("runfleet")]

@@ -31,7 +31,9 @@ def tracked(key: int, response_id: str, *, deadline: float | None = None) -> Tra
     )
 
 
-def pacer(runs: dict[int, Tracked], *, safety_poll: float | None) -> tuple[Pacer, list[int]]:
+def pacer(
+    runs: dict[int, Tracked], *, safety_poll: float | None
+) -> tuple[Pacer[Tracked], list[int]]:
     signals: list[int] = []
     made = Pacer(
         runs=runs,
