@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from .interval_fit import IntervalFit
-from .schedule import Backoff, _floor, _jittered
+from .schedule import Backoff, floor_delay, jittered
 
 __all__ = ["PollPolicy", "RunTimeStats", "RunTimes"]
 
@@ -237,14 +237,14 @@ class RunTimes(Generic[K]):
                 # jittered by 20 % would land far past the runs it is meant to catch.
                 delay = wait + plan.gap * (rng.uniform(-jitter, jitter) if jitter else 0.0)
             else:
-                delay = min(_jittered(plan.gap, jitter, rng), cap)
+                delay = min(jittered(plan.gap, jitter, rng), cap)
         else:
             # Stateless exponential backoff: after polls spaced g, g*f, g*f**2... the next gap
             # is g plus (f - 1) times the time spent in the tail.
             gap = plan.tail_gap + (backoff.factor - 1) * (elapsed - plan.tail)
             gap = max(gap, _classic_gap(backoff, elapsed))
-            delay = min(_jittered(min(gap, cap), jitter, rng), cap)
-        return _floor(delay, backoff.min_interval, poll_after)
+            delay = min(jittered(min(gap, cap), jitter, rng), cap)
+        return floor_delay(delay, backoff.min_interval, poll_after)
 
     def observe_done(
         self,

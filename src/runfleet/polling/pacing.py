@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 
 from ..engine.handle import Tracked
 from .learning import RunTimes
-from .schedule import PollSchedule, _jittered
+from .schedule import PollSchedule, jittered
 from .scouting import Scouting
 
 __all__ = ["Pacer"]
@@ -80,7 +80,7 @@ class Pacer:
                 del self._early[run.ref.id]
                 self.poll_at(run, now)
                 return
-            delay = max(_jittered(safety, _SAFETY_JITTER, self._rng), poll_after or 0.0)
+            delay = max(jittered(safety, _SAFETY_JITTER, self._rng), poll_after or 0.0)
             self.poll_at(run, now + delay)
             return
         key = _learn_key(run)

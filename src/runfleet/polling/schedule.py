@@ -21,7 +21,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-__all__ = ["Backoff", "PollSchedule", "ScheduleStats"]
+__all__ = ["Backoff", "PollSchedule", "ScheduleStats", "floor_delay", "jittered"]
 
 K = TypeVar("K", bound=Hashable)
 
@@ -237,17 +237,27 @@ class Backoff:
         Raises:
             ValueError: if ``attempt`` or ``poll_after`` is negative.
         """
-        delay = _jittered(self.base_delay(attempt), self.jitter, rng)
-        return _floor(min(delay, self.cap), self.min_interval, poll_after)
+        delay = jittered(self.base_delay(attempt), self.jitter, rng)
+        return floor_delay(min(delay, self.cap), self.min_interval, poll_after)
 
 
-def _jittered(delay: float, jitter: float, rng: random.Random) -> float:
-    """Scale ``delay`` by a factor drawn from ``[1 - jitter, 1 + jitter]``."""
+def jittered(delay: float, jitter: float, rng: random.Random) -> float:
+    """Scale ``delay`` by a factor drawn from ``[1 - jitter, 1 + jitter]``.
+
+    Shared by the classic loop, the learned schedule's window and tail, and the webhooks'
+    safety-net poll, so that runs started together drift apart the same way under each.
+    """
     return delay * (1 + rng.uniform(-jitter, jitter)) if jitter else delay
 
 
-def _floor(delay: float, min_interval: float, poll_after: float | None) -> float:
-    """Raise ``delay`` to ``min_interval`` and to the server's poll-after hint."""
+def floor_delay(delay: float, min_interval: float, poll_after: float | None) -> float:
+    """Raise ``delay`` to ``min_interval`` and to the server's poll-after hint.
+
+    The last step of every schedule: whatever it computed, the server's hint wins.
+
+    Raises:
+        ValueError: if ``poll_after`` is negative or NaN.
+    """
     if poll_after is None:
         return max(delay, min_interval)
     if not poll_after >= 0:  # written this way to reject NaN too
