@@ -57,7 +57,7 @@ from typing import Generic, TypeVar
 from .interval_fit import IntervalFit
 from .schedule import Backoff, floor_delay, jittered
 
-__all__ = ["PollPolicy", "RunTimeStats", "RunTimes"]
+__all__ = ["PollPolicy", "RunTimes"]
 
 K = TypeVar("K", bound=Hashable)
 
@@ -132,26 +132,6 @@ class PollPolicy:
             )
         if self.max_keys < 1:
             raise ValueError(f"PollPolicy.max_keys must be >= 1, got {self.max_keys}")
-
-
-@dataclass(frozen=True, slots=True)
-class RunTimeStats:
-    """What :class:`RunTimes` has learned about one key (seconds; ``None`` if no samples)."""
-
-    done_samples: int
-    done_median: float | None
-    done_p95: float | None
-    queue_samples: int
-    queue_median: float | None
-    queue_p95: float | None
-    learned: bool
-    """Whether the learned schedule replaces the classic loop for this key."""
-    first_poll: float | None
-    """Where the learned schedule's first poll goes, before jitter."""
-    poll_gap: float | None
-    """The learned schedule's gap between polls in the window, before jitter."""
-    stall_after: float
-    """Seconds queued after which :meth:`RunTimes.is_stalled` reports a run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,10 +324,6 @@ class RunTimes(Generic[K]):
         limit = self._policy.stall_unlearned if times is None else times.stall_after
         return queued_for > limit
 
-    def snapshot(self) -> dict[K, RunTimeStats]:
-        """Return what has been learned, per key, least recently observed first."""
-        return {key: self._stats(times) for key, times in self._keys.items()}
-
     def __len__(self) -> int:
         return len(self._keys)
 
@@ -365,22 +341,6 @@ class RunTimes(Generic[K]):
         else:
             self._keys.move_to_end(key)
         return times
-
-    def _stats(self, times: _KeyTimes) -> RunTimeStats:
-        done, queue = sorted(times.done), sorted(times.queue)
-        plan = times.plan
-        return RunTimeStats(
-            done_samples=len(done),
-            done_median=_quantile(done, 0.5) if done else None,
-            done_p95=_quantile(done, 0.95) if done else None,
-            queue_samples=len(queue),
-            queue_median=_quantile(queue, 0.5) if queue else None,
-            queue_p95=_quantile(queue, 0.95) if queue else None,
-            learned=plan is not None,
-            first_poll=None if plan is None else max(plan.start, plan.gap),
-            poll_gap=None if plan is None else plan.gap,
-            stall_after=times.stall_after,
-        )
 
 
 def _classic_gap(backoff: Backoff, elapsed: float) -> float:

@@ -21,21 +21,9 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-__all__ = ["Backoff", "PollSchedule", "ScheduleStats", "floor_delay", "jittered"]
+__all__ = ["Backoff", "PollSchedule", "floor_delay", "jittered"]
 
 K = TypeVar("K", bound=Hashable)
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduleStats:
-    """A snapshot of a :class:`PollSchedule`, for stats and tests."""
-
-    scheduled: int
-    """Keys waiting in the schedule (live entries)."""
-    heap_entries: int
-    """Entries held in memory, stale ones included."""
-    next_due: float | None
-    """The earliest live due time, or ``None`` when nothing is scheduled."""
 
 
 class PollSchedule(Generic[K]):
@@ -74,24 +62,6 @@ class PollSchedule(Generic[K]):
         self._entries[key] = entry
         heapq.heappush(self._heap, entry)
         self._prune()
-
-    def wake_now(self, key: K, now: float) -> bool:
-        """Move a waiting key's poll forward to ``now`` (a webhook said the run changed).
-
-        A key that is not waiting in the schedule is left out: it is being polled right now or
-        it is finished, and putting it back would poll it twice. The caller must then remember
-        the wake-up and reschedule the run at once when its in-flight poll returns, because
-        that poll may have been answered before the change.
-
-        Returns:
-            ``True`` if the key is waiting in the schedule (and is now due by ``now``).
-        """
-        entry = self._entries.get(key)
-        if entry is None:
-            return False
-        if entry[0] > now:
-            self.schedule(key, now)
-        return True
 
     def cancel(self, key: K) -> bool:
         """Forget ``key``; return ``True`` if it was scheduled."""
@@ -135,12 +105,6 @@ class PollSchedule(Generic[K]):
         """Return when ``key`` is due, or ``None`` if it is not scheduled."""
         entry = self._entries.get(key)
         return None if entry is None else entry[0]
-
-    def stats(self) -> ScheduleStats:
-        """Return a snapshot of the schedule's size."""
-        return ScheduleStats(
-            scheduled=len(self._entries), heap_entries=len(self._heap), next_due=self.next_due()
-        )
 
     def __contains__(self, key: object) -> bool:
         return key in self._entries
