@@ -262,8 +262,8 @@ def test_hint_is_honoured_whatever_the_jitter_draws() -> None:
     assert min(Backoff().next_delay(3, rng, poll_after=2.0) for _ in range(1000)) == 2.0
 
 
-def test_attempt_zero_starts_again_from_initial_after_a_status_change() -> None:
-    # The caller resets attempt when the status changes; the policy itself keeps no state.
+def test_attempt_zero_starts_again_from_initial_after_a_restart() -> None:
+    # The caller resets attempt when a tool round is answered; the policy keeps no state.
     backoff = Backoff()
     rng = random.Random(5)
     before = [backoff.next_delay(attempt, rng) for attempt in range(6)]
@@ -271,6 +271,32 @@ def test_attempt_zero_starts_again_from_initial_after_a_status_change() -> None:
 
     assert before[-1] > 3.0
     assert 0.4 <= after <= 0.6
+
+
+def test_the_classic_gap_grows_linearly_with_age() -> None:
+    """Polls at 0.5, 1.25, 2.375 s are 0.75, 1.125, 1.6875 s apart: 0.5 s plus half the age."""
+    assert [Backoff().gap_at(age) for age in (0.0, 0.5, 1.25, 2.375)] == [
+        0.5,
+        0.75,
+        1.125,
+        1.6875,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "polls"),
+    [(0.0, 1), (0.5, 1), (0.51, 2), (1.25, 2), (8.0, 6), (10.390625, 6), (10.4, 7), (60.0, 16)],
+)
+def test_polls_for_counts_the_un_jittered_polls_until_one_sees_the_run_done(
+    seconds: float, polls: int
+) -> None:
+    # Polls at 0.5, 1.25, 2.375, 4.0625, 6.59375, 10.390625, then every 5 s.
+    assert Backoff().polls_for(seconds) == polls
+
+
+def test_polls_for_follows_the_fields_and_the_floor() -> None:
+    assert Backoff(initial=1.0, factor=2.0, cap=4.0).polls_for(11.0) == 4  # 1, 3, 7, 11
+    assert Backoff(initial=0.01, cap=1.0, min_interval=0.5).polls_for(1.0) == 2
 
 
 def test_same_seed_gives_the_same_delays() -> None:

@@ -193,8 +193,8 @@ class RunTimes(Generic[K]):
         Args:
             key: what the run's times are learned under.
             elapsed: seconds since the run (re)started, at the moment of asking.
-            attempt: polls since the run's status last changed; only the classic loop uses it,
-                while ``key`` is not learned.
+            attempt: polls since the run (re)started; only the classic loop uses it, while
+                ``key`` is not learned.
             rng: the source of jitter.
             poll_after: the server's latest ``openai-poll-after-ms`` hint in seconds.
 
@@ -222,7 +222,10 @@ class RunTimes(Generic[K]):
             # Stateless exponential backoff: after polls spaced g, g*f, g*f**2... the next gap
             # is g plus (f - 1) times the time spent in the tail.
             gap = plan.tail_gap + (backoff.factor - 1) * (elapsed - plan.tail)
-            gap = max(gap, _classic_gap(backoff, elapsed))
+            # Never denser than the classic loop at this age: while the first samples of a key
+            # come from the quickest runs of a cohort that started together, the learned tail
+            # is too early, and the cohort's other runs would otherwise be polled at short gaps.
+            gap = max(gap, backoff.gap_at(elapsed))
             delay = min(jittered(min(gap, cap), jitter, rng), cap)
         return floor_delay(delay, backoff.min_interval, poll_after)
 
@@ -341,17 +344,6 @@ class RunTimes(Generic[K]):
         else:
             self._keys.move_to_end(key)
         return times
-
-
-def _classic_gap(backoff: Backoff, elapsed: float) -> float:
-    """Return the classic loop's gap at this age, before the cap: its polls at
-    ``initial * (f**k - 1) / (f - 1)`` are ``initial * f**k`` apart.
-
-    Past the learned window a run is never polled denser than that. While the first samples
-    of a key come from the quickest runs of a cohort that started together, the learned tail
-    is too early, and the cohort's other runs would otherwise be polled there at short gaps.
-    """
-    return backoff.initial + (backoff.factor - 1) * elapsed
 
 
 def _target(policy: PollPolicy, values: Sequence[float]) -> float:

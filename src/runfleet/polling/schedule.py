@@ -1,4 +1,5 @@
-"""When to poll each run: the heap of due times and the classic backoff policy.
+"""When to poll each run: the heap of due times, and the classic loop every schedule is
+measured against.
 
 Pure code, like trio's deadline heap: nothing here reads a clock, sleeps or does I/O. Every
 method that needs the time takes ``now`` (seconds on the event loop's clock) and randomness
@@ -131,11 +132,18 @@ class PollSchedule(Generic[K]):
 class Backoff:
     """The classic poll loop: exponential backoff with symmetric jitter.
 
+    The defaults are *the* classic loop (first poll after 0.5 s, each delay 1.5 times the last,
+    at most 5 s apart) that the learned schedule falls back to, that ``runfleet bench`` runs as
+    ``classic`` and that a batch's summary counts requests against: one definition, so all
+    three compare with the same loop.
+
     The delay before poll number ``attempt`` (0-based) is ``initial * factor**attempt``, capped
     at ``cap``, scaled by a factor drawn uniformly from ``[1 - jitter, 1 + jitter]`` so runs
     started together drift apart, then clamped to ``[min_interval, cap]``. The caller counts
-    ``attempt`` and resets it to 0 whenever the run's status changes (queued to in progress,
-    a tool round answered): a run that just moved is likely to move again soon.
+    ``attempt`` from the run's (re)start: its creation, or the answer to its latest tool round,
+    after which it is likely to move again soon. Going from queued to in progress does not
+    reset it: that says nothing about when the run will finish, and a reset would cost a poll
+    or two per run.
 
     Raises:
         ValueError: if a field is negative or not finite, ``factor < 1``, ``jitter`` is
@@ -144,9 +152,9 @@ class Backoff:
     """
 
     initial: float = 0.5
-    """Seconds before the first poll after a (re)start or a status change."""
+    """Seconds before the first poll after a (re)start."""
     factor: float = 1.5
-    """Growth of the delay per unchanged poll."""
+    """Growth of the delay per poll."""
     cap: float = 5.0
     """Longest delay between two polls, jitter included."""
     jitter: float = 0.2
@@ -193,7 +201,7 @@ class Backoff:
         """Return the seconds to wait before poll number ``attempt``.
 
         Args:
-            attempt: polls made since the run's status last changed, 0 for the first.
+            attempt: polls made since the run (re)started, 0 for the first.
             rng: the source of jitter; inject a seeded one for reproducible schedules.
             poll_after: the server's ``openai-poll-after-ms`` hint in seconds, read from the
                 latest response. The result is never below it, even above ``cap``.
@@ -203,6 +211,30 @@ class Backoff:
         """
         delay = jittered(self.base_delay(attempt), self.jitter, rng)
         return floor_delay(min(delay, self.cap), self.min_interval, poll_after)
+
+    def gap_at(self, age: float) -> float:
+        """Return the un-jittered gap the loop has reached ``age`` seconds after a (re)start,
+        before the cap.
+
+        Its polls at ``initial * (factor**k - 1) / (factor - 1)`` are ``initial * factor**k``
+        apart, so the gap grows linearly with age; a schedule that must never poll denser than
+        the classic loop compares with this.
+        """
+        return self.initial + (self.factor - 1) * age
+
+    def polls_for(self, seconds: float) -> int:
+        """Count the polls the loop, un-jittered and unhinted, spends on a run of ``seconds``.
+
+        The last of them is the first at or after ``seconds``, which sees the run done; a run
+        that takes no time still costs one. This is what the classic loop would have spent,
+        for comparing another schedule's requests with it.
+        """
+        waited, polls = 0.0, 0
+        while True:
+            waited += max(self.base_delay(polls), self.min_interval)
+            polls += 1
+            if waited >= seconds:
+                return polls
 
 
 def jittered(delay: float, jitter: float, rng: random.Random) -> float:
