@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .fleet import Fleet as Fleet
     from .kinds.assistants import AssistantRunSpec as AssistantRunSpec
     from .kinds.responses import ResponseSpec as ResponseSpec
-    from .polling.learning import PollPolicy as PollPolicy
+    from .polling.policy import PollPolicy as PollPolicy
     from .polling.schedule import Backoff as Backoff
     from .results import RunFigures as RunFigures
     from .results import RunResult as RunResult
@@ -64,7 +64,7 @@ _HOMES: dict[str, str] = {
     "RunHandle": ".engine.handle",
     "AssistantRunSpec": ".kinds.assistants",
     "ResponseSpec": ".kinds.responses",
-    "PollPolicy": ".polling.learning",
+    "PollPolicy": ".polling.policy",
     "Priority": ".admission.quota",
     "RequestQuota": ".admission.quota",
     "RunFigures": ".results",

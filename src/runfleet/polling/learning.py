@@ -1,4 +1,7 @@
-"""Poll where runs finish: a per-key model of observed run times.
+"""Poll where runs finish: a per-key model of observed run times, and the schedule it plans.
+
+Its settings are a :class:`~runfleet.polling.policy.PollPolicy`; its lognormal fit and the
+check of that fit are :mod:`runfleet.polling.interval_fit`'s.
 
 The classic loop (:class:`~runfleet.polling.schedule.Backoff`) polls a run that takes 8 s at about
 0.5, 1.25, 2.4, 4.1, 6.6 and 10.4 s: six requests, the first three long before such a run
@@ -51,13 +54,14 @@ import math
 import random
 from collections import OrderedDict, deque
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from .interval_fit import IntervalFit
-from .schedule import Backoff, floor_delay, jittered
+from .policy import PollPolicy as PollPolicy  # re-exported until batch/session.py imports .policy
+from .schedule import floor_delay, jittered
 
-__all__ = ["PollPolicy", "RunTimes"]
+__all__ = ["RunTimes"]
 
 K = TypeVar("K", bound=Hashable)
 
@@ -68,70 +72,6 @@ _MAX_WINDOW_POLLS = 10
 _START_STEP = 0.5
 """How far one observation moves the first poll, as a fraction of the window's gap."""
 _STALL_QUANTILE = 0.99
-
-
-@dataclass(frozen=True, slots=True)
-class PollPolicy:
-    """How runs are polled: the classic backoff, and how the learned schedule uses it.
-
-    Raises:
-        ValueError: if a field is out of range (each message names the field).
-    """
-
-    backoff: Backoff = field(default_factory=Backoff)
-    """The classic loop, used until a key is learned; its jitter, floor, cap and factor also
-    shape the learned schedule."""
-    latency_target: float | None = None
-    """Seconds between polls where runs usually finish; ``None`` derives it from the median."""
-    latency_fraction: float = 0.35
-    """The gap as a fraction of the learned median when ``latency_target`` is ``None``. On runs
-    of 8 s (lognormal, sigma 0.3), 0.25 spends about 0.5 of the classic loop's polls for 0.6 of
-    its p95 detection latency; 0.35 spends about 0.43 of them for 0.85 of it."""
-    min_samples: int = 20
-    """Completions of a key to observe before its learned schedule replaces the classic one."""
-    max_samples: int = 256
-    """Most recent observations kept per key and phase; older ones are forgotten."""
-    early_share: float = 0.02
-    """Share of runs allowed to finish more than about one gap before the first poll."""
-    low_quantile: float = 0.1
-    """Share of runs the fallback steers to be already done at the first poll."""
-    high_quantile: float = 0.95
-    """Where the evenly spaced window ends and backoff takes over."""
-    stall_factor: float = 3.0
-    """A run queued longer than this many times the learned 99th-percentile wait is stalled."""
-    stall_floor: float = 30.0
-    """Seconds queued before a run can be stalled, however short learned waits are."""
-    stall_unlearned: float = 120.0
-    """Seconds queued before a run is stalled while its key's queue waits are not learned."""
-    max_keys: int = 1024
-    """Keys remembered; the least recently observed is forgotten first."""
-
-    def __post_init__(self) -> None:
-        for name in ("latency_fraction", "stall_factor", "stall_floor", "stall_unlearned"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"PollPolicy.{name} must be a finite number >= 0, got {value!r}")
-        target = self.latency_target
-        if target is not None and not (math.isfinite(target) and target > 0):
-            raise ValueError(f"PollPolicy.latency_target must be > 0 seconds, got {target!r}")
-        if self.latency_fraction == 0:
-            raise ValueError("PollPolicy.latency_fraction must be > 0")
-        if not 0 < self.early_share < 0.5:
-            raise ValueError(
-                f"PollPolicy.early_share must be between 0 and 0.5, got {self.early_share!r}"
-            )
-        if not 0 < self.low_quantile < self.high_quantile < 1:
-            raise ValueError(
-                "PollPolicy quantiles must satisfy 0 < low_quantile < high_quantile < 1, got "
-                f"low_quantile={self.low_quantile}, high_quantile={self.high_quantile}"
-            )
-        if not 1 <= self.min_samples <= self.max_samples:
-            raise ValueError(
-                "PollPolicy must satisfy 1 <= min_samples <= max_samples, got "
-                f"min_samples={self.min_samples}, max_samples={self.max_samples}"
-            )
-        if self.max_keys < 1:
-            raise ValueError(f"PollPolicy.max_keys must be >= 1, got {self.max_keys}")
 
 
 @dataclass(frozen=True, slots=True)

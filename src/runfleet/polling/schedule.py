@@ -14,6 +14,7 @@ memory stays within about twice the number of scheduled runs however often they 
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import math
@@ -180,6 +181,22 @@ class Backoff:
                 f"Backoff.cap ({self.cap}) must be >= initial ({self.initial}) "
                 f"and >= min_interval ({self.min_interval})"
             )
+
+    def scaled(self, scale: float) -> Backoff:
+        """Return this loop with its durations (``initial``, ``cap``, ``min_interval``)
+        multiplied by ``scale``; ``factor`` and ``jitter`` are ratios and stay.
+
+        Raises:
+            ValueError: if ``scale`` is not a finite number > 0.
+        """
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
+        return dataclasses.replace(
+            self,
+            initial=self.initial * scale,
+            cap=self.cap * scale,
+            min_interval=self.min_interval * scale,
+        )
 
     def base_delay(self, attempt: int) -> float:
         """Return the un-jittered delay before poll number ``attempt``.
