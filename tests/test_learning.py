@@ -6,63 +6,26 @@ from __future__ import annotations
 import math
 import random
 import statistics
-from collections.abc import Callable
-from dataclasses import dataclass
 from statistics import NormalDist
 
 import pytest
 
+from runfleet.bench.race import (
+    Draw,
+    classic_run,
+    fixed,
+    learned_run,
+    lognormal,
+    poll_until_done,
+    race,
+    uniform,
+)
 from runfleet.polling.learning import RunTimes
 from runfleet.polling.policy import PollPolicy
 from runfleet.polling.schedule import Backoff
 from runfleet.stats import quantile
 
 KEY = ("responses", "gpt-test")
-Draw = Callable[[random.Random], float]
-
-
-def lognormal(median: float, sigma: float) -> Draw:
-    return lambda rng: rng.lognormvariate(math.log(median), sigma)
-
-
-def fixed(seconds: float) -> Draw:
-    return lambda rng: seconds
-
-
-def uniform(low: float, high: float) -> Draw:
-    return lambda rng: rng.uniform(low, high)
-
-
-def p95(values: list[float]) -> float:
-    return statistics.quantiles(values, n=20, method="inclusive")[-1]
-
-
-def poll_until_done(delay: Callable[[float, int], float], duration: float) -> list[float]:
-    """Poll a run that finishes at ``duration`` as ``delay`` says; return the polls' times."""
-    elapsed, polls = 0.0, []
-    while elapsed < duration:
-        elapsed += delay(elapsed, len(polls))
-        polls.append(elapsed)
-    return polls
-
-
-def classic_run(backoff: Backoff, duration: float, rng: random.Random) -> tuple[int, float]:
-    polls = poll_until_done(lambda _elapsed, attempt: backoff.next_delay(attempt, rng), duration)
-    return len(polls), polls[-1]
-
-
-def learned_run(
-    model: RunTimes[tuple[str, str]], duration: float, rng: random.Random
-) -> tuple[int, float]:
-    """Poll one run on the learned schedule and teach the model what the poll loop saw."""
-    polls = poll_until_done(
-        lambda elapsed, attempt: model.next_delay(KEY, elapsed, attempt, rng), duration
-    )
-    previous = polls[-2] if len(polls) > 1 else None
-    model.observe_done(
-        KEY, polls[-1], first_poll=len(polls) == 1, previous=previous, first_at=polls[0]
-    )
-    return len(polls), polls[-1]
 
 
 def train(model: RunTimes[tuple[str, str]], durations: list[float]) -> None:
@@ -93,42 +56,7 @@ def window_gap(model: RunTimes[tuple[str, str]]) -> float:
     return model.next_delay(KEY, first_poll(model), 1, Midpoint())
 
 
-# --- The polls-versus-classic simulation ----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Race:
-    classic_polls: float
-    classic_p95: float
-    learned_polls: float
-    learned_p95: float
-
-
-def race(draw: Draw, seed: int, runs: int = 1000) -> Race:
-    """Run the same durations through the classic loop and the learned model.
-
-    The model starts empty and learns online from what its own polls saw (detection times, not
-    true durations), as in the fleet; its first 20 runs use the classic loop. Runs are polled
-    one after another and never change status before they finish.
-    """
-    durations = random.Random(seed)
-    classic_rng, learned_rng = random.Random(seed + 10_000), random.Random(seed + 20_000)
-    model = RunTimes[tuple[str, str]]()
-    classic_polls, classic_latency, learned_polls, learned_latency = [], [], [], []
-    for _ in range(runs):
-        duration = draw(durations)
-        polls, seen = classic_run(model.policy.backoff, duration, classic_rng)
-        classic_polls.append(polls)
-        classic_latency.append(seen - duration)
-        polls, seen = learned_run(model, duration, learned_rng)
-        learned_polls.append(polls)
-        learned_latency.append(seen - duration)
-    return Race(
-        classic_polls=statistics.fmean(classic_polls),
-        classic_p95=p95(classic_latency),
-        learned_polls=statistics.fmean(learned_polls),
-        learned_p95=p95(learned_latency),
-    )
+# --- Polls against the classic loop (runfleet.bench.race) -----------------------------------
 
 
 SEEDS = range(5)
@@ -145,13 +73,14 @@ SEEDS = range(5)
         pytest.param(lognormal(30.0, 0.3), 0.5, 1.0, id="lognormal-30s-sigma0.3"),
         pytest.param(fixed(30.0), 0.5, 1.0, id="fixed-30s"),
         # Wide spread: completions are plausible almost from the start and the window is long,
-        # so there is less to skip. Fewer polls, not half (0.55-0.62 over 20 seeds).
+        # so there is less to skip. Fewer polls, not half (0.56-0.61 and 0.78-0.82 over 20
+        # seeds: benchmarks/learned_race.py).
         pytest.param(lognormal(8.0, 1.0), 0.7, 1.0, id="lognormal-8s-sigma1.0"),
         pytest.param(lognormal(30.0, 1.0), 0.85, 1.0, id="lognormal-30s-sigma1.0"),
         # A lower tail far heavier than a lognormal's. What finished before the first poll is
         # only known to have finished before it, so the fit cannot see that shape; the check
         # of its predictions catches it late in some runs: 0.45-0.53 of the polls, p95 from
-        # 0.84 to 1.04 of the classic loop's over 20 seeds.
+        # 0.84 to 1.04 of the classic loop's over 20 seeds (benchmarks/learned_race.py).
         pytest.param(uniform(0.0, 16.0), 0.6, 1.05, id="uniform-0-16s"),
         # Short runs: the classic loop only makes 3-4 polls to begin with.
         pytest.param(lognormal(3.0, 0.3), 0.75, 1.0, id="lognormal-3s-sigma0.3"),
@@ -368,13 +297,13 @@ def test_first_poll_moves_earlier_when_runs_get_faster() -> None:
     model = RunTimes[tuple[str, str]]()
     durations, rng = random.Random(10), random.Random(11)
     for _ in range(300):
-        learned_run(model, durations.lognormvariate(math.log(30.0), 0.3), rng)
+        learned_run(model, KEY, durations.lognormvariate(math.log(30.0), 0.3), rng)
     assert first_poll(model) > 15.0
 
     latency = []
     for _ in range(100):
         duration = durations.lognormvariate(math.log(3.0), 0.3)
-        latency.append(learned_run(model, duration, rng)[1] - duration)
+        latency.append(learned_run(model, KEY, duration, rng)[1] - duration)
 
     # Learned times alone would keep the first poll near 20 s for hundreds of runs. Here the
     # fit is distrusted after a few runs found done at their first poll, then the first poll

@@ -40,12 +40,14 @@ of runs are already done: earlier by most of a step after each run found done th
 when the latest runs changed), later by a small one after each that was not, never later than
 the learned ``low_quantile``. The same fallback catches runs that got faster.
 
-Measured by ``tests/test_learning.py`` against the classic loop, learning online from its own
-polls, over 20 seeds: 0.17 to 0.45 times its polls with a lower 95th-percentile detection
-latency for runs of 8 s or more with moderate spread (lognormal sigma up to 0.5, fixed,
-uniform 4-12 s); 0.5 to 0.8 times its polls, latency still lower, for wide spreads (lognormal
-sigma 1) and short runs, where there is less to skip; about half its polls, with a p95 from 0.84
-to 1.04 of its own, for runs spread uniformly from 0 s, whose lower tail the fit cannot see.
+Measured against the classic loop by ``benchmarks/learned_race.py`` (:mod:`runfleet.bench.race`:
+1,000 runs polled one after another, the model learning online from its own polls; seeds 0-19;
+``tests/test_learning.py`` asserts looser bounds on seeds 0-4). For runs of 8 s or more with
+moderate spread (fixed, lognormal sigma up to 0.5, uniform 4-12 s): 0.17 to 0.44 times its polls,
+with 0.36 to 0.95 of its p95 detection latency. For wide spreads (lognormal sigma 1): 0.56 to
+0.82 times its polls, and for short runs (2-3 s) 0.43 to 0.53, latency still lower. For runs
+spread uniformly from 0 s, whose lower tail the fit cannot see: 0.45 to 0.53 times its polls,
+with a p95 from 0.84 to 1.04 of its own.
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ class _KeyTimes:
 
     def __init__(self, policy: PollPolicy) -> None:
         self.done: deque[float] = deque(maxlen=policy.max_samples)
-        self.intervals = IntervalFit(policy.max_samples)
+        self.intervals = IntervalFit(policy.max_samples, tolerance=policy.fit_tolerance)
         self.earliest = math.inf
         self.queue: deque[float] = deque(maxlen=policy.max_samples)
         self.start: float | None = None

@@ -32,8 +32,9 @@ class PollPolicy:
     """Seconds between polls where runs usually finish; ``None`` derives it from the median."""
     latency_fraction: float = 0.35
     """The gap as a fraction of the learned median when ``latency_target`` is ``None``. On runs
-    of 8 s (lognormal, sigma 0.3), 0.25 spends about 0.5 of the classic loop's polls for 0.6 of
-    its p95 detection latency; 0.35 spends about 0.43 of them for 0.85 of it."""
+    of 8 s (lognormal, sigma 0.3), 0.25 spends 0.41 of the classic loop's polls for 0.58 of its
+    p95 detection latency; 0.35 spends 0.32 of them for 0.85 of it (means over 20 seeds,
+    ``benchmarks/learned_race.py``)."""
     min_samples: int = 20
     """Completions of a key to observe before its learned schedule replaces the classic one."""
     max_samples: int = 256
@@ -52,9 +53,21 @@ class PollPolicy:
     """Seconds queued before a run is stalled while its key's queue waits are not learned."""
     max_keys: int = 1024
     """Keys remembered; the least recently observed is forgotten first."""
+    fit_tolerance: float = 0.03
+    """How many more runs (as a share) may be found done at the first poll than the lognormal
+    fit predicts, over the latest ``max_samples``, before the fit is distrusted. Tight on
+    purpose: on lognormal runs chance alone trips it on about one observation in eight, which
+    costs about 4 % more polls, but without it a lower tail like a uniform spread from 0 s gets
+    through, at up to 1.4 times the classic loop's p95 latency (``benchmarks/fit_alarms.py``)."""
 
     def __post_init__(self) -> None:
-        for name in ("latency_fraction", "stall_factor", "stall_floor", "stall_unlearned"):
+        for name in (
+            "latency_fraction",
+            "stall_factor",
+            "stall_floor",
+            "stall_unlearned",
+            "fit_tolerance",
+        ):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"PollPolicy.{name} must be a finite number >= 0, got {value!r}")
