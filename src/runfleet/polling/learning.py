@@ -59,6 +59,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from ..stats import quantile
 from .interval_fit import IntervalFit
 from .policy import PollPolicy as PollPolicy  # re-exported until batch/session.py imports .policy
 from .schedule import floor_delay, jittered
@@ -212,7 +213,7 @@ class RunTimes(Generic[K]):
         if len(times.done) < policy.min_samples:
             return
         values = sorted(times.done)
-        low = _quantile(values, policy.low_quantile)
+        low = quantile(values, policy.low_quantile)
         fit = times.intervals.refit()
         if fit is not None and fit.surprise is None:
             early = fit.quantile(policy.early_share)
@@ -255,7 +256,7 @@ class RunTimes(Generic[K]):
         times = self._touch(key)
         times.queue.append(seconds)
         if len(times.queue) >= policy.min_samples:
-            q99 = _quantile(sorted(times.queue), _STALL_QUANTILE)
+            q99 = quantile(sorted(times.queue), _STALL_QUANTILE)
             times.stall_after = max(policy.stall_factor * q99, policy.stall_floor)
 
     def is_stalled(self, key: K, queued_for: float) -> bool:
@@ -292,7 +293,7 @@ def _target(policy: PollPolicy, values: Sequence[float]) -> float:
     """Return the gap a key's runs should be polled at where they finish, before any clamp."""
     if policy.latency_target is not None:
         return policy.latency_target
-    return policy.latency_fraction * _quantile(values, 0.5)
+    return policy.latency_fraction * quantile(values, 0.5)
 
 
 def _clamped(policy: PollPolicy, gap: float) -> float:
@@ -304,7 +305,7 @@ def _clamped(policy: PollPolicy, gap: float) -> float:
 
 def _plan(policy: PollPolicy, values: Sequence[float], start: float) -> _Plan:
     """Derive a key's schedule from its sorted observed run times and its first poll."""
-    tail = _quantile(values, policy.high_quantile)
+    tail = quantile(values, policy.high_quantile)
     target = widest = _target(policy, values)
     if policy.latency_target is None:
         widest = max(target, (tail - start) / _MAX_WINDOW_POLLS)
@@ -315,15 +316,6 @@ def _plan(policy: PollPolicy, values: Sequence[float], start: float) -> _Plan:
         tail=tail,
         tail_gap=_clamped(policy, target),
     )
-
-
-def _quantile(values: Sequence[float], q: float) -> float:
-    """Interpolate the ``q`` quantile of sorted, non-empty ``values`` (numpy's default)."""
-    position = q * (len(values) - 1)
-    below = math.floor(position)
-    if below + 1 >= len(values):
-        return values[-1]
-    return values[below] + (values[below + 1] - values[below]) * (position - below)
 
 
 def _check_seconds(seconds: float) -> None:
