@@ -2,9 +2,9 @@
 
 Each is written the way it is found in the wild, with the SDK's defaults (its two retries on
 429 and 5xx included), one task per run, and no shared quota: ``naive`` (retrieve every
-100 ms), ``classic`` (the widely copied backoff recipe, :class:`Backoff` without jitter),
-``fixed2s`` (the loop in OpenAI's
-background-mode guide) and ``sdk`` (the SDK's own ``*_and_poll`` helpers, Assistants only).
+100 ms), ``classic`` (the widely copied backoff recipe: :class:`Backoff`'s delays, without
+jitter), ``fixed2s`` (the loop in OpenAI's background-mode guide) and ``sdk`` (the SDK's own
+``*_and_poll`` helpers, Assistants only).
 Tool rounds are answered with the same trivial output by every strategy. Where the original
 has no error handling, an error ends the run for its caller: that is what ``lost`` counts.
 """
