@@ -1,11 +1,11 @@
 """How often the learned fit's window check distrusts runs that are exactly lognormal, and
 what that costs.
 
-``interval_fit._FIT_TOLERANCE`` allows 3 points more runs done at the first poll than the fit
+``PollPolicy.fit_tolerance`` allows 3 points more runs done at the first poll than the fit
 predicts, over the window. Near where the learned first poll sits (about a sixth of runs done
 there), 3 points of 256 runs is under two standard deviations, so chance trips it. This prints
 the share of observations distrusted, learning from the fleet's own polls, and the races of
-``tests/test_learning.py`` (polls and p95 latency against the classic loop, 10 seeds) with the
+:mod:`runfleet.bench.race` (polls and p95 latency against the classic loop, 10 seeds) with the
 check as it is and with it switched off. Switched off, a uniform-from-0 spread gets through.
 
     .venv/bin/python benchmarks/fit_alarms.py      # from the project's root, a few seconds
@@ -16,28 +16,26 @@ from __future__ import annotations
 import math
 import random
 import statistics
-import sys
 from collections import Counter
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.test_learning import Draw, lognormal, race, uniform
-
-import runfleet.polling.interval_fit as fit_module
+from runfleet.bench.race import Draw, lognormal, race, uniform
 from runfleet.polling.interval_fit import IntervalFit
+from runfleet.polling.policy import PollPolicy
+
+POLICY = PollPolicy()
 
 
 def alarms(seed: int, sigma: float, runs: int = 1500) -> Counter[str]:
     """Return the fit's verdicts after the first 300 runs of lognormal runs (median 8 s)."""
-    rng, fit = random.Random(seed), IntervalFit(256)
+    rng = random.Random(seed)
+    fit = IntervalFit(POLICY.max_samples, tolerance=POLICY.fit_tolerance)
     first, gap = 6.0, 3.0
     verdicts: Counter[str] = Counter()
     for i in range(runs):
         current = fit.fit
         if current is not None and current.surprise is None:  # polled as the learned plan does
-            gap = 0.35 * current.quantile(0.5)
-            first = min(current.quantile(0.02) + gap, current.quantile(0.5))
+            gap = POLICY.latency_fraction * current.quantile(0.5)
+            first = min(current.quantile(POLICY.early_share) + gap, current.quantile(0.5))
         t = rng.lognormvariate(math.log(8.0), sigma)
         k = max(0, math.ceil((t - first) / gap))
         fit.add(None if k == 0 else first + (k - 1) * gap, first + k * gap, first)
@@ -47,8 +45,8 @@ def alarms(seed: int, sigma: float, runs: int = 1500) -> Counter[str]:
     return verdicts
 
 
-def races(draw: Draw) -> str:
-    results = [race(draw, seed) for seed in range(10)]
+def races(draw: Draw, policy: PollPolicy) -> str:
+    results = [race(draw, seed, policy=policy) for seed in range(10)]
     polls = [r.learned_polls / r.classic_polls for r in results]
     p95 = [r.learned_p95 / r.classic_p95 for r in results]
     return (
@@ -63,12 +61,10 @@ def main() -> None:
         share = verdicts["window"] / sum(verdicts.values())
         print(f"lognormal sigma {sigma}: distrusted by the window check {share:.1%} ({verdicts})")
     draws = {"lognormal 8 s sigma 0.5": lognormal(8.0, 0.5), "uniform 0-16 s": uniform(0, 16)}
-    tolerance = fit_module._FIT_TOLERANCE
-    for label, check in (("check as it is", tolerance), ("check off", 10.0)):
-        fit_module._FIT_TOLERANCE = check
+    off = PollPolicy(fit_tolerance=10.0)
+    for label, policy in (("check as it is", POLICY), ("check off", off)):
         for name, draw in draws.items():
-            print(f"{label:15} {name:24} {races(draw)}")
-    fit_module._FIT_TOLERANCE = tolerance
+            print(f"{label:15} {name:24} {races(draw, policy)}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 The README's bound for Assistants runs (half the classic loop's requests leaves at most 2.04
 polls per run) comes from here. Run times are drawn as the ``ample`` scenario draws them
 (queued lognormal median 0.5 s, then in progress lognormal median 8 s, both sigma 0.5). The
-classic loop (0.5 s x1.5 up to 5 s, +-20 % jitter) sets the p95 detection latency to keep. Then,
+classic loop (``Backoff()``: 0.5 s x1.5 up to 5 s, +-20 % jitter) sets the p95 detection
+latency to keep. Then,
 knowing the distribution exactly and with no network time:
 
 - ``best``: the first poll at ``t1`` and every ``g`` after it, searched on a grid; the
@@ -23,7 +24,10 @@ import argparse
 
 import numpy as np
 
-_JITTER = 0.2
+from runfleet.polling.schedule import Backoff
+
+CLASSIC = Backoff()
+_JITTER = CLASSIC.jitter  # the learned schedule jitters its gaps by the backoff's jitter
 
 
 def run_times(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -40,12 +44,13 @@ def classic(times: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
     """Mean polls and p95 latency of the classic loop, jitter included."""
     at = np.zeros_like(times)
     polls = np.zeros_like(times)
-    delay = 0.5
+    attempt = 0
     while (live := at < times).any():
-        step = np.minimum(jittered(rng, np.full(int(live.sum()), delay)), 5.0)
+        delay = CLASSIC.base_delay(attempt)
+        step = np.minimum(jittered(rng, np.full(int(live.sum()), delay)), CLASSIC.cap)
         at[live] += step
         polls[live] += 1
-        delay = min(delay * 1.5, 5.0)
+        attempt += 1
     return float(polls.mean()), float(np.percentile(at - times, 95))
 
 

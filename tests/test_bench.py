@@ -29,6 +29,7 @@ from runfleet.bench import (
     run_bench,
 )
 from runfleet.bench.report import RATIO_FIELDS
+from runfleet.bench.strategy import classic_backoff
 from runfleet.cli import main
 from runfleet.sim.server import serve_asgi
 from runfleet.sim.stats import percentile
@@ -131,6 +132,23 @@ def test_settings_are_kept_as_numbers_in_scenario_seconds() -> None:
     )
     assert spec.number("latency", 9.0) == 0.5
     assert spec.number("fraction", 0.8) == 0.8
+
+
+@pytest.mark.parametrize(
+    ("text", "delays"),
+    [
+        ("classic", [0.5, 0.75, 1.125, 1.6875, 2.53125, 3.796875, 5.0, 5.0]),
+        ("classic:initial=250ms,factor=2,cap=1s", [0.25, 0.5, 1.0, 1.0]),
+    ],
+)
+def test_classic_sleeps_the_classic_loops_delays_without_jitter(
+    text: str, delays: list[float]
+) -> None:
+    (spec,) = parse_strategies(text, "responses")
+    backoff = classic_backoff(spec)
+
+    assert [backoff.base_delay(attempt) for attempt in range(len(delays))] == delays
+    assert (backoff.jitter, backoff.min_interval) == (0.0, 0.0)
 
 
 def test_a_label_parses_back_to_its_spec() -> None:

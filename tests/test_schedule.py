@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import statistics
 
 import pytest
 
-from runfleet.polling.schedule import Backoff, PollSchedule, ScheduleStats
+from runfleet.polling.schedule import Backoff, PollSchedule
 
 # --- PollSchedule -------------------------------------------------------------------------
+
+
+def heap_entries(schedule: PollSchedule[int]) -> int:
+    """Read the entries held in memory, stale ones included, off the schedule's repr."""
+    found = re.search(r"heap_entries=(\d+)", repr(schedule))
+    assert found is not None
+    return int(found[1])
 
 
 def test_pop_due_returns_due_keys_earliest_first() -> None:
@@ -135,7 +143,7 @@ def test_heap_stays_within_twice_the_live_entries_under_heavy_churn(churn: str) 
         if churn == "cancel_then_schedule":
             schedule.cancel(key)
         schedule.schedule(key, 1e6 - step)
-        assert schedule.stats().heap_entries <= 2 * len(schedule) + 1
+        assert heap_entries(schedule) <= 2 * len(schedule) + 1
 
     assert len(schedule) == 100
     assert len(schedule.pop_due(math.inf)) == 100
@@ -148,7 +156,7 @@ def test_cancelling_everything_empties_the_heap() -> None:
     for key in range(1000):
         schedule.cancel(key)
 
-    assert schedule.stats() == ScheduleStats(scheduled=0, heap_entries=0, next_due=None)
+    assert repr(schedule) == "<PollSchedule scheduled=0 heap_entries=0 next_due=None>"
 
 
 def test_pop_due_limit_leaves_the_rest_scheduled_in_order() -> None:
@@ -169,33 +177,6 @@ def test_pop_due_limit_counts_live_keys_not_stale_entries() -> None:
 
     assert schedule.pop_due(10.0, limit=1) == ["b"]
     assert schedule.pop_due(10.0, limit=1) == ["a"]
-
-
-def test_wake_now_moves_a_waiting_key_forward() -> None:
-    schedule = PollSchedule[str]()
-    schedule.schedule("a", 10.0)
-    schedule.schedule("b", 4.0)
-
-    assert schedule.wake_now("a", 3.0) is True
-    assert schedule.due_of("a") == 3.0
-    assert schedule.pop_due(3.0) == ["a"]
-
-
-def test_wake_now_never_delays_a_key_that_is_already_due_earlier() -> None:
-    schedule = PollSchedule[str]()
-    schedule.schedule("a", 1.0)
-
-    assert schedule.wake_now("a", 3.0) is True
-    assert schedule.due_of("a") == 1.0
-
-
-def test_wake_now_leaves_out_keys_that_are_not_waiting() -> None:
-    schedule = PollSchedule[str]()
-    schedule.schedule("a", 1.0)
-    schedule.pop_due(1.0)  # "a" is now being polled
-
-    assert schedule.wake_now("a", 2.0) is False
-    assert "a" not in schedule
 
 
 def test_nan_due_time_is_refused() -> None:
@@ -281,8 +262,8 @@ def test_hint_is_honoured_whatever_the_jitter_draws() -> None:
     assert min(Backoff().next_delay(3, rng, poll_after=2.0) for _ in range(1000)) == 2.0
 
 
-def test_attempt_zero_starts_again_from_initial_after_a_status_change() -> None:
-    # The caller resets attempt when the status changes; the policy itself keeps no state.
+def test_attempt_zero_starts_again_from_initial_after_a_restart() -> None:
+    # The caller resets attempt when a tool round is answered; the policy keeps no state.
     backoff = Backoff()
     rng = random.Random(5)
     before = [backoff.next_delay(attempt, rng) for attempt in range(6)]
@@ -290,6 +271,32 @@ def test_attempt_zero_starts_again_from_initial_after_a_status_change() -> None:
 
     assert before[-1] > 3.0
     assert 0.4 <= after <= 0.6
+
+
+def test_the_classic_gap_grows_linearly_with_age() -> None:
+    """Polls at 0.5, 1.25, 2.375 s are 0.75, 1.125, 1.6875 s apart: 0.5 s plus half the age."""
+    assert [Backoff().gap_at(age) for age in (0.0, 0.5, 1.25, 2.375)] == [
+        0.5,
+        0.75,
+        1.125,
+        1.6875,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "polls"),
+    [(0.0, 1), (0.5, 1), (0.51, 2), (1.25, 2), (8.0, 6), (10.390625, 6), (10.4, 7), (60.0, 16)],
+)
+def test_polls_for_counts_the_un_jittered_polls_until_one_sees_the_run_done(
+    seconds: float, polls: int
+) -> None:
+    # Polls at 0.5, 1.25, 2.375, 4.0625, 6.59375, 10.390625, then every 5 s.
+    assert Backoff().polls_for(seconds) == polls
+
+
+def test_polls_for_follows_the_fields_and_the_floor() -> None:
+    assert Backoff(initial=1.0, factor=2.0, cap=4.0).polls_for(11.0) == 4  # 1, 3, 7, 11
+    assert Backoff(initial=0.01, cap=1.0, min_interval=0.5).polls_for(1.0) == 2
 
 
 def test_same_seed_gives_the_same_delays() -> None:

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from .fleet import Fleet as Fleet
     from .kinds.assistants import AssistantRunSpec as AssistantRunSpec
     from .kinds.responses import ResponseSpec as ResponseSpec
-    from .polling.learning import PollPolicy as PollPolicy
+    from .polling.policy import PollPolicy as PollPolicy
     from .polling.schedule import Backoff as Backoff
     from .results import RunFigures as RunFigures
     from .results import RunResult as RunResult

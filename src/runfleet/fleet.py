@@ -22,7 +22,8 @@ from .errors import FleetClosed, RunfleetError, key_hint
 from .kinds.assistants import AssistantRunSpec, AssistantsKind
 from .kinds.base import Kind, RunRef
 from .kinds.responses import ResponsesKind, ResponseSpec
-from .polling.learning import PollPolicy, RunTimes
+from .polling.learning import RunTimes
+from .polling.policy import PollPolicy
 from .results import RunResult
 from .stats import FleetStats, StatsCollector
 from .tools import OnToolError, ToolRegistry

@@ -24,6 +24,7 @@ from ..errors import (
     RunTimeout,
     ToolError,
 )
+from ..polling.schedule import Backoff
 from ..results import RunFigures, RunResult
 from ..stats import FleetStats
 from .files import BatchItem
@@ -159,7 +160,7 @@ def classic_requests(result: RunResult, scale: float = 1.0) -> int:
     seconds = server_seconds(result)
     if seconds is None:
         seconds = result.figures.total / scale / phases
-    polls = phases * classic_polls(seconds)
+    polls = phases * Backoff().polls_for(seconds)
     return 1 + polls + rounds + (result.kind == "assistants")
 
 

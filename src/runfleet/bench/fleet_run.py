@@ -19,38 +19,17 @@ from ..errors import RunCancelled, RunExpired, RunFailed, RunIncomplete
 from ..fleet import Fleet
 from ..kinds.assistants import AssistantRunSpec
 from ..kinds.responses import ResponseSpec
-from ..polling.learning import PollPolicy
-from ..polling.schedule import Backoff
+from ..polling.policy import PollPolicy
 from ..webhooks import WebhookReceiver
 from .strategy import StrategySpec
 from .workload import ASSISTANT_ID, MODEL, Outcome, Workload, lookup, tool_definitions
 
-__all__ = ["Reset", "run_fleet", "scaled_policy"]
+__all__ = ["Reset", "run_fleet"]
 
 Reset = Callable[[dict[str, Any] | None], Awaitable[None]]
 """Reset the simulator again, with these webhook settings (``None``: none)."""
 
 _RUNS_OWN_END = (RunFailed, RunIncomplete, RunExpired, RunCancelled)
-
-
-def scaled_policy(policy: PollPolicy, scale: float) -> PollPolicy:
-    """Return ``policy`` with every duration multiplied by ``scale`` (real per scenario s)."""
-    b = policy.backoff
-    backoff = Backoff(
-        initial=b.initial * scale,
-        factor=b.factor,
-        cap=b.cap * scale,
-        jitter=b.jitter,
-        min_interval=b.min_interval * scale,
-    )
-    target = policy.latency_target
-    return dataclasses.replace(
-        policy,
-        backoff=backoff,
-        latency_target=None if target is None else target * scale,
-        stall_floor=policy.stall_floor * scale,
-        stall_unlearned=policy.stall_unlearned * scale,
-    )
 
 
 async def run_fleet(
@@ -69,7 +48,7 @@ async def run_fleet(
         settings["latency_target"] = spec.number("latency", 0)
     if "fraction" in spec.options:
         settings["latency_fraction"] = spec.number("fraction", 0)
-    policy = scaled_policy(PollPolicy(**settings), w.scale)
+    policy = PollPolicy(**settings).scaled(w.scale)
     webhooks = bool(spec.options.get("webhooks"))
     fleet = Fleet(
         w.client,

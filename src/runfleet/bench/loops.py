@@ -2,8 +2,9 @@
 
 Each is written the way it is found in the wild, with the SDK's defaults (its two retries on
 429 and 5xx included), one task per run, and no shared quota: ``naive`` (retrieve every
-100 ms), ``classic`` (the widely copied backoff recipe), ``fixed2s`` (the loop in OpenAI's
-background-mode guide) and ``sdk`` (the SDK's own ``*_and_poll`` helpers, Assistants only).
+100 ms), ``classic`` (the widely copied backoff recipe: :class:`Backoff`'s delays, without
+jitter), ``fixed2s`` (the loop in OpenAI's background-mode guide) and ``sdk`` (the SDK's own
+``*_and_poll`` helpers, Assistants only).
 Tool rounds are answered with the same trivial output by every strategy. Where the original
 has no error handling, an error ends the run for its caller: that is what ``lost`` counts.
 """
@@ -16,9 +17,10 @@ from typing import Any
 import anyio
 import openai
 
+from ..polling.schedule import Backoff
 from .workload import ASSISTANT_ID, MODEL, Outcome, Workload, tool_definitions
 
-__all__ = ["LOOPS", "Loop", "classic_delay", "classic_loop", "run_loops"]
+__all__ = ["LOOPS", "Loop", "classic_loop", "run_loops"]
 
 _WAITING = frozenset({"queued", "in_progress", "cancelling"})
 _OUTPUT = "ok"
@@ -27,15 +29,6 @@ Delay = Callable[[int], float]
 """Scenario seconds to sleep before poll number ``attempt`` (0-based) of one phase."""
 Loop = Callable[[Workload, int], Awaitable[Outcome]]
 """One run of the workload, from create to outcome."""
-
-
-def classic_delay(initial: float = 0.5, factor: float = 1.5, cap: float = 5.0) -> Delay:
-    """Return the classic recipe's delays: ``initial`` times ``factor`` per poll, up to ``cap``."""
-
-    def delay(attempt: int) -> float:
-        return min(initial * factor ** min(attempt, 64), cap)
-
-    return delay
 
 
 async def _create(w: Workload, i: int) -> Any:
@@ -121,12 +114,13 @@ async def naive(w: Workload, i: int) -> Outcome:
     return "lost"
 
 
-def classic_loop(delay: Delay | None = None) -> Loop:
-    """Return the classic recipe with these delays (0.5 s x1.5 up to 5 s by default).
+def classic_loop(backoff: Backoff | None = None) -> Loop:
+    """Return the classic recipe sleeping ``backoff``'s un-jittered delays (its defaults: the
+    classic loop), as the recipe is found in the wild.
 
     60 s timeout; a failed poll is tried again at the next step.
     """
-    delays = delay if delay is not None else classic_delay()
+    delays = (backoff if backoff is not None else Backoff()).base_delay
 
     async def classic(w: Workload, i: int) -> Outcome:
         with anyio.move_on_after(w.real(w.timeout)):

@@ -27,9 +27,9 @@ from openai import AsyncOpenAI
 from ..sim.scenario import Scenario, ScenarioError, load_scenario
 from ..sim.server import announced_url, sim_command
 from .fleet_run import Reset, run_fleet
-from .loops import LOOPS, classic_delay, classic_loop, run_loops
+from .loops import LOOPS, classic_loop, run_loops
 from .report import BenchResult, StrategyRow, row_from_stats
-from .strategy import BenchError, StrategySpec, parse_strategies
+from .strategy import BenchError, StrategySpec, classic_backoff, parse_strategies
 from .workload import Kind, Outcome, Workload
 
 __all__ = ["BenchConfig", "run_bench"]
@@ -180,10 +180,7 @@ async def _measure(
         if spec.name == "fleet":
             outcomes = await run_fleet(w, spec, reset, extra)
         elif spec.name == "classic":
-            delay = classic_delay(
-                spec.number("initial", 0.5), spec.number("factor", 1.5), spec.number("cap", 5.0)
-            )
-            outcomes = await run_loops(w, classic_loop(delay))
+            outcomes = await run_loops(w, classic_loop(classic_backoff(spec)))
         else:
             outcomes = await run_loops(w, LOOPS[spec.name])
         wall = time.monotonic() - t0

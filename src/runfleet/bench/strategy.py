@@ -11,7 +11,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["DEFAULT_STRATEGIES", "STRATEGIES", "BenchError", "StrategySpec", "parse_strategies"]
+from ..polling.schedule import Backoff
+
+__all__ = [
+    "DEFAULT_STRATEGIES",
+    "STRATEGIES",
+    "BenchError",
+    "StrategySpec",
+    "classic_backoff",
+    "parse_strategies",
+]
 
 
 class BenchError(ValueError):
@@ -62,6 +71,21 @@ class StrategySpec:
         """Return a numeric option, or ``default`` when it was not given."""
         value = self.options.get(key, default)
         return float(value)
+
+
+def classic_backoff(spec: StrategySpec) -> Backoff:
+    """Return the delays of a ``classic`` spec: the classic loop's, but for the settings given.
+
+    Without jitter and without a floor, as the hand-written recipe sleeps them.
+    """
+    classic = Backoff()
+    return Backoff(
+        initial=spec.number("initial", classic.initial),
+        factor=spec.number("factor", classic.factor),
+        cap=spec.number("cap", classic.cap),
+        jitter=0.0,
+        min_interval=0.0,
+    )
 
 
 def _show(key: str, value: float | bool) -> str:
@@ -126,10 +150,11 @@ def parse_strategy(text: str, kind: str) -> StrategySpec:
         raise BenchError(
             "strategy 'sdk' needs --kind assistants: the SDK has no poll helper for responses"
         )
-    if name == "classic" and spec.number("cap", 5.0) < spec.number("initial", 0.5):
-        raise BenchError(
-            f"strategy {text!r}: cap ({spec.number('cap', 5.0):g}s unless given) is below initial"
-        )
+    if name == "classic":
+        classic = Backoff()
+        cap, initial = spec.number("cap", classic.cap), spec.number("initial", classic.initial)
+        if cap < initial:
+            raise BenchError(f"strategy {text!r}: cap ({cap:g}s unless given) is below initial")
     if "webhooks" in options and kind != "responses":
         raise BenchError(
             f"strategy {text!r} needs --kind responses: OpenAI sends no webhooks for "

@@ -29,12 +29,6 @@ Surprise = Literal["recent", "window"]
 """``"window"``: a small excess of runs found done at their first poll over all samples;
 ``"recent"``: a large one among the latest (a sudden change, such as runs that got faster)."""
 
-_FIT_TOLERANCE = 0.03
-"""How many more runs (as a share) may be found done at the first poll than the fit predicts
-before the fit is distrusted. It is tight on purpose: on lognormal runs chance alone trips it
-on about one observation in eight, which costs about 4 % more polls, but without it a lower
-tail like a uniform spread from 0 s gets through, at up to 1.4 times the classic loop's p95
-latency (``benchmarks/fit_alarms.py``)."""
 _FIT_MIN_OBSERVED = 10
 """Runs seen working before they were seen done, before a fit is tried."""
 _EM_FIRST = 30
@@ -70,11 +64,17 @@ class LognormalFit:
 
 
 class IntervalFit:
-    """The latest ``size`` run times of one key as intervals, and their lognormal fit."""
+    """The latest ``size`` run times of one key as intervals, and their lognormal fit.
 
-    __slots__ = ("checked", "fit", "logs", "predicted", "recent", "since_fit")
+    ``tolerance`` is the share of runs that may be found done at their first poll beyond what
+    the fits predicted, over the window, before the fit is distrusted
+    (:attr:`~runfleet.polling.policy.PollPolicy.fit_tolerance`).
+    """
 
-    def __init__(self, size: int) -> None:
+    __slots__ = ("checked", "fit", "logs", "predicted", "recent", "since_fit", "tolerance")
+
+    def __init__(self, size: int, *, tolerance: float) -> None:
+        self.tolerance = tolerance
         # When each run finished, as well as it is known, in logarithms as the fit reads them:
         # between ``lower`` and ``upper`` (``lower`` -inf if it was done at its first poll,
         # ``lower == upper`` if a webhook said when).
@@ -157,7 +157,7 @@ class IntervalFit:
         if done > expected + max(_RECENT_TOLERANCE * len(recent), 3 * spread):
             return "recent"
         tally = self.predicted
-        if tally.runs and tally.done > tally.expected + _FIT_TOLERANCE * tally.runs:
+        if tally.runs and tally.done > tally.expected + self.tolerance * tally.runs:
             return "window"
         return None
 

@@ -1,4 +1,7 @@
-"""Poll where runs finish: a per-key model of observed run times.
+"""Poll where runs finish: a per-key model of observed run times, and the schedule it plans.
+
+Its settings are a :class:`~runfleet.polling.policy.PollPolicy`; its lognormal fit and the
+check of that fit are :mod:`runfleet.polling.interval_fit`'s.
 
 The classic loop (:class:`~runfleet.polling.schedule.Backoff`) polls a run that takes 8 s at about
 0.5, 1.25, 2.4, 4.1, 6.6 and 10.4 s: six requests, the first three long before such a run
@@ -37,12 +40,14 @@ of runs are already done: earlier by most of a step after each run found done th
 when the latest runs changed), later by a small one after each that was not, never later than
 the learned ``low_quantile``. The same fallback catches runs that got faster.
 
-Measured by ``tests/test_learning.py`` against the classic loop, learning online from its own
-polls, over 20 seeds: 0.17 to 0.45 times its polls with a lower 95th-percentile detection
-latency for runs of 8 s or more with moderate spread (lognormal sigma up to 0.5, fixed,
-uniform 4-12 s); 0.5 to 0.8 times its polls, latency still lower, for wide spreads (lognormal
-sigma 1) and short runs, where there is less to skip; about half its polls, with a p95 from 0.84
-to 1.04 of its own, for runs spread uniformly from 0 s, whose lower tail the fit cannot see.
+Measured against the classic loop by ``benchmarks/learned_race.py`` (:mod:`runfleet.bench.race`:
+1,000 runs polled one after another, the model learning online from its own polls; seeds 0-19;
+``tests/test_learning.py`` asserts looser bounds on seeds 0-4). For runs of 8 s or more with
+moderate spread (fixed, lognormal sigma up to 0.5, uniform 4-12 s): 0.17 to 0.44 times its polls,
+with 0.36 to 0.95 of its p95 detection latency. For wide spreads (lognormal sigma 1): 0.56 to
+0.82 times its polls, and for short runs (2-3 s) 0.43 to 0.53, latency still lower. For runs
+spread uniformly from 0 s, whose lower tail the fit cannot see: 0.45 to 0.53 times its polls,
+with a p95 from 0.84 to 1.04 of its own.
 """
 
 from __future__ import annotations
@@ -51,13 +56,15 @@ import math
 import random
 from collections import OrderedDict, deque
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from ..stats import quantile
 from .interval_fit import IntervalFit
-from .schedule import Backoff, _floor, _jittered
+from .policy import PollPolicy as PollPolicy  # until fleet.py, batch/session.py import .policy
+from .schedule import floor_delay, jittered
 
-__all__ = ["PollPolicy", "RunTimeStats", "RunTimes"]
+__all__ = ["RunTimes"]
 
 K = TypeVar("K", bound=Hashable)
 
@@ -68,90 +75,6 @@ _MAX_WINDOW_POLLS = 10
 _START_STEP = 0.5
 """How far one observation moves the first poll, as a fraction of the window's gap."""
 _STALL_QUANTILE = 0.99
-
-
-@dataclass(frozen=True, slots=True)
-class PollPolicy:
-    """How runs are polled: the classic backoff, and how the learned schedule uses it.
-
-    Raises:
-        ValueError: if a field is out of range (each message names the field).
-    """
-
-    backoff: Backoff = field(default_factory=Backoff)
-    """The classic loop, used until a key is learned; its jitter, floor, cap and factor also
-    shape the learned schedule."""
-    latency_target: float | None = None
-    """Seconds between polls where runs usually finish; ``None`` derives it from the median."""
-    latency_fraction: float = 0.35
-    """The gap as a fraction of the learned median when ``latency_target`` is ``None``. On runs
-    of 8 s (lognormal, sigma 0.3), 0.25 spends about 0.5 of the classic loop's polls for 0.6 of
-    its p95 detection latency; 0.35 spends about 0.43 of them for 0.85 of it."""
-    min_samples: int = 20
-    """Completions of a key to observe before its learned schedule replaces the classic one."""
-    max_samples: int = 256
-    """Most recent observations kept per key and phase; older ones are forgotten."""
-    early_share: float = 0.02
-    """Share of runs allowed to finish more than about one gap before the first poll."""
-    low_quantile: float = 0.1
-    """Share of runs the fallback steers to be already done at the first poll."""
-    high_quantile: float = 0.95
-    """Where the evenly spaced window ends and backoff takes over."""
-    stall_factor: float = 3.0
-    """A run queued longer than this many times the learned 99th-percentile wait is stalled."""
-    stall_floor: float = 30.0
-    """Seconds queued before a run can be stalled, however short learned waits are."""
-    stall_unlearned: float = 120.0
-    """Seconds queued before a run is stalled while its key's queue waits are not learned."""
-    max_keys: int = 1024
-    """Keys remembered; the least recently observed is forgotten first."""
-
-    def __post_init__(self) -> None:
-        for name in ("latency_fraction", "stall_factor", "stall_floor", "stall_unlearned"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"PollPolicy.{name} must be a finite number >= 0, got {value!r}")
-        target = self.latency_target
-        if target is not None and not (math.isfinite(target) and target > 0):
-            raise ValueError(f"PollPolicy.latency_target must be > 0 seconds, got {target!r}")
-        if self.latency_fraction == 0:
-            raise ValueError("PollPolicy.latency_fraction must be > 0")
-        if not 0 < self.early_share < 0.5:
-            raise ValueError(
-                f"PollPolicy.early_share must be between 0 and 0.5, got {self.early_share!r}"
-            )
-        if not 0 < self.low_quantile < self.high_quantile < 1:
-            raise ValueError(
-                "PollPolicy quantiles must satisfy 0 < low_quantile < high_quantile < 1, got "
-                f"low_quantile={self.low_quantile}, high_quantile={self.high_quantile}"
-            )
-        if not 1 <= self.min_samples <= self.max_samples:
-            raise ValueError(
-                "PollPolicy must satisfy 1 <= min_samples <= max_samples, got "
-                f"min_samples={self.min_samples}, max_samples={self.max_samples}"
-            )
-        if self.max_keys < 1:
-            raise ValueError(f"PollPolicy.max_keys must be >= 1, got {self.max_keys}")
-
-
-@dataclass(frozen=True, slots=True)
-class RunTimeStats:
-    """What :class:`RunTimes` has learned about one key (seconds; ``None`` if no samples)."""
-
-    done_samples: int
-    done_median: float | None
-    done_p95: float | None
-    queue_samples: int
-    queue_median: float | None
-    queue_p95: float | None
-    learned: bool
-    """Whether the learned schedule replaces the classic loop for this key."""
-    first_poll: float | None
-    """Where the learned schedule's first poll goes, before jitter."""
-    poll_gap: float | None
-    """The learned schedule's gap between polls in the window, before jitter."""
-    stall_after: float
-    """Seconds queued after which :meth:`RunTimes.is_stalled` reports a run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +94,7 @@ class _KeyTimes:
 
     def __init__(self, policy: PollPolicy) -> None:
         self.done: deque[float] = deque(maxlen=policy.max_samples)
-        self.intervals = IntervalFit(policy.max_samples)
+        self.intervals = IntervalFit(policy.max_samples, tolerance=policy.fit_tolerance)
         self.earliest = math.inf
         self.queue: deque[float] = deque(maxlen=policy.max_samples)
         self.start: float | None = None
@@ -213,8 +136,8 @@ class RunTimes(Generic[K]):
         Args:
             key: what the run's times are learned under.
             elapsed: seconds since the run (re)started, at the moment of asking.
-            attempt: polls since the run's status last changed; only the classic loop uses it,
-                while ``key`` is not learned.
+            attempt: polls since the run (re)started; only the classic loop uses it, while
+                ``key`` is not learned.
             rng: the source of jitter.
             poll_after: the server's latest ``openai-poll-after-ms`` hint in seconds.
 
@@ -237,14 +160,17 @@ class RunTimes(Generic[K]):
                 # jittered by 20 % would land far past the runs it is meant to catch.
                 delay = wait + plan.gap * (rng.uniform(-jitter, jitter) if jitter else 0.0)
             else:
-                delay = min(_jittered(plan.gap, jitter, rng), cap)
+                delay = min(jittered(plan.gap, jitter, rng), cap)
         else:
             # Stateless exponential backoff: after polls spaced g, g*f, g*f**2... the next gap
             # is g plus (f - 1) times the time spent in the tail.
             gap = plan.tail_gap + (backoff.factor - 1) * (elapsed - plan.tail)
-            gap = max(gap, _classic_gap(backoff, elapsed))
-            delay = min(_jittered(min(gap, cap), jitter, rng), cap)
-        return _floor(delay, backoff.min_interval, poll_after)
+            # Never denser than the classic loop at this age: while the first samples of a key
+            # come from the quickest runs of a cohort that started together, the learned tail
+            # is too early, and the cohort's other runs would otherwise be polled at short gaps.
+            gap = max(gap, backoff.gap_at(elapsed))
+            delay = min(jittered(min(gap, cap), jitter, rng), cap)
+        return floor_delay(delay, backoff.min_interval, poll_after)
 
     def observe_done(
         self,
@@ -287,7 +213,7 @@ class RunTimes(Generic[K]):
         if len(times.done) < policy.min_samples:
             return
         values = sorted(times.done)
-        low = _quantile(values, policy.low_quantile)
+        low = quantile(values, policy.low_quantile)
         fit = times.intervals.refit()
         if fit is not None and fit.surprise is None:
             early = fit.quantile(policy.early_share)
@@ -330,7 +256,7 @@ class RunTimes(Generic[K]):
         times = self._touch(key)
         times.queue.append(seconds)
         if len(times.queue) >= policy.min_samples:
-            q99 = _quantile(sorted(times.queue), _STALL_QUANTILE)
+            q99 = quantile(sorted(times.queue), _STALL_QUANTILE)
             times.stall_after = max(policy.stall_factor * q99, policy.stall_floor)
 
     def is_stalled(self, key: K, queued_for: float) -> bool:
@@ -343,10 +269,6 @@ class RunTimes(Generic[K]):
         times = self._keys.get(key)
         limit = self._policy.stall_unlearned if times is None else times.stall_after
         return queued_for > limit
-
-    def snapshot(self) -> dict[K, RunTimeStats]:
-        """Return what has been learned, per key, least recently observed first."""
-        return {key: self._stats(times) for key, times in self._keys.items()}
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -366,39 +288,12 @@ class RunTimes(Generic[K]):
             self._keys.move_to_end(key)
         return times
 
-    def _stats(self, times: _KeyTimes) -> RunTimeStats:
-        done, queue = sorted(times.done), sorted(times.queue)
-        plan = times.plan
-        return RunTimeStats(
-            done_samples=len(done),
-            done_median=_quantile(done, 0.5) if done else None,
-            done_p95=_quantile(done, 0.95) if done else None,
-            queue_samples=len(queue),
-            queue_median=_quantile(queue, 0.5) if queue else None,
-            queue_p95=_quantile(queue, 0.95) if queue else None,
-            learned=plan is not None,
-            first_poll=None if plan is None else max(plan.start, plan.gap),
-            poll_gap=None if plan is None else plan.gap,
-            stall_after=times.stall_after,
-        )
-
-
-def _classic_gap(backoff: Backoff, elapsed: float) -> float:
-    """Return the classic loop's gap at this age, before the cap: its polls at
-    ``initial * (f**k - 1) / (f - 1)`` are ``initial * f**k`` apart.
-
-    Past the learned window a run is never polled denser than that. While the first samples
-    of a key come from the quickest runs of a cohort that started together, the learned tail
-    is too early, and the cohort's other runs would otherwise be polled there at short gaps.
-    """
-    return backoff.initial + (backoff.factor - 1) * elapsed
-
 
 def _target(policy: PollPolicy, values: Sequence[float]) -> float:
     """Return the gap a key's runs should be polled at where they finish, before any clamp."""
     if policy.latency_target is not None:
         return policy.latency_target
-    return policy.latency_fraction * _quantile(values, 0.5)
+    return policy.latency_fraction * quantile(values, 0.5)
 
 
 def _clamped(policy: PollPolicy, gap: float) -> float:
@@ -410,7 +305,7 @@ def _clamped(policy: PollPolicy, gap: float) -> float:
 
 def _plan(policy: PollPolicy, values: Sequence[float], start: float) -> _Plan:
     """Derive a key's schedule from its sorted observed run times and its first poll."""
-    tail = _quantile(values, policy.high_quantile)
+    tail = quantile(values, policy.high_quantile)
     target = widest = _target(policy, values)
     if policy.latency_target is None:
         widest = max(target, (tail - start) / _MAX_WINDOW_POLLS)
@@ -421,15 +316,6 @@ def _plan(policy: PollPolicy, values: Sequence[float], start: float) -> _Plan:
         tail=tail,
         tail_gap=_clamped(policy, target),
     )
-
-
-def _quantile(values: Sequence[float], q: float) -> float:
-    """Interpolate the ``q`` quantile of sorted, non-empty ``values`` (numpy's default)."""
-    position = q * (len(values) - 1)
-    below = math.floor(position)
-    if below + 1 >= len(values):
-        return values[-1]
-    return values[below] + (values[below + 1] - values[below]) * (position - below)
 
 
 def _check_seconds(seconds: float) -> None:

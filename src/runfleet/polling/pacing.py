@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Generic, Protocol, TypeVar
 
 from .learning import RunTimes
-from .schedule import PollSchedule, _jittered
+from .schedule import PollSchedule, jittered
 from .scouting import Scouting
 
 __all__ = ["Paced", "Pacer"]
@@ -113,7 +113,7 @@ class Pacer(Generic[R]):
                 del self._early[run.run_id]
                 self.poll_at(run, now)
                 return
-            delay = max(_jittered(safety, _SAFETY_JITTER, self._rng), poll_after or 0.0)
+            delay = max(jittered(safety, _SAFETY_JITTER, self._rng), poll_after or 0.0)
             self.poll_at(run, now + delay)
             return
         key = _learn_key(run)

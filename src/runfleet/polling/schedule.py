@@ -1,4 +1,5 @@
-"""When to poll each run: the heap of due times and the classic backoff policy.
+"""When to poll each run: the heap of due times, and the classic loop every schedule is
+measured against.
 
 Pure code, like trio's deadline heap: nothing here reads a clock, sleeps or does I/O. Every
 method that needs the time takes ``now`` (seconds on the event loop's clock) and randomness
@@ -13,6 +14,7 @@ memory stays within about twice the number of scheduled runs however often they 
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import math
@@ -21,21 +23,9 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-__all__ = ["Backoff", "PollSchedule", "ScheduleStats"]
+__all__ = ["Backoff", "PollSchedule", "floor_delay", "jittered"]
 
 K = TypeVar("K", bound=Hashable)
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduleStats:
-    """A snapshot of a :class:`PollSchedule`, for stats and tests."""
-
-    scheduled: int
-    """Keys waiting in the schedule (live entries)."""
-    heap_entries: int
-    """Entries held in memory, stale ones included."""
-    next_due: float | None
-    """The earliest live due time, or ``None`` when nothing is scheduled."""
 
 
 class PollSchedule(Generic[K]):
@@ -74,24 +64,6 @@ class PollSchedule(Generic[K]):
         self._entries[key] = entry
         heapq.heappush(self._heap, entry)
         self._prune()
-
-    def wake_now(self, key: K, now: float) -> bool:
-        """Move a waiting key's poll forward to ``now`` (a webhook said the run changed).
-
-        A key that is not waiting in the schedule is left out: it is being polled right now or
-        it is finished, and putting it back would poll it twice. The caller must then remember
-        the wake-up and reschedule the run at once when its in-flight poll returns, because
-        that poll may have been answered before the change.
-
-        Returns:
-            ``True`` if the key is waiting in the schedule (and is now due by ``now``).
-        """
-        entry = self._entries.get(key)
-        if entry is None:
-            return False
-        if entry[0] > now:
-            self.schedule(key, now)
-        return True
 
     def cancel(self, key: K) -> bool:
         """Forget ``key``; return ``True`` if it was scheduled."""
@@ -136,12 +108,6 @@ class PollSchedule(Generic[K]):
         entry = self._entries.get(key)
         return None if entry is None else entry[0]
 
-    def stats(self) -> ScheduleStats:
-        """Return a snapshot of the schedule's size."""
-        return ScheduleStats(
-            scheduled=len(self._entries), heap_entries=len(self._heap), next_due=self.next_due()
-        )
-
     def __contains__(self, key: object) -> bool:
         return key in self._entries
 
@@ -167,11 +133,18 @@ class PollSchedule(Generic[K]):
 class Backoff:
     """The classic poll loop: exponential backoff with symmetric jitter.
 
+    The defaults are *the* classic loop (first poll after 0.5 s, each delay 1.5 times the last,
+    at most 5 s apart) that the learned schedule falls back to, that ``runfleet bench`` runs as
+    ``classic`` and that a batch's summary counts requests against: one definition, so all
+    three compare with the same loop.
+
     The delay before poll number ``attempt`` (0-based) is ``initial * factor**attempt``, capped
     at ``cap``, scaled by a factor drawn uniformly from ``[1 - jitter, 1 + jitter]`` so runs
     started together drift apart, then clamped to ``[min_interval, cap]``. The caller counts
-    ``attempt`` and resets it to 0 whenever the run's status changes (queued to in progress,
-    a tool round answered): a run that just moved is likely to move again soon.
+    ``attempt`` from the run's (re)start: its creation, or the answer to its latest tool round,
+    after which it is likely to move again soon. Going from queued to in progress does not
+    reset it: that says nothing about when the run will finish, and a reset would cost a poll
+    or two per run.
 
     Raises:
         ValueError: if a field is negative or not finite, ``factor < 1``, ``jitter`` is
@@ -180,9 +153,9 @@ class Backoff:
     """
 
     initial: float = 0.5
-    """Seconds before the first poll after a (re)start or a status change."""
+    """Seconds before the first poll after a (re)start."""
     factor: float = 1.5
-    """Growth of the delay per unchanged poll."""
+    """Growth of the delay per poll."""
     cap: float = 5.0
     """Longest delay between two polls, jitter included."""
     jitter: float = 0.2
@@ -209,6 +182,22 @@ class Backoff:
                 f"and >= min_interval ({self.min_interval})"
             )
 
+    def scaled(self, scale: float) -> Backoff:
+        """Return this loop with its durations (``initial``, ``cap``, ``min_interval``)
+        multiplied by ``scale``; ``factor`` and ``jitter`` are ratios and stay.
+
+        Raises:
+            ValueError: if ``scale`` is not a finite number > 0.
+        """
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
+        return dataclasses.replace(
+            self,
+            initial=self.initial * scale,
+            cap=self.cap * scale,
+            min_interval=self.min_interval * scale,
+        )
+
     def base_delay(self, attempt: int) -> float:
         """Return the un-jittered delay before poll number ``attempt``.
 
@@ -229,7 +218,7 @@ class Backoff:
         """Return the seconds to wait before poll number ``attempt``.
 
         Args:
-            attempt: polls made since the run's status last changed, 0 for the first.
+            attempt: polls made since the run (re)started, 0 for the first.
             rng: the source of jitter; inject a seeded one for reproducible schedules.
             poll_after: the server's ``openai-poll-after-ms`` hint in seconds, read from the
                 latest response. The result is never below it, even above ``cap``.
@@ -237,17 +226,51 @@ class Backoff:
         Raises:
             ValueError: if ``attempt`` or ``poll_after`` is negative.
         """
-        delay = _jittered(self.base_delay(attempt), self.jitter, rng)
-        return _floor(min(delay, self.cap), self.min_interval, poll_after)
+        delay = jittered(self.base_delay(attempt), self.jitter, rng)
+        return floor_delay(min(delay, self.cap), self.min_interval, poll_after)
+
+    def gap_at(self, age: float) -> float:
+        """Return the un-jittered gap the loop has reached ``age`` seconds after a (re)start,
+        before the cap.
+
+        Its polls at ``initial * (factor**k - 1) / (factor - 1)`` are ``initial * factor**k``
+        apart, so the gap grows linearly with age; a schedule that must never poll denser than
+        the classic loop compares with this.
+        """
+        return self.initial + (self.factor - 1) * age
+
+    def polls_for(self, seconds: float) -> int:
+        """Count the polls the loop, un-jittered and unhinted, spends on a run of ``seconds``.
+
+        The last of them is the first at or after ``seconds``, which sees the run done; a run
+        that takes no time still costs one. This is what the classic loop would have spent,
+        for comparing another schedule's requests with it.
+        """
+        waited, polls = 0.0, 0
+        while True:
+            waited += max(self.base_delay(polls), self.min_interval)
+            polls += 1
+            if waited >= seconds:
+                return polls
 
 
-def _jittered(delay: float, jitter: float, rng: random.Random) -> float:
-    """Scale ``delay`` by a factor drawn from ``[1 - jitter, 1 + jitter]``."""
+def jittered(delay: float, jitter: float, rng: random.Random) -> float:
+    """Scale ``delay`` by a factor drawn from ``[1 - jitter, 1 + jitter]``.
+
+    Shared by the classic loop, the learned schedule's window and tail, and the webhooks'
+    safety-net poll, so that runs started together drift apart the same way under each.
+    """
     return delay * (1 + rng.uniform(-jitter, jitter)) if jitter else delay
 
 
-def _floor(delay: float, min_interval: float, poll_after: float | None) -> float:
-    """Raise ``delay`` to ``min_interval`` and to the server's poll-after hint."""
+def floor_delay(delay: float, min_interval: float, poll_after: float | None) -> float:
+    """Raise ``delay`` to ``min_interval`` and to the server's poll-after hint.
+
+    The last step of every schedule: whatever it computed, the server's hint wins.
+
+    Raises:
+        ValueError: if ``poll_after`` is negative or NaN.
+    """
     if poll_after is None:
         return max(delay, min_interval)
     if not poll_after >= 0:  # written this way to reject NaN too
