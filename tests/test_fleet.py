@@ -18,6 +18,7 @@ from runfleet import (
     PollPolicy,
     ResponseSpec,
     RunCancelled,
+    RunDetached,
     RunExpired,
     RunFailed,
     RunfleetError,
@@ -303,6 +304,8 @@ async def test_shutdown_ends_every_waiter(start_sim: StartSim, on_exit: Any) -> 
         for handle in handles:
             with pytest.raises(RunCancelled):
                 await handle
+            # A detached run is handed back, alive on the server: its error says so by type.
+            assert isinstance(handle.exception(), RunDetached) == (on_exit == "detach")
     cancels = sum(v for k, v in sim.stats()["requests"].items() if k.endswith(".cancel"))
     assert cancels == (6 if on_exit == "cancel" else 0)
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .errors import QuotaError as QuotaError
     from .errors import QuotaExhausted as QuotaExhausted
     from .errors import RunCancelled as RunCancelled
+    from .errors import RunDetached as RunDetached
     from .errors import RunError as RunError
     from .errors import RunExpired as RunExpired
     from .errors import RunFailed as RunFailed
@@ -51,6 +52,7 @@ _HOMES: dict[str, str] = {
     "QuotaError": ".errors",
     "QuotaExhausted": ".errors",
     "RunCancelled": ".errors",
+    "RunDetached": ".errors",
     "RunError": ".errors",
     "RunExpired": ".errors",
     "RunFailed": ".errors",
@@ -99,6 +101,7 @@ __all__ = [
     "RequestQuota",
     "ResponseSpec",
     "RunCancelled",
+    "RunDetached",
     "RunError",
     "RunExpired",
     "RunFailed",

@@ -21,7 +21,7 @@ from typing import Any
 import openai
 from openai import AsyncOpenAI
 
-from ..errors import AuthError
+from ..errors import AuthError, key_hint
 from ..tools import Tool, ToolRegistry
 from .files import InputFile, OutputFile, read_items
 from .journal import Journal, JournalMismatch
@@ -118,9 +118,8 @@ async def probe(client: AsyncOpenAI, where: str) -> float | None:
         raw = await client.responses.with_raw_response.retrieve("resp_runfleet_probe")
         headers: Any = raw.headers
     except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
-        hint = str(client.api_key)[-4:]
         raise BatchError(
-            f"the server refused the API key ...{hint} (HTTP {exc.status_code})"
+            f"the server refused the API key ...{key_hint(client.api_key)} (HTTP {exc.status_code})"
         ) from None
     except openai.APIStatusError as exc:
         headers = exc.response.headers

@@ -32,6 +32,7 @@ from ..errors import (
     AuthError,
     QuotaExhausted,
     RunCancelled,
+    RunDetached,
     RunError,
     RunExpired,
     RunFailed,
@@ -467,9 +468,9 @@ class Engine:
             self._resolve(run, None, error)
 
     def detach_all(self, reason: str) -> None:
-        """End every run with ``RunCancelled`` without touching the server (hand them back)."""
+        """End every run with ``RunDetached`` without touching the server (hand them back)."""
         for run in list(self.runs.values()):
-            self._resolve(run, None, RunCancelled(run.ref.id, reason))
+            self._resolve(run, None, RunDetached(run.ref.id, reason))
 
     async def cancel_all(self, reason: str) -> None:
         """Cancel every run on the server, concurrently, and end each with ``RunCancelled``."""
