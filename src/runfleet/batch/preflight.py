@@ -166,7 +166,7 @@ def _open_files(cfg: BatchConfig) -> tuple[OutputFile, Journal]:
             with contextlib.suppress(FileNotFoundError):
                 Path(str(journal_path) + suffix).unlink()
     try:
-        out = OutputFile(cfg.out, fresh=False)
+        out = OutputFile(cfg.out)
     except OSError as exc:
         raise BatchError(f"cannot write {cfg.out}: {exc.strerror or exc}") from None
     try:

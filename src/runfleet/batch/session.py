@@ -44,10 +44,11 @@ from ..polling.learning import PollPolicy
 from ..polling.schedule import Backoff
 from ..stats import FleetStats
 from ..tools import ToolRegistry
-from .files import BatchItem, InputFile, OutputFile, written_ids
+from .files import InputFile, OutputFile, written_ids
 from .journal import Journal, JournalEntry
 from .progress import ProgressState, ProgressView, progress_view
-from .report import BatchSummary, Tally, classic_requests, error_record, result_record
+from .records import BatchItem, OutputLine
+from .report import BatchSummary, Tally, classic_requests
 
 __all__ = ["BatchConfig", "BatchError", "BatchSession"]
 
@@ -133,7 +134,7 @@ class BatchSession:
             record = entry.output
             if entry.state != "done" or record is None:
                 continue
-            if (str(record["id"]), record["line"]) not in have:
+            if (record.id, record.line) not in have:
                 self.out.write(record)  # recorded, not yet written when it stopped
         for bad in source.invalid:
             record = bad.output()
@@ -142,7 +143,7 @@ class BatchSession:
             if known is not None and known.state == "done":
                 self.tally.already_done += 1
                 continue
-            self.journal.finished(key, bad.line, record)
+            self.journal.finished(key, record)
             self.out.write(record)
             self.tally.add(record)
         for item in source.items:
@@ -295,7 +296,8 @@ class BatchSession:
         except AuthError:
             raise
         except RunRejected as exc:
-            self._record(error_record(item, self.cfg.kind, exc, recreated=recreated, resumed=False))
+            line = OutputLine.of_error(item, self.cfg.kind, exc, recreated=recreated, resumed=False)
+            self._record(line)
             self.slots.release()
             return None
         # The ids went to the journal in the on_ids hook, before the fleet did anything else.
@@ -340,10 +342,12 @@ class BatchSession:
         classic = None
         if error is None:
             result = await handle
-            record = result_record(item, result, recreated=recreated, resumed=resumed)
+            record = OutputLine.of_result(item, result, recreated=recreated, resumed=resumed)
             classic = classic_requests(result, self.scale)
         else:
-            record = error_record(item, handle.kind, error, recreated=recreated, resumed=resumed)
+            record = OutputLine.of_error(
+                item, handle.kind, error, recreated=recreated, resumed=resumed
+            )
         self._record(record, classic)
         self.slots.release()
         self._check_idle()
@@ -351,9 +355,9 @@ class BatchSession:
     def _handed_back(self, error: RunfleetError) -> bool:
         return self.stopping.is_set() and "fleet closed" in str(error)
 
-    def _record(self, record: dict[str, Any], classic: int | None = None) -> None:
+    def _record(self, record: OutputLine, classic: int | None = None) -> None:
         """Journal the record, then append it: a stop in between rewrites it on resume."""
-        self.journal.finished(record["id"], record["line"], record)
+        self.journal.finished(record.id, record)
         self.out.write(record)
         self.tally.add(record, classic)
 
