@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .admission.quota import Priority as Priority
     from .admission.quota import RequestQuota as RequestQuota
+    from .engine.feeder import Submission as Submission
     from .engine.handle import RunHandle as RunHandle
     from .errors import AuthError as AuthError
     from .errors import FleetClosed as FleetClosed
@@ -64,6 +65,7 @@ _HOMES: dict[str, str] = {
     "ToolError": ".errors",
     "Fleet": ".fleet",
     "RunHandle": ".engine.handle",
+    "Submission": ".engine.feeder",
     "AssistantRunSpec": ".kinds.assistants",
     "ResponseSpec": ".kinds.responses",
     "PollPolicy": ".polling.learning",
@@ -113,6 +115,7 @@ __all__ = [
     "RunResult",
     "RunTimeout",
     "RunfleetError",
+    "Submission",
     "Tool",
     "ToolCall",
     "ToolError",
