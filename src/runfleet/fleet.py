@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
 from types import TracebackType
 from typing import Any, Literal
 
@@ -380,7 +380,7 @@ class Fleet:
         items: Iterable[Spec | Submission] | AsyncIterable[Spec | Submission],
         *,
         max_in_flight: int = 100,
-    ) -> AsyncIterator[RunHandle]:
+    ) -> AsyncGenerator[RunHandle, None]:
         """Start many runs, at most ``max_in_flight`` at once; yield each handle as it ends.
 
         Each yielded handle is done: ``await handle`` returns at once (or raises its error).

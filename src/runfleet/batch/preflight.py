@@ -23,10 +23,11 @@ from openai import AsyncOpenAI
 
 from ..errors import AuthError, key_hint
 from ..tools import Tool, ToolRegistry
+from .config import BatchConfig, BatchError
 from .files import InputFile, OutputFile, read_items
 from .journal import Journal, JournalMismatch
 from .report import BatchSummary
-from .session import BatchConfig, BatchError, BatchSession
+from .session import BatchSession
 
 __all__ = ["BatchConfig", "BatchError", "load_tools", "probe", "run_batch"]
 
