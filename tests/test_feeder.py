@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import pytest
 
 from runfleet import AssistantRunSpec, AuthError, Fleet, ResponseSpec, RunHandle, Submission
+from runfleet.engine.feeder import feed
 
 from .helpers import StartSim, fleet_on
 
@@ -116,6 +118,33 @@ async def test_a_fleet_that_cannot_start_more_stops_pulling_and_closes_the_gener
     assert 3 <= len(pulled) <= 6  # three opened, and what the freed slots pulled meanwhile
     assert ended
     assert all(isinstance(h.exception(), AuthError) for h in ended)
+
+
+async def test_a_source_waiting_for_more_is_abandoned_once_nothing_can_start(
+    start_sim: StartSim,
+) -> None:
+    """A generator waiting for something (runs to end, say) is cancelled when opens refuse."""
+    cancelled = []
+
+    async def items() -> AsyncIterator[ResponseSpec]:
+        yield ResponseSpec("m", "refused")
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            cancelled.append(True)
+            raise
+
+    async with start_sim(FAST, api_key="sk-right-key-0000") as sim, fleet_on(sim) as fleet:
+
+        async def open_run(submission: Submission) -> RunHandle:
+            assert submission.spec is not None
+            return await fleet.submit(submission.spec, tag=submission.tag)  # raises if refused
+
+        async with anyio.create_task_group() as tg:
+            with anyio.fail_after(10):
+                ended = [h async for h in feed(items(), open_run, tg, max_in_flight=4)]
+    assert ended == []
+    assert cancelled == [True]
 
 
 async def test_a_bad_item_is_raised_to_the_consumer(start_sim: StartSim) -> None:

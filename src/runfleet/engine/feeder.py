@@ -124,6 +124,7 @@ async def _pump(
     slots = anyio.Semaphore(max_in_flight)
     outstanding = 1  # the pump itself, until it has pulled everything
     refused = False
+    pulling = anyio.CancelScope()
 
     def deliver(got: RunHandle | Exception) -> None:
         with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -146,6 +147,8 @@ async def _pump(
             handle = await open_run(submission)
         except RunfleetError:  # the fleet is closing or broke: this one never started
             refused = True
+            # A source waiting for something (e.g. for runs to end) would wait forever.
+            pulling.cancel()
             slots.release()
             settle_one()
             return
@@ -157,12 +160,14 @@ async def _pump(
             await slots.acquire()  # first the slot, then the item: see the module docstring
             if refused:
                 break
-            try:
-                submission = await source.next()
-            except Exception as exc:  # the source's own error, or a bad item: the consumer's
-                deliver(exc)
-                break
-            if submission is None:
+            submission = None
+            with anyio.CancelScope() as pulling:
+                try:
+                    submission = await source.next()
+                except Exception as exc:  # the source's own error or a bad item: the consumer's
+                    deliver(exc)
+                    break
+            if submission is None or refused:
                 break
             outstanding += 1
             # Concurrently (each create still passes the quota and the gate's bound): one at
