@@ -216,17 +216,15 @@ class BatchSession:
                 return
         while self.lost:  # stopped before recreating them: reported lost, as they were
             flight, error = self.lost.popleft()
-            self._write(flight, OutputLine.of_error(
-                flight.item, self.cfg.kind, error, recreated=False, resumed=flight.resumed
-            ))  # fmt: skip
+            item, kind, resumed = flight.item, self.cfg.kind, flight.resumed
+            line = OutputLine.of_error(item, kind, error, recreated=False, resumed=resumed)
+            self._write(flight, line)
 
     def _attached(self, item: BatchItem, entry: JournalEntry) -> Submission:
         """Re-attach to a run that exists on the server: no new create, no new cost."""
         responses = entry.kind == "responses"
-        flight = _Flight(
-            item, entry.recreated, resumed=True,
-            run_id=entry.response_id if responses else entry.run_id,
-        )  # fmt: skip
+        run_id = entry.response_id if responses else entry.run_id
+        flight = _Flight(item, entry.recreated, resumed=True, run_id=run_id)
         self.in_flight[item.id] = flight
         return Submission(
             # A response that asks for tools continues with the item's model and tools.
