@@ -11,8 +11,8 @@ States of an item: ``submitting`` (its create request may be on the wire; no id 
 appended to the output file).
 
 A journal is bound to the kind of batch and its target (the model or the assistant): resuming
-with another of either would attach runs to the wrong thing. The input file is not bound: a
-resume after fixing or adding lines is what it is for, since items are known by id.
+with another of either would attach runs to the wrong thing. The input file is not bound:
+items are known by id, so on resume lines added or fixed since start, finished ones stay.
 """
 
 from __future__ import annotations
