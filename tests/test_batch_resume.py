@@ -7,6 +7,7 @@ a crashed client; the tests synchronise on the journal's state, never on a guess
 from __future__ import annotations
 
 import signal
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,7 @@ async def test_ctrl_c_finishes_in_flight_runs_and_exits_130_with_a_hint(
             f"(journal: {journal})"
         )
         assert states.get("running", 0) == 0  # in-flight runs finished within the grace
+        assert "submitting" not in states  # nothing journaled that was then not sent
         assert 6 <= states["done"] < 24  # nothing new was started after Ctrl-C
         assert len(read_output(out)) == states["done"]
         resumed = await batch(args)
@@ -194,3 +196,7 @@ async def test_a_response_gone_on_resume_is_recreated_once_and_marked(
     assert all(r["status"] == "completed" for r in lines)
     assert creates(stats) == 10 + running
     assert f"{running} recreated" in resumed.stdout
+    with sqlite3.connect(journal) as db:
+        journaled = dict(db.execute("SELECT id, response_id FROM items").fetchall())
+    # A recreated run's id was journaled as it appeared, like any run's (a kill re-attaches it).
+    assert all(journaled[r["id"]] == r["response_id"] for r in recreated)

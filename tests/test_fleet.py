@@ -18,6 +18,7 @@ from runfleet import (
     PollPolicy,
     ResponseSpec,
     RunCancelled,
+    RunDetached,
     RunExpired,
     RunFailed,
     RunfleetError,
@@ -306,6 +307,8 @@ async def test_shutdown_ends_every_waiter(start_sim: StartSim, on_exit: Any) -> 
         for handle in handles:
             with pytest.raises(RunCancelled):
                 await handle
+            # A detached run is handed back, alive on the server: its error says so by type.
+            assert isinstance(handle.exception(), RunDetached) == (on_exit == "detach")
     cancels = sum(v for k, v in sim.stats()["requests"].items() if k.endswith(".cancel"))
     assert cancels == (6 if on_exit == "cancel" else 0)
 
@@ -430,3 +433,11 @@ async def test_map_sends_its_creates_concurrently(start_sim: StartSim) -> None:
             assert handle.done()
     # One at a time, 0.3 s each, only 3 or 4 would be out when the first run ends.
     assert creates_at_first == 12
+
+
+def test_tool_definitions_are_the_fleets_own_tools_in_either_wire_shape() -> None:
+    client = openai.AsyncOpenAI(api_key="sk-x", base_url="http://127.0.0.1:9/v1")
+    fleet = Fleet(client, rpm=60, tools=[get_weather])
+    assert [d["name"] for d in fleet.tool_definitions("responses")] == ["get_weather"]
+    (assistants,) = fleet.tool_definitions("assistants")
+    assert assistants["function"]["name"] == "get_weather"

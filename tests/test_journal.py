@@ -9,6 +9,7 @@ import pytest
 
 from runfleet.batch.files import OutputFile, read_items, written_ids
 from runfleet.batch.journal import Journal, JournalMismatch
+from runfleet.batch.records import OutputLine
 
 
 def reopen(journal: Journal) -> Journal:
@@ -50,14 +51,15 @@ def test_a_finished_item_keeps_its_line_and_is_never_moved_again(tmp_path: Path)
     journal = Journal(tmp_path / "j")
     journal.submitting("a", 1, "responses")
     journal.started("a", response_id="resp_1")
-    journal.finished("a", 1, {"id": "a", "line": 1, "status": "completed", "text": "é"})
+    line = OutputLine("a", 1, "completed", kind="responses", text="é", response_id="resp_1")
+    journal.finished("a", line)
     journal.moved({"a": "resp_9"})
     journal = reopen(journal)
     entry = journal.entries()["a"]
     assert entry.state == "done"
-    assert entry.output == {"id": "a", "line": 1, "status": "completed", "text": "é"}
+    assert entry.output == line
     assert entry.response_id == "resp_1"
-    assert journal.counts() == {"done": 1}
+    assert list(journal.entries()) == ["a"]
 
 
 def test_recreated_is_remembered_across_a_new_submission(tmp_path: Path) -> None:
@@ -80,13 +82,13 @@ def test_a_journal_of_another_batch_is_refused(tmp_path: Path) -> None:
 
 def test_a_torn_last_line_is_cut_so_the_journal_can_write_it_again(tmp_path: Path) -> None:
     path = tmp_path / "out.jsonl"
-    out = OutputFile(path, fresh=True)
-    out.write({"id": "a", "line": 1})
+    out = OutputFile(path)
+    out.write(OutputLine("a", 1, "invalid"))
     out.close()
     with path.open("ab") as f:
         f.write(b'{"id": "b", "li')  # the process died mid-write
     assert written_ids(path) == {("a", 1)}
-    assert path.read_bytes() == b'{"id":"a","line":1}\n'
+    assert path.read_bytes() == b'{"id":"a","line":1,"status":"invalid","text":null,"error":null}\n'
 
 
 def test_input_ids_default_to_line_numbers_and_blank_lines_are_skipped(tmp_path: Path) -> None:

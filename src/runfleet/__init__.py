@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .admission.quota import Priority as Priority
     from .admission.quota import RequestQuota as RequestQuota
+    from .engine.feeder import Submission as Submission
     from .engine.handle import RunHandle as RunHandle
     from .errors import AuthError as AuthError
     from .errors import FleetClosed as FleetClosed

@@ -11,6 +11,7 @@ from collections.abc import MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .errors import key_hint
 from .sim.scenario import BUILTIN_SCENARIOS, ScenarioError
 
 __all__ = ["main"]
@@ -211,7 +212,7 @@ def _configure_logging(secrets: Sequence[str]) -> None:
         for key, value in event.items():
             if isinstance(value, str):
                 for secret in hidden:
-                    value = value.replace(secret, "..." + secret[-4:])
+                    value = value.replace(secret, "..." + key_hint(secret))
                 event[key] = value
         return event
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
 from types import TracebackType
 from typing import Any, Literal
 
@@ -16,6 +16,7 @@ from openai import AsyncOpenAI
 
 from .admission.gate import RequestGate
 from .admission.quota import RequestQuota
+from .engine.feeder import Submission, feed
 from .engine.handle import RunHandle
 from .engine.lifecycle import Engine
 from .errors import FleetClosed, RunfleetError, key_hint
@@ -309,64 +310,51 @@ class Fleet:
         return self._engine.attach(kind, ref, spec=spec, timeout=deadline, tag=tag, on_ids=on_ids)
 
     async def map(
-        self, specs: Iterable[Spec] | AsyncIterable[Spec], *, max_in_flight: int = 100
-    ) -> AsyncIterator[RunHandle]:
+        self,
+        items: Iterable[Spec | Submission] | AsyncIterable[Spec | Submission],
+        *,
+        max_in_flight: int = 100,
+    ) -> AsyncGenerator[RunHandle, None]:
         """Start many runs, at most ``max_in_flight`` at once; yield each handle as it ends.
 
-        Each yielded handle is done: ``await handle`` returns at once (or raises its error),
-        ``handle.tag`` is the position of its spec in ``specs``. A spec the server refuses
-        yields a handle that raises :class:`RunRejected`.
+        Each yielded handle is done: ``await handle`` returns at once (or raises its error).
+        A plain spec's ``handle.tag`` is its position in ``items``; a :class:`Submission`
+        sets its own tag and ``on_ids``, or names a run to attach to instead of creating one.
+        A spec the server refuses yields a handle that raises :class:`RunRejected`. The next
+        item is pulled only once a slot is free, so a generator is never ahead of the runs.
+
+        Raises:
+            ValueError: ``max_in_flight`` is below 1.
+            TypeError: an item is neither a spec nor a ``Submission``.
         """
         self._check_open()
-        if max_in_flight < 1:
-            raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
-        send, receive = anyio.create_memory_object_stream[RunHandle](math.inf)
         assert self._tg is not None
-        self._tg.start_soon(self._feed, specs, max_in_flight, send)
-        async with receive:
-            async for handle in receive:
+        async with contextlib.aclosing(
+            feed(items, self._open, self._tg, max_in_flight=max_in_flight)
+        ) as ended:
+            async for handle in ended:
                 yield handle
 
-    async def _feed(
-        self,
-        specs: Iterable[Spec] | AsyncIterable[Spec],
-        max_in_flight: int,
-        send: Any,
-    ) -> None:
-        slots = anyio.Semaphore(max_in_flight)
-        outstanding = 1  # the feeder itself, until it has submitted everything
+    async def _open(self, submission: Submission) -> RunHandle:
+        """Open one submission of :meth:`map`: attach to the run it names, or create it."""
+        if submission.attaches:
+            return self.watch(
+                response_id=submission.response_id,
+                thread_id=submission.thread_id,
+                run_id=submission.run_id,
+                tag=submission.tag,
+                spec=submission.spec,
+                on_ids=submission.on_ids,
+            )
+        assert submission.spec is not None
+        handle, _ = await self._start(submission.spec, _UNSET, submission.tag, submission.on_ids)
+        return handle
 
-        def finished(handle: RunHandle) -> None:
-            slots.release()
-            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                send.send_nowait(handle)  # fails only when the consumer stopped reading
-            settle_one()
-
-        def settle_one() -> None:
-            nonlocal outstanding
-            outstanding -= 1
-            if outstanding == 0:
-                send.close()
-
-        async def start(spec: Spec, index: int) -> None:
-            try:
-                handle, _ = await self._start(spec, _UNSET, index)
-            except RunfleetError:  # the fleet is closing: this one was never started
-                slots.release()
-                settle_one()
-                return
-            handle.add_done_callback(finished)
-
-        # Creates go out concurrently (each still through the quota and the gate's
-        # concurrency bound): one at a time, a 300 ms create would start 3 runs a second.
-        assert self._tg is not None
-        index = 0
-        async for spec in _aiter(specs):
-            await slots.acquire()
-            outstanding += 1
-            self._tg.start_soon(start, spec, index)
-            index += 1
-        settle_one()
+    def tool_definitions(
+        self, kind: Literal["responses", "assistants"]
+    ) -> tuple[dict[str, Any], ...]:
+        """Return this fleet's tools in the wire shape of ``kind`` (e.g. for an assistant's run)."""
+        return tuple(dict(t) for t in self._engine.definitions(kind))
 
     def wake(self, response_id: str) -> bool:
         """Poll the run now waiting on ``response_id`` at once (a webhook said it ended).
@@ -393,12 +381,3 @@ class Fleet:
     def quota(self) -> RequestQuota:
         """The quota every request of this fleet passes."""
         return self._quota
-
-
-async def _aiter(items: Iterable[Spec] | AsyncIterable[Spec]) -> AsyncIterator[Spec]:
-    if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield item
-    else:
-        for item in items:
-            yield item

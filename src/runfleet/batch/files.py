@@ -10,51 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-__all__ = [
-    "BatchItem",
-    "InputFile",
-    "InvalidLine",
-    "OutputFile",
-    "encode_line",
-    "read_items",
-    "written_ids",
-]
+from .records import BatchItem, InvalidLine, OutputLine
 
-
-@dataclass(frozen=True, slots=True)
-class BatchItem:
-    """One prompt of the input: its id (the line number when the line names none)."""
-
-    id: str
-    line: int
-    prompt: str
-    instructions: str | None = None
-    metadata: dict[str, str] | None = None
-    model: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class InvalidLine:
-    """A line that cannot become an item, and why."""
-
-    line: int
-    reason: str
-    id: str | None = None
-
-    def output(self) -> dict[str, Any]:
-        """Return the output line reporting it (status ``invalid``)."""
-        return {
-            "id": self.id if self.id is not None else str(self.line),
-            "line": self.line,
-            "status": "invalid",
-            "text": None,
-            "error": {"code": "invalid_input", "message": f"line {self.line}: {self.reason}"},
-        }
+__all__ = ["InputFile", "OutputFile", "encode_line", "read_items", "written_ids"]
 
 
 @dataclass(slots=True)
@@ -119,25 +80,24 @@ def read_items(path: Path) -> InputFile:
     return result
 
 
-def encode_line(record: Mapping[str, Any]) -> str:
+def encode_line(record: OutputLine) -> str:
     """Return one output record as a single JSON line (newline included)."""
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+    return json.dumps(record.data(), ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
 class OutputFile:
     """An append-only JSONL file written one whole line per system call."""
 
-    def __init__(self, path: Path, *, fresh: bool) -> None:
-        """Open ``path`` for appending (truncated when ``fresh``).
+    def __init__(self, path: Path) -> None:
+        """Open ``path`` for appending; a new batch empties it with :meth:`truncate`.
 
         Raises:
             OSError: it cannot be opened for writing.
         """
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if fresh else 0)
         self.path = path
-        self._fd = os.open(path, flags, 0o644)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
-    def write(self, record: Mapping[str, Any]) -> None:
+    def write(self, record: OutputLine) -> None:
         """Append one record; with O_APPEND one write is one line, never interleaved."""
         data = encode_line(record).encode("utf-8")
         view = memoryview(data)

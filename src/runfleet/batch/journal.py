@@ -9,6 +9,10 @@ fraction of the cost of a full sync per item.
 States of an item: ``submitting`` (its create request may be on the wire; no id yet),
 ``running`` (its ids are known), ``done`` (its output line is recorded here first, then
 appended to the output file).
+
+A journal is bound to the kind of batch and its target (the model or the assistant): resuming
+with another of either would attach runs to the wrong thing. The input file is not bound:
+items are known by id, so on resume lines added or fixed since start, finished ones stay.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .records import OutputLine
 
 __all__ = ["Journal", "JournalEntry", "JournalMismatch"]
 
@@ -41,7 +47,7 @@ CREATE TABLE IF NOT EXISTS items (
 
 
 class JournalMismatch(Exception):
-    """Raised when a journal belongs to another input or another kind of batch."""
+    """Raised when a journal was written for another kind of batch or another target."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +62,7 @@ class JournalEntry:
     thread_id: str | None
     run_id: str | None
     recreated: bool
-    output: dict[str, Any] | None
+    output: OutputLine | None
 
     @property
     def attachable(self) -> bool:
@@ -74,8 +80,9 @@ class Journal:
     Example::
 
         journal = Journal(Path("results.jsonl.journal"))
-        journal.bind({"input": digest, "kind": "responses"})
-        journal.started("item-1", "responses", response_id="resp_...")
+        journal.bind({"kind": "responses", "target": "gpt-5-mini"})
+        journal.submitting("item-1", 1, "responses")
+        journal.started("item-1", response_id="resp_...")
     """
 
     def __init__(self, path: Path) -> None:
@@ -85,7 +92,6 @@ class Journal:
             sqlite3.Error: the file is not a journal or cannot be written.
         """
         self.path = path
-        self.existed = path.exists() and path.stat().st_size > 0
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -122,14 +128,10 @@ class Journal:
                 row[5],
                 row[6],
                 bool(row[7]),
-                json.loads(row[8]) if row[8] is not None else None,
+                OutputLine.from_data(json.loads(row[8])) if row[8] is not None else None,
             )
             for row in rows
         }
-
-    def counts(self) -> dict[str, int]:
-        """Return how many items are in each state."""
-        return dict(self._db.execute("SELECT state, count(*) FROM items GROUP BY state").fetchall())
 
     def submitting(self, item_id: str, line: int, kind: str) -> None:
         """Record that the item's create request is about to go out."""
@@ -169,13 +171,17 @@ class Journal:
         """Mark the item as recreated (its run was gone from the server)."""
         self._db.execute("UPDATE items SET recreated=1 WHERE id=?", (item_id,))
 
-    def finished(self, item_id: str, line: int, record: Mapping[str, Any]) -> None:
-        """Record the item's output line; from now on it is never sent again."""
+    def finished(self, item_id: str, record: OutputLine) -> None:
+        """Record the item's output line; from now on it is never sent again.
+
+        ``item_id`` is the journal's key, which is not the line's id for an invalid line (an
+        invalid line's id may be another item's).
+        """
         self._db.execute(
             "INSERT INTO items (id, line, state, output, updated) VALUES (?, ?, 'done', ?, ?) "
             "ON CONFLICT(id) DO UPDATE SET state='done', output=excluded.output, "
             "updated=excluded.updated",
-            (item_id, line, json.dumps(record, ensure_ascii=False), time.time()),
+            (item_id, record.line, json.dumps(record.data(), ensure_ascii=False), time.time()),
         )
 
     def _many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:

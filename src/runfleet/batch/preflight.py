@@ -21,12 +21,13 @@ from typing import Any
 import openai
 from openai import AsyncOpenAI
 
-from ..errors import AuthError
+from ..errors import AuthError, key_hint
 from ..tools import Tool, ToolRegistry
+from .config import BatchConfig, BatchError
 from .files import InputFile, OutputFile, read_items
 from .journal import Journal, JournalMismatch
 from .report import BatchSummary
-from .session import BatchConfig, BatchError, BatchSession
+from .session import BatchSession
 
 __all__ = ["BatchConfig", "BatchError", "load_tools", "probe", "run_batch"]
 
@@ -118,9 +119,8 @@ async def probe(client: AsyncOpenAI, where: str) -> float | None:
         raw = await client.responses.with_raw_response.retrieve("resp_runfleet_probe")
         headers: Any = raw.headers
     except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
-        hint = str(client.api_key)[-4:]
         raise BatchError(
-            f"the server refused the API key ...{hint} (HTTP {exc.status_code})"
+            f"the server refused the API key ...{key_hint(client.api_key)} (HTTP {exc.status_code})"
         ) from None
     except openai.APIStatusError as exc:
         headers = exc.response.headers
@@ -167,7 +167,7 @@ def _open_files(cfg: BatchConfig) -> tuple[OutputFile, Journal]:
             with contextlib.suppress(FileNotFoundError):
                 Path(str(journal_path) + suffix).unlink()
     try:
-        out = OutputFile(cfg.out, fresh=False)
+        out = OutputFile(cfg.out)
     except OSError as exc:
         raise BatchError(f"cannot write {cfg.out}: {exc.strerror or exc}") from None
     try:

@@ -1,7 +1,7 @@
-"""What a batch reports: one output record per item, and the summary at the end.
+"""What a batch reports: the running tally of its output lines, and the summary at the end.
 
-The summary compares the requests the fleet made with what the classic loop (poll after
-0.5 s, x1.5, at most 5 s apart) would have made for the same items. That figure is an
+The summary compares the requests the fleet made with what the classic loop (the defaults of
+:class:`~runfleet.polling.schedule.Backoff`) would have made for the same items. That figure is an
 estimate: it replays the classic schedule over each finished item's observed times and
 counts no 429s, which the classic loop meets as soon as the quota is tight.
 """
@@ -13,128 +13,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import (
-    RunCancelled,
-    RunExpired,
-    RunFailed,
-    RunfleetError,
-    RunIncomplete,
-    RunNotFound,
-    RunRejected,
-    RunTimeout,
-    ToolError,
-)
 from ..polling.schedule import Backoff
-from ..results import RunFigures, RunResult
-from ..stats import FleetStats
-from .files import BatchItem
+from ..results import RunResult
+from ..stats import FleetStats, quantile
+from .records import OutputLine
 
 __all__ = [
     "BatchSummary",
     "Tally",
-    "classic_polls",
     "classic_requests",
-    "error_record",
-    "result_record",
     "server_seconds",
 ]
-
-_STATUS: list[tuple[type[RunfleetError], str]] = [
-    (RunTimeout, "timed_out"),
-    (RunCancelled, "cancelled"),
-    (RunExpired, "expired"),
-    (RunIncomplete, "incomplete"),
-    (RunNotFound, "not_found"),
-    (RunRejected, "rejected"),
-    (ToolError, "tool_error"),
-    (RunFailed, "failed"),
-]
-
-
-def _error_code(error: RunfleetError) -> str:
-    if isinstance(error, RunFailed):
-        return error.code or "failed"
-    if isinstance(error, RunIncomplete):
-        return error.reason or "incomplete"
-    if isinstance(error, RunRejected):
-        return f"http_{error.status}"
-    return next((name for cls, name in _STATUS if isinstance(error, cls)), "error")
-
-
-def _base(item: BatchItem, kind: str, recreated: bool, resumed: bool) -> dict[str, Any]:
-    return {
-        "id": item.id,
-        "line": item.line,
-        "kind": kind,
-        "recreated": recreated,
-        "resumed": resumed,
-    }
-
-
-def _figures(f: RunFigures) -> dict[str, Any]:
-    return {
-        "requests": f.requests,
-        "polls": f.polls,
-        "queued_s": round(f.queued, 3),
-        "running_s": round(f.running, 3),
-        "total_s": round(f.total, 3),
-        "detection_latency_s": round(f.detection_latency, 3),
-    }
-
-
-def result_record(
-    item: BatchItem, result: RunResult, *, recreated: bool, resumed: bool
-) -> dict[str, Any]:
-    """Return the output record of an item whose run completed."""
-    rounds = [
-        [
-            {"name": call.name, "arguments": call.arguments, "output": out.output}
-            for call, out in zip(rnd.calls, rnd.outputs, strict=False)
-        ]
-        for rnd in result.tool_rounds
-    ]
-    return {
-        **_base(item, result.kind, recreated, resumed),
-        "status": result.status,
-        "text": result.text,
-        "tool_rounds": rounds,
-        "error": None,
-        "figures": _figures(result.figures),
-        "response_id": result.id if result.kind == "responses" else None,
-        "thread_id": result.thread_id,
-        "run_id": result.id if result.kind == "assistants" else None,
-    }
-
-
-def error_record(
-    item: BatchItem, kind: str, error: RunfleetError, *, recreated: bool, resumed: bool
-) -> dict[str, Any]:
-    """Return the output record of an item whose run ended without a result."""
-    status = next((name for cls, name in _STATUS if isinstance(error, cls)), "error")
-    run_id = getattr(error, "run_id", None)
-    figures = getattr(error, "figures", None)  # a RunError the fleet tracked carries them
-    return {
-        **_base(item, kind, recreated, resumed),
-        "status": status,
-        "text": None,
-        "tool_rounds": [],
-        "error": {"code": _error_code(error), "message": str(error)},
-        "figures": _figures(figures) if isinstance(figures, RunFigures) else None,
-        "response_id": run_id if kind == "responses" and run_id != "-" else None,
-        "thread_id": None,
-        "run_id": run_id if kind == "assistants" and run_id != "-" else None,
-    }
-
-
-def classic_polls(total: float) -> int:
-    """Count the polls the classic loop makes before it sees a run that took ``total`` s."""
-    waited, delay, polls = 0.0, 0.5, 0
-    while True:
-        waited += delay
-        polls += 1
-        if waited >= total:
-            return polls
-        delay = min(delay * 1.5, 5.0)
 
 
 def server_seconds(result: RunResult) -> float | None:
@@ -164,11 +53,11 @@ def classic_requests(result: RunResult, scale: float = 1.0) -> int:
     return 1 + polls + rounds + (result.kind == "assistants")
 
 
+_CLASSIC = f"{Backoff().initial:g} s x{Backoff().factor:g}, cap {Backoff().cap:g} s"
+
+
 def _quantile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+    return quantile(sorted(values), q) if values else None
 
 
 @dataclass(slots=True)
@@ -186,18 +75,18 @@ class Tally:
     fleet_for_classic: int = 0
     peak_rpm: int = 0
 
-    def add(self, record: dict[str, Any], classic: int | None = None) -> None:
+    def add(self, record: OutputLine, classic: int | None = None) -> None:
         """Count one record written in this session (``classic``: its classic estimate)."""
-        self.statuses[record["status"]] += 1
-        self.recreated += bool(record.get("recreated"))
-        figures = record.get("figures")
-        if figures:
-            self.latencies.append(figures["total_s"])
-            self.detections.append(figures["detection_latency_s"])
+        self.statuses[record.status] += 1
+        self.recreated += record.recreated
+        figures = record.figures
+        if figures is not None:
+            self.latencies.append(figures.total)
+            self.detections.append(figures.detection_latency)
             if classic is not None:
                 self.classic += classic
                 self.classic_items += 1
-                self.fleet_for_classic += figures["requests"]
+                self.fleet_for_classic += figures.requests
 
     @property
     def done(self) -> int:
@@ -269,8 +158,8 @@ class BatchSummary:
                 "items": t.classic_items,
                 "requests": t.classic,
                 "runfleet_requests": t.fleet_for_classic,
-                "note": "estimate: the classic schedule (0.5 s x1.5, cap 5 s) replayed over "
-                "each completed run's time by the server's timestamps, no 429s counted",
+                "note": f"estimate: the classic schedule ({_CLASSIC}) replayed over each "
+                "completed run's time by the server's timestamps, no 429s counted",
             },
             "wall_s": round(self.wall, 2),
             "interrupted": self.interrupted,

@@ -61,7 +61,7 @@ from typing import Generic, TypeVar
 
 from ..stats import quantile
 from .interval_fit import IntervalFit
-from .policy import PollPolicy as PollPolicy  # until fleet.py, batch/session.py import .policy
+from .policy import PollPolicy
 from .schedule import floor_delay, jittered
 
 __all__ = ["RunTimes"]

@@ -1,0 +1,226 @@
+"""The typed records of a batch: an input item, an invalid input line, and an output line.
+
+Session, journal, files and report pass these, never dicts read back by string keys. The
+JSON object of an :class:`OutputLine` (``data()``) is what the output file and the journal
+hold; its keys and their order are the file format users parse, so they do not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import RunError, RunFailed, RunfleetError, RunIncomplete, RunRejected
+from ..results import RunFigures, RunResult
+
+__all__ = ["BatchItem", "InvalidLine", "OutputLine", "ToolExchange"]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """One prompt of the input: its id (the line number when the line names none)."""
+
+    id: str
+    line: int
+    prompt: str
+    instructions: str | None = None
+    metadata: dict[str, str] | None = None
+    model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidLine:
+    """A line that cannot become an item, and why."""
+
+    line: int
+    reason: str
+    id: str | None = None
+
+    def output(self) -> OutputLine:
+        """Return the output line reporting it (status ``invalid``)."""
+        return OutputLine(
+            id=self.id if self.id is not None else str(self.line),
+            line=self.line,
+            status="invalid",
+            error_code="invalid_input",
+            error_message=f"line {self.line}: {self.reason}",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ToolExchange:
+    """One tool call of a run as the output line shows it: what was asked, what was answered."""
+
+    name: str
+    arguments: str
+    output: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutputLine:
+    """What became of one input line: a run's result, its error, or why the line was invalid.
+
+    ``kind`` is None only for an invalid line, which never became a run: its JSON object has
+    no run fields. ``figures`` are as written, seconds rounded to the millisecond, so the
+    summary counts what the file shows and a line read back from the journal is the same.
+    """
+
+    id: str
+    line: int
+    status: str
+    kind: str | None = None
+    recreated: bool = False
+    resumed: bool = False
+    text: str | None = None
+    tool_rounds: tuple[tuple[ToolExchange, ...], ...] = ()
+    error_code: str | None = None
+    error_message: str | None = None
+    figures: RunFigures | None = None
+    response_id: str | None = None
+    thread_id: str | None = None
+    run_id: str | None = None
+
+    @classmethod
+    def of_result(
+        cls, item: BatchItem, result: RunResult, *, recreated: bool, resumed: bool
+    ) -> OutputLine:
+        """Return the line of an item whose run completed."""
+        rounds = tuple(
+            tuple(
+                ToolExchange(call.name, call.arguments, out.output)
+                for call, out in zip(rnd.calls, rnd.outputs, strict=False)
+            )
+            for rnd in result.tool_rounds
+        )
+        return cls(
+            id=item.id,
+            line=item.line,
+            status=result.status,
+            kind=result.kind,
+            recreated=recreated,
+            resumed=resumed,
+            text=result.text,
+            tool_rounds=rounds,
+            figures=_rounded(result.figures),
+            response_id=result.id if result.kind == "responses" else None,
+            thread_id=result.thread_id,
+            run_id=result.id if result.kind == "assistants" else None,
+        )
+
+    @classmethod
+    def of_error(
+        cls, item: BatchItem, kind: str, error: RunfleetError, *, recreated: bool, resumed: bool
+    ) -> OutputLine:
+        """Return the line of an item whose run ended without a result (status: its outcome)."""
+        run_id = error.run_id if isinstance(error, RunError) and error.run_id != "-" else None
+        figures = getattr(error, "figures", None)  # a RunError the fleet tracked carries them
+        return cls(
+            id=item.id,
+            line=item.line,
+            status=error.outcome,
+            kind=kind,
+            recreated=recreated,
+            resumed=resumed,
+            error_code=_error_code(error),
+            error_message=str(error),
+            figures=_rounded(figures) if isinstance(figures, RunFigures) else None,
+            response_id=run_id if kind == "responses" else None,
+            run_id=run_id if kind == "assistants" else None,
+        )
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> OutputLine:
+        """Read back a line's JSON object (as the journal keeps it)."""
+        error = data.get("error")
+        f = data.get("figures")
+        figures = None
+        if f is not None:
+            figures = RunFigures(
+                f["requests"], f["polls"], f["queued_s"], f["running_s"], f["total_s"],
+                f["detection_latency_s"],
+            )  # fmt: skip
+        return cls(
+            id=str(data["id"]),
+            line=int(data["line"]),
+            status=str(data["status"]),
+            kind=data.get("kind"),
+            recreated=bool(data.get("recreated", False)),
+            resumed=bool(data.get("resumed", False)),
+            text=data.get("text"),
+            tool_rounds=tuple(
+                tuple(ToolExchange(c["name"], c["arguments"], c["output"]) for c in rnd)
+                for rnd in data.get("tool_rounds") or ()
+            ),
+            error_code=error["code"] if error else None,
+            error_message=error["message"] if error else None,
+            figures=figures,
+            response_id=data.get("response_id"),
+            thread_id=data.get("thread_id"),
+            run_id=data.get("run_id"),
+        )
+
+    def data(self) -> dict[str, Any]:
+        """Return the line's JSON object, keys in the order of the output file."""
+        error = None
+        if self.error_code is not None or self.error_message is not None:
+            error = {"code": self.error_code, "message": self.error_message}
+        if self.kind is None:
+            return {
+                "id": self.id,
+                "line": self.line,
+                "status": self.status,
+                "text": self.text,
+                "error": error,
+            }
+        f = self.figures
+        return {
+            "id": self.id,
+            "line": self.line,
+            "kind": self.kind,
+            "recreated": self.recreated,
+            "resumed": self.resumed,
+            "status": self.status,
+            "text": self.text,
+            "tool_rounds": [
+                [{"name": c.name, "arguments": c.arguments, "output": c.output} for c in rnd]
+                for rnd in self.tool_rounds
+            ],
+            "error": error,
+            "figures": None
+            if f is None
+            else {
+                "requests": f.requests,
+                "polls": f.polls,
+                "queued_s": f.queued,
+                "running_s": f.running,
+                "total_s": f.total,
+                "detection_latency_s": f.detection_latency,
+            },
+            "response_id": self.response_id,
+            "thread_id": self.thread_id,
+            "run_id": self.run_id,
+        }
+
+
+def _rounded(f: RunFigures) -> RunFigures:
+    """Round a run's seconds to the millisecond, as the output line shows them."""
+    return RunFigures(
+        f.requests,
+        f.polls,
+        round(f.queued, 3),
+        round(f.running, 3),
+        round(f.total, 3),
+        round(f.detection_latency, 3),
+    )
+
+
+def _error_code(error: RunfleetError) -> str:
+    """Return the line's ``error.code``: the server's code where there is one, else the outcome."""
+    if isinstance(error, RunFailed):
+        return error.code or error.outcome
+    if isinstance(error, RunIncomplete):
+        return error.reason or error.outcome
+    if isinstance(error, RunRejected):
+        return f"http_{error.status}"
+    return error.outcome
