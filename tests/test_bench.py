@@ -353,6 +353,10 @@ async def test_runs_past_the_limit_count_as_lost(tmp_path: Path) -> None:
         assert row.latencies == []
         assert (row.p50, row.p95, row.max) == (None, None, None)
         assert f"| {row.strategy} | 0 / 0 / **6** |" in result.table()
+    # The fleet says why it gave up on them: its deadline cancelled each one.
+    [(why, lost)] = result.rows[1].extra["lost_because"].items()
+    assert why.startswith("RunTimeout: no result within ")
+    assert lost == 6
     fixed2s = result.rows[0]
     assert fixed2s.requests <= 6  # its creates at most: given up during its first 2 s sleep
     assert fixed2s.polls == 0

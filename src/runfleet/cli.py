@@ -297,7 +297,10 @@ def _bench(args: argparse.Namespace) -> int:
         print(
             f"runfleet bench: {row.strategy}: {row.ok + row.failed}/{row.runs} runs seen to "
             f"their end in {row.wall:.0f} s, {row.requests:,} requests, "
-            f"{row.quota_errors} 429s, {row.lost} lost",
+            f"{row.quota_errors} 429s, {row.lost} lost"
+            + "".join(
+                f"; lost: {n} x {why}" for why, n in row.extra.get("lost_because", {}).items()
+            ),
             file=sys.stderr,
             flush=True,
         )

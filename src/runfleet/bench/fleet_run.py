@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import secrets
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -65,7 +66,7 @@ async def run_fleet(
     specs = [_spec(w, i) for i in range(w.runs)]
     async with fleet:
         if not webhooks:
-            await _map(fleet, specs, w.in_flight, outcomes)
+            await _map(fleet, specs, w.in_flight, outcomes, extra)
             return outcomes
         secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
         receiver = WebhookReceiver(fleet, secret=secret)
@@ -73,7 +74,7 @@ async def run_fleet(
             drop = spec.number("drop", 0.0)
             # Lost for good: a dropped delivery is not retried, as after OpenAI's last retry.
             await reset({"url": f"http://127.0.0.1:{port}/", "secret": secret, "drop": drop})
-            await _map(fleet, specs, w.in_flight, outcomes)
+            await _map(fleet, specs, w.in_flight, outcomes, extra)
         extra["receiver"] = dataclasses.asdict(receiver.stats())
     return outcomes
 
@@ -84,9 +85,19 @@ def _spec(w: Workload, i: int) -> ResponseSpec | AssistantRunSpec:
     return AssistantRunSpec(ASSISTANT_ID, w.prompt(i), tools=tuple(tool_definitions("assistants")))
 
 
-async def _map(fleet: Fleet, specs: list[Any], in_flight: int, outcomes: list[Outcome]) -> None:
+async def _map(
+    fleet: Fleet, specs: list[Any], in_flight: int, outcomes: list[Outcome], extra: dict[str, Any]
+) -> None:
+    why: Counter[str] = Counter()
     async for handle in fleet.map(specs, max_in_flight=in_flight):
         error = handle.exception()
-        outcomes[handle.tag] = (
-            "ok" if error is None else "failed" if isinstance(error, _RUNS_OWN_END) else "lost"
-        )
+        if error is None:
+            outcomes[handle.tag] = "ok"
+        elif isinstance(error, _RUNS_OWN_END):
+            outcomes[handle.tag] = "failed"
+        else:  # the fleet gave up on it: say why, or a lost run is a mystery
+            outcomes[handle.tag] = "lost"
+            text = str(error).removeprefix(f"{getattr(error, 'run_id', '')}: ")
+            why[f"{type(error).__name__}: {text}"[:200]] += 1
+    if why:
+        extra["lost_because"] = dict(why.most_common(3))
