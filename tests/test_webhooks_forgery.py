@@ -329,3 +329,69 @@ async def test_the_route_mounts_in_a_starlette_app() -> None:
     assert ok.json() == {"status": "ok"}
     assert (elsewhere.status_code, wrong.status_code) == (404, 405)
     assert receiver.stats().woke == 1
+
+
+async def test_slow_bodies_time_out_and_a_flood_of_them_is_turned_away_unread() -> None:
+    """Headers and 10 bytes, then nothing: each held body gets a 408 after ``body_timeout``;
+    past ``max_pending`` held bodies, a new request gets a 503 at once; a valid delivery that
+    comes after them still wakes its run."""
+    answers: list[int] = []
+
+    async def slow(receiver: WebhookReceiver) -> None:
+        sent: list[Message] = []
+        first = True
+
+        async def receive_once() -> dict[str, Any]:
+            nonlocal first
+            if first:
+                first = False
+                return {"type": "http.request", "body": b'{"type": "r', "more_body": True}
+            await anyio.sleep_forever()
+            raise AssertionError("unreachable")
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        headers = [(b"content-type", b"application/json")]
+        scope = {"type": "http", "method": "POST", "path": "/", "headers": headers}
+        await receiver(scope, receive_once, send)
+        answers.append(sent[0]["status"])
+
+    async with target() as (fleet, _, _, ids):
+        receiver = WebhookReceiver(fleet, secret=SECRET, body_timeout=0.3, max_pending=3)
+        transport = httpx2.ASGITransport(app=receiver)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://hook") as hook:
+            woken = spy_on_wake(fleet)
+            with anyio.fail_after(5):
+                async with anyio.create_task_group() as tg:
+                    for _ in range(3):
+                        tg.start_soon(slow, receiver)
+                    await anyio.sleep(0.05)
+                    await slow(receiver)  # the fourth: answered at once, never read
+                    assert answers == [503]
+            assert sorted(answers) == [408, 408, 408, 503]
+            assert (await post(hook, signed(ids[0]))).status_code == 200
+    assert woken == [ids[0]]
+    assert receiver.stats().rejected == {"slow_body": 3, "busy": 1}
+
+
+@pytest.mark.parametrize("configured", ["list", "env"])
+async def test_during_a_rotation_either_secret_verifies(
+    configured: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenAI keeps the old secret valid up to 24 h: a receiver given both accepts events
+    signed with either, and one signed with neither is still refused."""
+    async with target() as (fleet, _, _, ids):
+        if configured == "env":
+            monkeypatch.setenv("OPENAI_WEBHOOK_SECRET", f"{WRONG}, {SECRET}")
+            receiver = WebhookReceiver(fleet)
+        else:
+            receiver = WebhookReceiver(fleet, secret=[WRONG, SECRET])
+        transport = httpx2.ASGITransport(app=receiver)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://hook") as hook:
+            old = await post(hook, signed(ids[0], webhook_id="wh_old", secret=WRONG))
+            new = await post(hook, signed(ids[1], webhook_id="wh_new", secret=SECRET))
+            other = "whsec_b3RoZXItc2VjcmV0LW5laXRoZXItb2YtdGhlbS0wMTI="
+            neither = await post(hook, signed(ids[2], webhook_id="wh_none", secret=other))
+    assert (old.status_code, new.status_code, neither.status_code) == (200, 200, 400)
+    assert receiver.stats().woke == 2

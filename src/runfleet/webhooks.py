@@ -9,6 +9,13 @@ the result. Everything else here is about not being fooled and not being retried
   timestamps within 300 s either way) before anything parses it.
 - Bodies over ``max_body`` get a 413 from their ``content-length`` alone, or as soon as the
   chunks read exceed it: a 10 MiB body is never held in memory.
+- Reading happens before any signature can be checked, so anyone can hold a body open: a
+  body not read within ``body_timeout`` gets a 408, and past ``max_pending`` bodies being
+  read at once a new request gets a 503 at once (OpenAI retries it). Without both, 300
+  connections that sent headers and 10 bytes held the receiver for good and, at a 1,024-fd
+  limit, no valid delivery got through.
+- Several secrets may be given at once: during a rotation OpenAI keeps the old secret valid
+  for up to 24 h, and a receiver that knows both verifies events signed with either.
 - Delivery is at-least-once, so events are deduplicated by ``webhook-id``, remembered at
   least twice the signature tolerance (a replay older than that fails the timestamp check)
   and at most ``max_ids`` of them.
@@ -22,8 +29,10 @@ Nothing logged carries a header value but the (truncated) ``webhook-id``; never 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import Counter, OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -91,9 +100,12 @@ class WebhookReceiver:
 
     Args:
         fleet: the fleet whose runs events wake.
-        secret: the endpoint's ``whsec_...`` signing secret; default ``OPENAI_WEBHOOK_SECRET``.
+        secret: the endpoint's ``whsec_...`` signing secret, or several (old and new during
+            a rotation); default ``OPENAI_WEBHOOK_SECRET`` (several: separated by commas).
         max_body: larger bodies are refused with 413 (OpenAI's events are a few hundred bytes).
         max_ids: most ``webhook-id`` values remembered for deduplication.
+        body_timeout: seconds to read a body before answering 408.
+        max_pending: bodies read at once; a request past it gets 503 without being read.
 
     Raises:
         ValueError: no secret given nor in the environment, or a limit out of range.
@@ -103,22 +115,34 @@ class WebhookReceiver:
         self,
         fleet: Fleet,
         *,
-        secret: str | None = None,
+        secret: str | Sequence[str] | None = None,
         max_body: int = 1 << 20,
         max_ids: int = 100_000,
+        body_timeout: float = 10.0,
+        max_pending: int = 256,
     ) -> None:
-        secret = secret if secret is not None else os.environ.get("OPENAI_WEBHOOK_SECRET")
-        if not secret:
+        if secret is None:
+            secret = os.environ.get("OPENAI_WEBHOOK_SECRET", "").split(",")
+        secrets = [s.strip() for s in ([secret] if isinstance(secret, str) else secret)]
+        if not all(secrets) or not secrets:
             raise ValueError(
                 "no webhook secret: pass secret= or set OPENAI_WEBHOOK_SECRET "
                 "(the whsec_... value shown when the endpoint was registered)"
             )
-        if max_body < 1 or max_ids < 1:
-            raise ValueError(f"max_body and max_ids must be >= 1, got {max_body}, {max_ids}")
+        if max_body < 1 or max_ids < 1 or max_pending < 1:
+            raise ValueError(
+                "max_body, max_ids and max_pending must be >= 1, "
+                f"got {max_body}, {max_ids}, {max_pending}"
+            )
+        if not 0 < body_timeout < math.inf:
+            raise ValueError(f"body_timeout must be a positive number, got {body_timeout!r}")
         self._fleet = fleet
-        self._secret = secret
+        self._secrets = tuple(secrets)
         self._max_body = max_body
         self._max_ids = max_ids
+        self._body_timeout = body_timeout
+        self._max_pending = max_pending
+        self._pending = 0
         self._seen: OrderedDict[str, float] = OrderedDict()
         self._counts: Counter[str] = Counter()
         self._rejected: Counter[str] = Counter()
@@ -168,21 +192,36 @@ class WebhookReceiver:
         ctype = headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "application/json":
             raise _Reject(415, "content_type")
-        body = await self._read(headers, receive)
+        if self._pending >= self._max_pending:
+            raise _Reject(503, "busy")  # before reading: a flood of slow bodies stops here
+        self._pending += 1
+        try:
+            with anyio.fail_after(self._body_timeout):
+                body = await self._read(headers, receive)
+        except TimeoutError:
+            raise _Reject(408, "slow_body") from None
+        finally:
+            self._pending -= 1
         try:
             body.decode("utf-8")
         except UnicodeDecodeError:
             raise _Reject(400, "encoding") from None
-        try:
-            # Verification first: nothing parses a body whose signature does not hold.
-            event = self._fleet.client.webhooks.unwrap(body, headers, secret=self._secret)
-        except InvalidWebhookSignatureError:
-            raise _Reject(400, "signature") from None
-        except json.JSONDecodeError:
-            raise _Reject(400, "json") from None
-        except Exception:  # a missing header, a non-ASCII signature: forged, never a 500
-            raise _Reject(400, "headers") from None
+        event = self._verify(body, headers)
         return 200, self._apply(headers["webhook-id"], event)
+
+    def _verify(self, body: bytes, headers: dict[str, str]) -> Any:
+        """Return the event if any secret's signature holds; nothing parses it before."""
+        unwrap = self._fleet.client.webhooks.unwrap
+        for secret in self._secrets:
+            try:
+                return unwrap(body, headers, secret=secret)
+            except InvalidWebhookSignatureError:
+                continue
+            except json.JSONDecodeError:
+                raise _Reject(400, "json") from None
+            except Exception:  # a missing header, a non-ASCII signature: forged, never a 500
+                raise _Reject(400, "headers") from None
+        raise _Reject(400, "signature")
 
     async def _read(self, headers: dict[str, str], receive: Receive) -> bytes:
         """Read the body, refusing it as soon as it is known to exceed ``max_body``."""
