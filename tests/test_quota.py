@@ -74,8 +74,8 @@ def test_priorities_run_from_submit_down_to_poll() -> None:
         ({"rpm": math.nan}, "rpm must be"),
         ({"rpm": 60, "burst": 0}, "burst must be"),
         ({"rpm": 60, "max_consecutive_rate_limits": 0}, "max_consecutive_rate_limits"),
-        ({"rpm": 60, "create_head_start": -1}, "create_head_start must be"),
-        ({"rpm": 60, "create_head_start": math.inf}, "create_head_start must be"),
+        ({"rpm": 60, "create_share": 0}, "create_share must be in"),
+        ({"rpm": 60, "create_share": 1.5}, "create_share must be in"),
     ],
 )
 def test_bad_settings_raise_value_error(kwargs: dict[str, Any], message: str) -> None:
@@ -165,7 +165,7 @@ async def test_a_late_submit_is_admitted_before_every_queued_poll() -> None:
 
 
 @pytest.mark.looptime
-async def test_waiters_go_by_priority_then_arrival() -> None:
+async def test_waiters_go_by_priority_then_arrival_creates_and_polls_by_share() -> None:
     quota, order = RequestQuota(60), []
     loop = asyncio.get_running_loop()
     await quota.acquire(Priority.POLL)  # empties the bucket: everyone below has to queue
@@ -178,17 +178,21 @@ async def test_waiters_go_by_priority_then_arrival() -> None:
     async with asyncio.TaskGroup() as tg:
         for priority, n in sorted(arrivals, key=lambda a: a[0]):
             tg.create_task(request(priority, n))
-    assert [(name, n) for name, n, _ in order] == [
-        (p.name, n) for p in sorted(Priority, reverse=True) for n in range(2)
+    strict = [
+        (p.name, n) for p in (Priority.SUBMIT, Priority.FETCH, Priority.CANCEL) for n in (0, 1)
     ]
+    # Then creates and polls share: a create, the polls its quarter share leaves, a create.
+    shared = [("CREATE", 0), ("POLL", 0), ("POLL", 1), ("CREATE", 1)]
+    assert [(name, n) for name, n, _ in order] == strict + shared
     assert [slot for _, _, slot in order] == list(range(1, 11))  # one per drain step, none lost
 
 
 @pytest.mark.looptime
-async def test_creates_faster_than_the_quota_delay_a_poll_by_the_step_not_forever() -> None:
-    # 60 RPM admits one request a second; creates arrive two a second, forever. Under strict
-    # priority the poll queued at 0.5 s would never go, and its run would never be seen done.
-    quota, step = RequestQuota(60, create_head_start=10.0), STEP_60
+async def test_creates_faster_than_the_quota_delay_a_poll_by_a_few_steps_not_forever() -> None:
+    # 60 RPM admits one request a second; creates arrive two a second, forever, and a backlog
+    # of them is queued before the poll. Creates first would hold the poll until the backlog
+    # drains (never); with a quarter of the slots theirs, the poll goes within a few steps.
+    quota, step = RequestQuota(60, create_share=0.25), STEP_60
     loop = asyncio.get_running_loop()
     admitted: list[tuple[str, float, float]] = []
 
@@ -199,7 +203,7 @@ async def test_creates_faster_than_the_quota_delay_a_poll_by_the_step_not_foreve
 
     async with asyncio.TaskGroup() as tg:
         await quota.acquire(Priority.CREATE)  # empties the bucket
-        creates = []
+        creates = [tg.create_task(request(f"backlog{n}", Priority.CREATE)) for n in range(50)]
         for n in range(60):
             creates.append(tg.create_task(request(f"create{n}", Priority.CREATE)))
             if n == 1:
@@ -208,12 +212,62 @@ async def test_creates_faster_than_the_quota_delay_a_poll_by_the_step_not_foreve
         await until(lambda: any(name == "poll" for name, _, _ in admitted))
         for task in creates:
             task.cancel()
-    poll = next(i for i, (name, _, _) in enumerate(admitted) if name == "poll")
-    _, arrived, at = admitted[poll]
-    # Every create that arrived up to 10 s after the poll went first, and none later did.
-    assert all(arrived_c <= arrived + 10.0 for _, arrived_c, _ in admitted[:poll])
-    assert admitted[poll + 1][1] >= arrived + 10.0
-    assert at - arrived < 10.0 + 20 * step  # the creates' backlog built up meanwhile drains
+    _, arrived, at = next(a for a in admitted if a[0] == "poll")
+    assert at - arrived < 2 * step
+
+
+@pytest.mark.looptime
+async def test_while_both_wait_creates_get_their_share_and_each_class_keeps_its_order() -> None:
+    quota = RequestQuota(60, create_share=0.25)
+    order: list[str] = []
+
+    async def request(name: str, priority: Priority) -> None:
+        await quota.acquire(priority)
+        order.append(name)
+
+    async with asyncio.TaskGroup() as tg:
+        await quota.acquire(Priority.CREATE)  # empties the bucket: everyone below queues
+        for n in range(40):
+            tg.create_task(request(f"c{n}", Priority.CREATE))
+        for n in range(40):
+            tg.create_task(request(f"p{n}", Priority.POLL))
+        await until(lambda: quota.stats().waiting_total == 80)
+    first = order[:40]
+    # One create in four while polls wait (the first choice goes to a create), arrival order
+    # within each class, and the creates left over take every slot once the polls are done.
+    assert [name[0] for name in first[:8]] == list("cpppcppp")
+    assert sum(name[0] == "c" for name in first) == 10
+    assert [n for n in order if n[0] == "p"] == [f"p{n}" for n in range(40)]
+    assert [n for n in order if n[0] == "c"] == [f"c{n}" for n in range(40)]
+    assert order[-20:] == [f"c{n}" for n in range(20, 40)]
+
+
+@pytest.mark.looptime
+async def test_the_share_follows_what_a_run_costs() -> None:
+    cost: float | None = None
+    quota = RequestQuota(60)
+    quota.follow(lambda: cost)
+    order: list[str] = []
+
+    async def request(name: str, priority: Priority) -> None:
+        await quota.acquire(priority)
+        order.append(name)
+
+    async def contend(n: int) -> list[str]:
+        order.clear()
+        async with asyncio.TaskGroup() as tg:
+            await quota.acquire(Priority.POLL)
+            for _ in range(n):
+                tg.create_task(request("c", Priority.CREATE))
+                tg.create_task(request("p", Priority.POLL))
+            await until(lambda: quota.stats().waiting_total == 2 * n)
+        return order[:n]
+
+    assert (await contend(20)).count("c") == 5  # nothing ended yet: a quarter
+    cost = 10.0
+    assert (await contend(20)).count("c") == 2  # a run costs ten requests: one in ten
+    cost = 1000.0
+    assert (await contend(40)).count("c") == 2  # never below one in twenty
 
 
 @pytest.mark.looptime

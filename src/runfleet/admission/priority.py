@@ -9,9 +9,13 @@ issue #73), and a submit that arrives last still takes the next slot ahead of ev
 
 Submits, fetches and cancels go strictly first: each follows a poll that saw its run, so they
 cannot outnumber polls for long. Creates can: a service may submit faster than its quota for
-good. So a create goes before polls that arrived up to ``create_head_start`` seconds before it,
-not before older ones; strict priority there would starve the polls, and no run would ever be
-seen done.
+good, and a batch with a large ``max_in_flight`` queues thousands of creates at once. A
+started run is a debt: it will cost about ``requests_per_run`` requests before it is seen done.
+So while creates and polls both wait, creates get the share of admissions that debt leaves
+(``create_share``: one in ``requests_per_run``, the rest to polls), and each class keeps its
+arrival order. Strict priority either way starves the other: creates first, and 3,000 creates
+at 300 RPM held every poll for ten minutes (the runs finished, nobody saw it); polls first, and
+a busy fleet never starts new work. When only one class waits, it takes every slot.
 
 When a slot may go is not decided here: the queue asks the ``reserve`` it is given
 (:class:`~runfleet.admission.quota.RequestQuota` answers from its bucket and what the server
@@ -63,21 +67,32 @@ class _Waiter:
         self.state = _QUEUED
 
 
+_Heap = list[tuple[int, float, int, _Waiter]]
+
+
 class AdmissionQueue:
     """Admit callers one slot at a time, most urgent first, with one timer for all of them.
 
     Args:
         reserve: takes a slot at ``now`` and returns ``0.0``, or returns the seconds until one
             may be taken.
-        create_head_start: seconds of waiting by which a create goes before a poll.
+        create_share: the share of admissions creates get while polls wait too, asked at each
+            such choice (it follows what the fleet learns of requests per run).
     """
 
     def __init__(
-        self, reserve: Callable[[float], Awaitable[float]], *, create_head_start: float
+        self,
+        reserve: Callable[[float], Awaitable[float]],
+        *,
+        create_share: Callable[[], float],
     ) -> None:
         self._reserve = reserve
-        self._head_start = create_head_start
-        self._queue: list[tuple[int, float, int, _Waiter]] = []
+        self._create_share = create_share
+        self._credit = 1.0  # creates' due admissions; a contended create spends one
+        # Submits, fetches, cancels by priority; creates and polls apart, each in arrival order.
+        self._strict: _Heap = []
+        self._creates: _Heap = []
+        self._polls: _Heap = []
         self._seq = itertools.count()
         self._head: _Waiter | None = None
         self._wake: asyncio.Future[None] | None = None  # the head's sleep, to cut it short
@@ -104,7 +119,7 @@ class AdmissionQueue:
         self._check_exhausted()
         loop = asyncio.get_running_loop()
         me = _Waiter(priority, loop.create_future())
-        heapq.heappush(self._queue, (*self._rank(priority, loop.time()), next(self._seq), me))
+        heapq.heappush(self._heap(priority), (-priority, loop.time(), next(self._seq), me))
         self.waiting[priority] += 1
         try:
             if self._head is None:
@@ -126,22 +141,19 @@ class AdmissionQueue:
     def close(self, reason: str) -> None:
         """Fail every waiter and every later :meth:`admit` with QuotaExhausted(reason)."""
         self._exhausted = reason
-        for *_, waiter in self._queue:
-            # The head's future is already spent; it raises from its loop once kicked.
-            if self._live(waiter) and waiter is not self._head:
-                waiter.future.set_exception(QuotaExhausted(reason))
-            self._bury(waiter)
-        self._queue.clear()
+        for heap in (self._strict, self._creates, self._polls):
+            for *_, waiter in heap:
+                # The head's future is already spent; it raises from its loop once kicked.
+                if self._live(waiter) and waiter is not self._head:
+                    waiter.future.set_exception(QuotaExhausted(reason))
+                self._bury(waiter)
+            heap.clear()
         self.kick()
 
-    def _rank(self, priority: Priority, now: float) -> tuple[int, float]:
-        """Order waiters: by priority, except that creates and polls share a level, where a
-        create counts as having arrived ``create_head_start`` seconds early."""
-        if priority > Priority.CREATE:
-            return -priority, now
-        if priority == Priority.CREATE:
-            return -Priority.CREATE, now - self._head_start
-        return -Priority.CREATE, now
+    def _heap(self, priority: Priority) -> _Heap:
+        if priority == Priority.POLL:
+            return self._polls
+        return self._creates if priority == Priority.CREATE else self._strict
 
     async def _lead(self, me: _Waiter) -> None:
         """Hand slots to the top of the heap until ``me`` has one, then pass the role on."""
@@ -182,14 +194,33 @@ class AdmissionQueue:
             waiter.state = _GONE
             self.waiting[waiter.priority] -= 1
 
-    def _pop_live(self) -> _Waiter | None:
-        """Pop the most urgent live waiter, dropping the dead ones above it."""
-        while self._queue:
-            waiter = heapq.heappop(self._queue)[-1]
+    def _top_live(self, heap: _Heap) -> _Waiter | None:
+        """The most urgent live waiter of ``heap``, left in it; dead ones above it go."""
+        while heap:
+            waiter = heap[0][-1]
             if self._live(waiter):
                 return waiter
+            heapq.heappop(heap)
             self._bury(waiter)
         return None
+
+    def _pop_live(self) -> _Waiter | None:
+        """Pop the waiter the next slot goes to: strict priorities, then creates and polls by
+        their shares while both wait (deficit counting: a create spends one credit, each
+        contended choice earns ``create_share`` of one)."""
+        if self._top_live(self._strict) is not None:
+            return heapq.heappop(self._strict)[-1]
+        create = self._top_live(self._creates)
+        poll = self._top_live(self._polls)
+        if create is None or poll is None:
+            self._credit = 1.0  # no contention: nothing is owed either way
+            heap = self._creates if create is not None else self._polls
+            return heapq.heappop(heap)[-1] if heap else None
+        self._credit = min(1.0, self._credit + self._create_share())
+        if self._credit >= 1.0:
+            self._credit -= 1.0
+            return heapq.heappop(self._creates)[-1]
+        return heapq.heappop(self._polls)[-1]
 
     def _grant(self, waiter: _Waiter) -> None:
         waiter.state = _ADMITTED
@@ -200,17 +231,17 @@ class AdmissionQueue:
             waiter.future.set_result(_ADMIT)
 
     def _appoint_head(self) -> None:
-        """Make a waiter the head; one at the heap's end is likely served last, so keeps it long."""
-        queue = self._queue
-        while queue:
-            waiter = queue[-1][-1]
-            if self._live(waiter):
-                self._head = waiter
-                waiter.future.set_result(_LEAD)
-                return
-            # Dropping the last element keeps the heap a heap.
-            queue.pop()
-            self._bury(waiter)
+        """Make a waiter the head; one at a heap's end is likely served last, so keeps it long."""
+        for queue in (self._polls, self._creates, self._strict):
+            while queue:
+                waiter = queue[-1][-1]
+                if self._live(waiter):
+                    self._head = waiter
+                    waiter.future.set_result(_LEAD)
+                    return
+                # Dropping the last element keeps the heap a heap.
+                queue.pop()
+                self._bury(waiter)
 
     def _abandon(self, me: _Waiter) -> None:
         """Clean up after an acquire that raised (cancelled or the quota gave up)."""
