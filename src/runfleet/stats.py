@@ -78,7 +78,6 @@ class StatsCollector:
         self.latencies: deque[float] = deque(maxlen=_KEEP)
         self.tool_rounds = 0
         self.stalled = 0
-        self._spent_ended = 0  # requests of the runs that ended: what a run costs, all told
 
     def request_started(self, kind: str, now: float) -> None:
         """Count a request as it leaves (after the quota admitted it), at loop time ``now``."""
@@ -90,20 +89,11 @@ class StatsCollector:
         """Count how a request ended."""
         self.outcomes[str(outcome)] += 1
 
-    def run_finished(self, how: str, latency: float | None, requests: int = 0) -> None:
-        """Count a finished run, the requests it cost, and its detection latency."""
+    def run_finished(self, how: str, latency: float | None) -> None:
+        """Count a finished run and remember its detection latency."""
         self.finished[how] += 1
-        self._spent_ended += requests
         if latency is not None:
             self.latencies.append(latency)
-
-    def cost_per_run(self) -> float | None:
-        """Requests an ended run cost on average (None before one ended): what the quota
-        reserves polls for when creates and polls compete. Unlike ``requests_per_run`` it
-        leaves out the requests of runs still in flight, which early on would make a run
-        look hundreds of requests dear."""
-        done = sum(self.finished.values())
-        return self._spent_ended / done if done and self._spent_ended else None
 
     def last_minute(self, now: float) -> int:
         """Return the requests sent in the 60 s before ``now``."""

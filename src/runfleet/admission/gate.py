@@ -112,7 +112,6 @@ class RequestGate:
         self.quota = quota
         self.stats = stats
         self.limiter = anyio.CapacityLimiter(concurrency)
-        quota.follow(stats.cost_per_run)  # a started run is a debt of polls: see the quota
 
     async def admit(self, kind: RequestKind) -> Ticket:
         """Wait for a concurrency slot, then for the quota; return the admission as a ticket.

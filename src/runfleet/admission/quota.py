@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -29,16 +29,6 @@ from .priority import AdmissionQueue, Priority
 __all__ = ["Priority", "QuotaStats", "RequestQuota"]
 
 log = structlog.get_logger("runfleet.admission.quota")
-
-# Creates' share of contended admissions: a quarter before any run has ended (the fleet's
-# runs have cost about 3.4 requests each on the simulator's ample scenario, the classic
-# loop's about 7); never below one in twenty (a busy fleet still starts work), never above
-# one in two (webhooks bring a run down to about two requests).
-_DEFAULT_SHARE, _MIN_SHARE, _MAX_SHARE = 0.25, 0.05, 0.5
-
-
-def _unknown() -> float | None:
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +85,9 @@ class RequestQuota:
             together (connection setup, a stalled loop); that much of the rate is held back
             from the burst and the minute, so the server, which counts arrivals, never sees
             more than burst or rpm (see :mod:`runfleet.admission.bucket`).
-        create_share: the share of admissions creates get while polls wait too (a started run
-            is a debt of polls). ``None`` (the default) follows the fleet: one in the requests
-            a run has cost so far (:meth:`follow`), a quarter until a run has ended, and
-            within ``[0.05, 0.5]``.
+        create_share: the share of admissions creates get while a poll waits too: a started
+            run is a debt of polls, and creates may not outrun the polls that pay it. The
+            default, a half, alternates them.
         max_consecutive_rate_limits: give up after this many back-offs without a success.
         bucket: where admission is decided; a private :class:`LeakyBucket` by default.
 
@@ -118,7 +107,7 @@ class RequestQuota:
         default_pause: float = 1.0,
         max_pause: float = 120.0,
         delay_allowance: float = 0.25,
-        create_share: float | None = None,
+        create_share: float = 0.5,
         max_consecutive_rate_limits: int | None = None,
         bucket: AdmissionBucket | None = None,
     ) -> None:
@@ -133,31 +122,17 @@ class RequestQuota:
             max_pause=max_pause,
             delay_allowance=delay_allowance,
         )
-        if create_share is not None and not 0 < create_share <= 1:
+        if not 0 < create_share <= 1:
             raise ValueError(f"create_share must be in (0, 1], got {create_share!r}")
-        self._fixed_share = create_share
-        self._requests_per_run: Callable[[], float | None] = _unknown
         if max_consecutive_rate_limits is not None and max_consecutive_rate_limits < 1:
             got = max_consecutive_rate_limits
             raise ValueError(f"max_consecutive_rate_limits must be at least 1, got {got!r}")
         self._max_consecutive = max_consecutive_rate_limits
         self._bucket: AdmissionBucket = bucket if bucket is not None else LeakyBucket()
-        self._queue = AdmissionQueue(self._reserve, create_share=self._create_share)
+        self._queue = AdmissionQueue(self._reserve, create_share=create_share)
         self._filled_for = -math.inf  # the pause end the bucket was last filled for
         self._rpm_in_force = self._governor.rpm
         self._last_now = 0.0
-
-    def follow(self, requests_per_run: Callable[[], float | None]) -> None:
-        """Take the creates' share from ``requests_per_run`` (None while no run has ended)."""
-        self._requests_per_run = requests_per_run
-
-    def _create_share(self) -> float:
-        if self._fixed_share is not None:
-            return self._fixed_share
-        cost = self._requests_per_run()
-        if cost is None or not cost > 0:
-            return _DEFAULT_SHARE
-        return min(_MAX_SHARE, max(_MIN_SHARE, 1.0 / cost))
 
     async def acquire(self, priority: Priority) -> None:
         """Wait until one request of this priority may go out, then return; spend it at once.

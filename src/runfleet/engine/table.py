@@ -94,7 +94,7 @@ class RunTable:
         if isinstance(error, RunError) and error.figures is None:
             error.figures = run.figures(now)
         how = "completed" if error is None else error.outcome
-        self._stats.run_finished(how, run.latency if error is None else None, run.requests)
+        self._stats.run_finished(how, run.latency if error is None else None)
         log.info(
             "run_finished",
             run_id=run.ref.id,
