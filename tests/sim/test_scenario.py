@@ -73,7 +73,9 @@ def test_unreadable_scenario_file_is_one_line(tmp_path: Path, content: bytes, me
 
 
 def test_unknown_name_lists_the_builtins() -> None:
-    with pytest.raises(ScenarioError, match="not a built-in \\(ample, faulty, tight, tools\\)"):
+    with pytest.raises(
+        ScenarioError, match="not a built-in \\(ample, faulty, tight, tokens, tools\\)"
+    ):
         load_scenario("amply")
 
 
