@@ -64,6 +64,7 @@ def test_file_scenario_takes_its_name_from_the_file(tmp_path: Path) -> None:
         ({"time_scale": -1}, "time_scale"),
         ({"quota": {"tpm": 0}}, "quota.tpm: Input should be greater than 0"),
         ({"quota": {"tpm": "lots"}}, "quota.tpm: Input should be a valid number"),
+        ({"quota": {"tpm": float("inf")}}, "quota.tpm: Input should be a finite number"),
         (
             {"tokens": {"estimate": "words/3"}},
             "tokens.estimate: expected 'chars/N' or 'bytes/N' with N > 0, got 'words/3'",

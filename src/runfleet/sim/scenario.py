@@ -148,7 +148,7 @@ class Quota(_Strict):
     """
 
     rpm: float = Field(default=10_000.0, gt=0)
-    tpm: float | None = Field(default=None, gt=0)
+    tpm: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     window: float = Field(default=60.0, gt=0, le=60)
     retry_after: bool = True
     # Whether requests refused with 429 still count in the window (OpenAI says failed
