@@ -41,6 +41,8 @@ _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # Named in 429 messages when the request names no model (a retrieve, a run on an assistant).
 _DEFAULT_MODEL = "gpt-5-mini"
 
+# A handler answers with a body and the job it touched: the gate reads the job for
+# openai-poll-after-ms and to settle the tokens of a pass that a create or cancel laid out.
 Handler = Callable[[Request, float], Awaitable[tuple[dict[str, Any], Job | None]]]
 
 

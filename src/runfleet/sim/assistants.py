@@ -130,8 +130,7 @@ class AssistantStore:
     # runs
 
     def thread_texts(self, thread_id: str) -> list[str]:
-        """Return the text of a thread's messages: what a run started on it reads (none if
-        there is no such thread, which its request will learn with a 404)."""
+        """Return what a run started on the thread reads (nothing for an unknown thread)."""
         thread = self.threads.get(thread_id)
         return [m.text for m in thread.messages] if thread else []
 
