@@ -292,3 +292,16 @@ async def test_the_tokens_scenario_refuses_tokens_not_requests(start_sim: StartS
     assert by_type["tokens"] >= 5  # a 10 s window holds 6,667 tokens: two or three requests
     assert stats["tokens"]["peak_window"]["peak"] <= 2 * 40_000
     assert sum(stats["timeline"]["tokens"]) == stats["tokens"]["used"]
+
+
+async def test_a_token_limit_changes_no_run_time_or_outcome_a_seed_replays(
+    start_sim: StartSim,
+) -> None:
+    plans = []
+    for quota in ({}, {"quota": {"tpm": 10**9}}):
+        async with start_sim({"seed": 3, **quota}) as sim, sdk(sim) as client:
+            for _ in range(5):
+                await client.responses.create(model="m", input="hi", background=True)
+            jobs = sim.app.responses.jobs()
+            plans.append([(round(j.done_at - j.created, 6), j.plan) for j in jobs])
+    assert plans[0] == plans[1]
