@@ -21,7 +21,7 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
 
 
 # The limits a 429 can come from; a storm's are counted apart, as the quota did not cause them.
-LIMIT_KINDS = ("requests", "tokens", "too_large")
+_LIMIT_KINDS = ("requests", "tokens", "too_large")
 
 
 class SimStats:
@@ -46,7 +46,7 @@ class SimStats:
         self.peak.record(now)
 
     def record_limited(self, now: float, kind: str = "requests") -> None:
-        """Count one request answered 429: by the quota (of ``LIMIT_KINDS``) or by a storm."""
+        """Count one request answered 429: by the quota (of ``_LIMIT_KINDS``) or by a storm."""
         if kind == "storm":
             self.storm_limited += 1
             return
@@ -91,7 +91,7 @@ class SimStats:
             "requests_total": sum(self.requests.values()),
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "rate_limited": self.rate_limited,
-            "rate_limited_by_type": {kind: self.limited_by[kind] for kind in LIMIT_KINDS},
+            "rate_limited_by_type": {kind: self.limited_by[kind] for kind in _LIMIT_KINDS},
             "storm_limited": self.storm_limited,
             "unauthorized": self.unauthorized,
             "faults": dict(sorted(self.faults.items())),
