@@ -1,10 +1,11 @@
-"""The simulated quota: a token bucket with sub-minute windows, storms, and OpenAI's formats."""
+"""The simulated quotas: requests and tokens over sub-minute windows, storms, OpenAI's formats."""
 
 from __future__ import annotations
 
 import pytest
 
-from runfleet.sim.ratelimit import PeakWindow, TokenBucket, go_duration
+from runfleet.sim.lifecycle import Job, JobStatus, Plan, Segment
+from runfleet.sim.ratelimit import PeakWindow, TokenBucket, TokenWindow, go_duration
 from runfleet.sim.scenario import Quota, Storms
 
 
@@ -72,3 +73,92 @@ def test_peak_window_finds_the_busiest_sliding_minute() -> None:
         peak.record(float(t))
     assert peak.peak == 6  # 10..63 are within one 60 s window
     assert peak.current(200.0) == 1
+
+
+def _job(done_at: float, final: JobStatus = JobStatus.COMPLETED) -> Job:
+    plan = Plan(final=final, error_code=None, rounds=0, stalled=False)
+    return Job("resp_1", 0.0, 0.0, done_at, plan, rounds_left=0, stops_for_action=False)
+
+
+def test_token_window_charges_input_and_reservation_then_refunds_the_unused_part() -> None:
+    window = TokenWindow(Quota(tpm=6000, window=60))
+    seg = Segment(0.0, input=1000, reserved=2000, output=300)
+    assert window.admit(0.0, seg).admitted
+    job = _job(done_at=10.0)
+    job.charge(seg)
+    window.track(job)
+    assert window.remaining_fraction(0.0) == pytest.approx(0.5)
+    # 10 s later: refilled 1000 (100/s), and the 1700 reserved but not produced came back
+    assert window.remaining_fraction(10.0) == pytest.approx(5700 / 6000)
+    assert (window.charged, window.refunded) == (3000, 1700)
+    assert job.usage() == (1000, 300)
+
+
+def test_token_window_refuses_with_the_wait_for_enough_tokens() -> None:
+    window = TokenWindow(Quota(tpm=600, window=60))  # 600 tokens, 10 per second
+    assert window.admit(0.0, Segment(0.0, 100, 400, 50)).admitted
+    refused = window.admit(0.0, Segment(0.0, 100, 200, 50))
+    assert not refused.admitted
+    assert not refused.too_large
+    assert refused.retry_after == pytest.approx(20.0)
+    assert window.charged == 500  # a refused request is not charged
+
+
+def test_token_window_refuses_for_good_what_exceeds_the_whole_limit() -> None:
+    window = TokenWindow(Quota(tpm=600, window=60))
+    refused = window.admit(0.0, Segment(0.0, 500, 200, 50))
+    assert (refused.admitted, refused.too_large, refused.retry_after) == (False, True, 0.0)
+
+
+def test_a_request_bigger_than_the_sub_minute_window_waits_for_a_full_one() -> None:
+    """6000 TPM over 1 s windows holds 100 tokens; a 300-token request still gets through."""
+    window = TokenWindow(Quota(tpm=6000, window=1))
+    assert window.admit(0.0, Segment(0.0, 100, 200, 50)).admitted  # into debt: -200
+    refused = window.admit(0.5, Segment(0.5, 10, 20, 5))
+    assert refused.retry_after == pytest.approx(1.8)  # from -150 back to 30 at 100/s
+    assert window.admit(2.31, Segment(2.31, 10, 20, 5)).admitted
+
+
+@pytest.mark.parametrize(
+    ("final", "output"),
+    [(JobStatus.COMPLETED, 300), (JobStatus.INCOMPLETE, 2000), (JobStatus.FAILED, 0)],
+)
+def test_a_pass_uses_what_its_ending_says(final: JobStatus, output: int) -> None:
+    """Incomplete means it hit max_output_tokens; a failed pass produced nothing billable."""
+    job = _job(done_at=5.0, final=final)
+    seg = Segment(0.0, input=10, reserved=2000, output=300)
+    job.charge(seg)
+    assert job.output_of(seg) == output
+    assert job.unused(seg) == 2000 - output
+
+
+def test_a_cancel_settles_the_pass_when_it_is_cancelled() -> None:
+    window = TokenWindow(Quota(tpm=60_000, window=60))
+    seg = Segment(0.0, input=10, reserved=2000, output=300)
+    window.admit(0.0, seg)
+    job = _job(done_at=50.0)
+    job.charge(seg)
+    window.track(job)
+    job.cancel(1.0, 0.5)
+    window.track(job)
+    window.remaining_fraction(1.5)
+    assert (seg.settled, seg.refunded) == (True, 2000)
+
+
+def test_without_tpm_tokens_are_counted_never_refused() -> None:
+    window = TokenWindow(Quota())
+    assert window.admit(0.0, Segment(0.0, 10**9, 10**9, 1)).admitted
+    assert window.snapshot(0.0)["charged"] == 2 * 10**9
+
+
+def test_token_peak_counts_each_pass_at_admission_net_of_its_refund() -> None:
+    window = TokenWindow(Quota(tpm=60_000, window=60))
+    for t in (0.0, 30.0, 70.0):
+        seg = Segment(t, input=100, reserved=900, output=400)
+        window.admit(t, seg)
+        job = _job(done_at=t + 5)
+        job.charge(seg)
+        window.track(job)
+    snap = window.snapshot(100.0)
+    assert snap["peak_window"] == {"seconds": 60.0, "peak": 1000, "quota": 60_000}
+    assert (snap["charged"], snap["refunded"], snap["used"]) == (3000, 1500, 1500)

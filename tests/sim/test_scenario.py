@@ -23,6 +23,22 @@ def test_tight_is_enforced_per_second_and_ample_is_not() -> None:
     assert load_scenario("ample").quota.rpm > 10 * load_scenario("tight").quota.rpm
 
 
+def test_token_rules_default_to_no_limit_and_chars_over_four() -> None:
+    sc = load_scenario("ample")
+    assert sc.quota.tpm is None
+    assert sc.tokens.rule == ("chars", 4.0)
+    assert load_scenario({"tokens": {"estimate": "bytes/3.6"}}).tokens.rule == ("bytes", 3.6)
+
+
+def test_tokens_scenario_binds_tokens_not_requests() -> None:
+    """3000 RPM of its largest requests would need hundreds of times the tokens it has."""
+    sc = load_scenario("tokens")
+    assert sc.quota.tpm is not None
+    largest = sc.tokens.input.high if sc.tokens.input else 0
+    assert sc.quota.rpm * (largest + sc.tokens.default_max_output_tokens) > 100 * sc.quota.tpm
+    assert largest + sc.tokens.default_max_output_tokens < sc.quota.tpm
+
+
 def test_file_scenario_takes_its_name_from_the_file(tmp_path: Path) -> None:
     path = tmp_path / "mine.json"
     path.write_text(json.dumps({"quota": {"rpm": 60}, "lifecycle": {"in_progress": 2.5}}))
@@ -46,6 +62,18 @@ def test_file_scenario_takes_its_name_from_the_file(tmp_path: Path) -> None:
         ({"lifecycle": {"queued": {"dist": "uniform", "low": 3, "high": 1}}}, "below low"),
         ({"outcomes": {"failed": 0.7, "incomplete": 0.5}}, "failed + incomplete exceeds 1"),
         ({"time_scale": -1}, "time_scale"),
+        ({"quota": {"tpm": 0}}, "quota.tpm: Input should be greater than 0"),
+        ({"quota": {"tpm": "lots"}}, "quota.tpm: Input should be a valid number"),
+        ({"quota": {"tpm": float("inf")}}, "quota.tpm: Input should be a finite number"),
+        (
+            {"tokens": {"estimate": "words/3"}},
+            "tokens.estimate: expected 'chars/N' or 'bytes/N' with N > 0, got 'words/3'",
+        ),
+        ({"tokens": {"estimate": "chars/0"}}, "tokens.estimate: expected"),
+        ({"tokens": {"estimate": "bytes"}}, "tokens.estimate: expected"),
+        ({"tokens": {"default_max_output_tokens": 0}}, "tokens.default_max_output_tokens"),
+        ({"tokens": {"output": {"dist": "uniform", "low": 9, "high": 1}}}, "tokens.output"),
+        ({"tokens": {"estimat": "chars/4"}}, "unknown key 'tokens.estimat'"),
     ],
 )
 def test_bad_scenario_is_one_line_naming_the_key(
@@ -73,7 +101,9 @@ def test_unreadable_scenario_file_is_one_line(tmp_path: Path, content: bytes, me
 
 
 def test_unknown_name_lists_the_builtins() -> None:
-    with pytest.raises(ScenarioError, match="not a built-in \\(ample, faulty, tight, tools\\)"):
+    with pytest.raises(
+        ScenarioError, match="not a built-in \\(ample, faulty, tight, tokens, tools\\)"
+    ):
         load_scenario("amply")
 
 

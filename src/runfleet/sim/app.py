@@ -2,7 +2,9 @@
 endpoint.
 
 Every API request passes the same gate in the order OpenAI applies them: auth, then the
-quota (429 with ``retry-after``), then injected faults; only then does a store see it. The
+requests quota, then (for requests that run the model) the tokens quota, each a 429 with
+``retry-after``, then injected faults; only then does a store see it. A request that fails
+after its tokens were charged gets them all back; one that ran settles when its run ends. The
 ``/_sim/`` routes bypass the gate so that observing the simulator never disturbs what it
 measures.
 """
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import random
 import secrets
 import time
@@ -24,19 +25,24 @@ from starlette.routing import Route, Router
 from starlette.types import Receive, Scope, Send
 
 from .assistants import AssistantStore
-from .lifecycle import Job
-from .ratelimit import TokenBucket, go_duration
+from .lifecycle import Job, Segment
+from .limits import AccountLimits, QuotaError
 from .responses import ResponseStore
 from .scenario import Scenario, load_scenario
 from .stats import SimStats
+from .tokens import COSTS, TokenMeter
 from .webhooks import WebhookSender
-from .wire import DropResponse, by_method, json_response, not_found, read_body
+from .wire import DropResponse, by_method, json_response, not_found, parse_body, read_body
 from .world import SimError, World
 
 __all__ = ["SimApp", "create_app"]
 
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+# Named in 429 messages when the request names no model (a retrieve, a run on an assistant).
+_DEFAULT_MODEL = "gpt-5-mini"
 
+# A handler answers with a body and the job it touched: the gate reads the job for
+# openai-poll-after-ms and to settle the tokens of a pass that a create or cancel laid out.
 Handler = Callable[[Request, float], Awaitable[tuple[dict[str, Any], Job | None]]]
 
 
@@ -70,7 +76,8 @@ class SimApp:
         self.epoch = time.time()  # only for the Unix timestamps in bodies, never for timing
         self.responses = ResponseStore(self.world, self.epoch)
         self.assistants = AssistantStore(self.world, self.epoch)
-        self.bucket = TokenBucket(self.scenario.quota, self.scenario.faults.storms)
+        self.limits = AccountLimits(self.scenario)
+        self.meter = TokenMeter(self.scenario.tokens, self.scenario.seed)
         self.stats = SimStats()
         self.faults_rng = random.Random(self.scenario.seed + 1)
         self._t0: float | None = None
@@ -90,6 +97,7 @@ class SimApp:
             scenario=self.scenario.name,
             time_scale=self.scenario.time_scale,
             rpm=self.scenario.quota.rpm,
+            tokens=self.limits.tokens,
             responses=self.responses.jobs(),
             runs=self.assistants.jobs(),
             per_run=per_run,
@@ -107,22 +115,16 @@ class SimApp:
     # the gate every API request passes
 
     def _headers(self, now: float) -> dict[str, str]:
-        scale = self.scenario.time_scale
-        limit = max(1, round(self.scenario.quota.rpm / scale))
         return {
             "x-request-id": "req_" + secrets.token_hex(16),
             "openai-version": "2020-10-01",
-            "x-ratelimit-limit-requests": str(limit),
-            "x-ratelimit-remaining-requests": str(
-                math.floor(limit * self.bucket.remaining_fraction(now))
-            ),
-            "x-ratelimit-reset-requests": go_duration(self.bucket.until_full(now) * scale),
-            "x-ratelimit-limit-tokens": "30000000",
-            "x-ratelimit-remaining-tokens": "29999000",
-            "x-ratelimit-reset-tokens": "2ms",
-        }
+        } | self.limits.headers(now)
 
     def _endpoint(self, name: str, handler: Handler, poll: bool = False) -> Callable[..., Any]:
+        costs = name in COSTS
+        # A cancel can end a pass sooner than planned: its refund falls due sooner too.
+        settles = costs or name.endswith(".cancel")
+
         async def endpoint(request: Request) -> Response:
             now = self.now()
             self.stats.record(name, now)
@@ -134,9 +136,19 @@ class SimApp:
                 return json_response(
                     err.status, err.body(), {"x-request-id": "req_" + secrets.token_hex(16)}
                 )
+            data = await parse_body(request) if request.method == "POST" else None
+            model = data.get("model") if data else None
+            model = model if isinstance(model, str) and model else _DEFAULT_MODEL
+            segment = None
             try:
-                self._admit(now)
+                self.limits.admit_request(now, model)
+                if costs and data is not None:
+                    segment = self._price(name, request, data, now)
+                    self.limits.admit_tokens(now, segment, model)
+                    request.state.segment = segment
             except SimError as err:
+                if isinstance(err, QuotaError):
+                    self.stats.record_limited(now, err.kind)
                 self.stats.statuses[err.status] += 1
                 return json_response(err.status, err.body(), self._headers(now) | err.headers)
             # Read after admission, so remaining counts the request being answered.
@@ -145,8 +157,12 @@ class SimApp:
                 drop = await self._inject_faults()
                 body, job = await handler(request, now)
             except SimError as err:
+                if segment is not None:
+                    self.limits.tokens.refund_all(now, segment)
                 self.stats.statuses[err.status] += 1
                 return json_response(err.status, err.body(), headers | err.headers)
+            if settles and job is not None:
+                self.limits.tokens.track(job)
             self.stats.statuses[200] += 1
             pa = self.scenario.poll_after_ms
             if poll and pa is not None and job is not None:
@@ -174,32 +190,18 @@ class SimApp:
                 code="invalid_api_key",
             )
 
-    def _admit(self, now: float) -> None:
-        adm = self.bucket.admit(now)
-        if adm.admitted:
-            return
-        if adm.storm:
-            self.stats.storm_limited += 1
-        else:
-            self.stats.record_limited(now)
-        scale = self.scenario.time_scale
-        rpm = self.scenario.quota.rpm
-        headers = {}
-        if self.scenario.quota.retry_after:
-            real = adm.retry_after * scale
-            headers = {
-                "retry-after-ms": str(math.ceil(real * 1000)),
-                "retry-after": str(math.ceil(real)),
-            }
-        raise SimError(
-            429,
-            f"Rate limit reached for default-model in organization org-sim on requests per min "
-            f"(RPM): Limit {round(rpm / scale)}, Used {round(rpm / scale)}, Requested 1. "
-            f"Please try again in {go_duration(adm.retry_after * scale)}.",
-            type="requests",
-            code="rate_limit_exceeded",
-            headers=headers,
-        )
+    def _price(self, name: str, request: Request, data: dict[str, Any], now: float) -> Segment:
+        """Return what a request that runs the model is charged, before it is admitted."""
+        p = request.path_params
+        if name == "runs.create":
+            return self.meter.segment(
+                name, data, now, context=self.assistants.thread_texts(p["tid"])
+            )
+        if name == "runs.submit_tool_outputs":
+            # The reservation is the run's own max_completion_tokens, set when it started.
+            settings = self.assistants.run_request(p["rid"])
+            return self.meter.segment(name, data, now, settings=settings)
+        return self.meter.segment(name, data, now)
 
     async def _inject_faults(self) -> bool:
         """Fail, slow down or mark for dropping a fraction of requests, as the scenario says."""
@@ -258,11 +260,11 @@ class SimApp:
         # Handlers read self.responses on each call so that reset() swaps the store under them.
 
         async def create(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
-            body = self.responses.create(await read_body(req), now)
+            body = self.responses.create(await read_body(req), now, _segment(req))
+            job = self.responses.items[body["id"]].job
             if body["background"]:
-                job = self.responses.items[body["id"]].job
                 self.webhooks.schedule(job, job.done_at)  # its end is known now
-            return body, None
+            return body, job
 
         async def retrieve(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
             return self.responses.retrieve(req.path_params["id"], now)
@@ -272,7 +274,7 @@ class SimApp:
             job = self.responses.items[body["id"]].job
             if job.cancel_done is not None and job.cancel_done <= now:
                 self.webhooks.schedule(job, now)  # announced once: the sender dedupes by end
-            return body, None
+            return body, job
 
         return {"create": create, "retrieve": retrieve, "cancel": cancel}
 
@@ -282,11 +284,14 @@ class SimApp:
         def s() -> AssistantStore:
             return self.assistants
 
+        def ran(body: dict[str, Any]) -> tuple[dict[str, Any], Job | None]:
+            return body, self.assistants.runs[body["id"]].job
+
         async def create_thread(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
             return s().create_thread(await read_body(req, allow_empty=True), now), None
 
         async def create_and_run(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
-            return s().create_thread_and_run(await read_body(req), now), None
+            return ran(s().create_thread_and_run(await read_body(req), now, _segment(req)))
 
         async def retrieve_thread(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
             return s().retrieve_thread(req.path_params["tid"]), None
@@ -298,17 +303,19 @@ class SimApp:
             return s().list_messages(req.path_params["tid"], dict(req.query_params), now), None
 
         async def create_run(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
-            return s().create_run(req.path_params["tid"], await read_body(req), now), None
+            body = await read_body(req)
+            return ran(s().create_run(req.path_params["tid"], body, now, _segment(req)))
 
         async def retrieve_run(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
             return s().retrieve_run(req.path_params["tid"], req.path_params["rid"], now)
 
         async def submit(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
             p = req.path_params
-            return s().submit_tool_outputs(p["tid"], p["rid"], await read_body(req), now), None
+            body = await read_body(req)
+            return ran(s().submit_tool_outputs(p["tid"], p["rid"], body, now, _segment(req)))
 
         async def cancel_run(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
-            return s().cancel_run(req.path_params["tid"], req.path_params["rid"], now), None
+            return ran(s().cancel_run(req.path_params["tid"], req.path_params["rid"], now))
 
         return {
             "create_thread": create_thread,
@@ -339,6 +346,12 @@ class SimApp:
             return json_response(400, SimError(400, f"Invalid reset: {exc}").body(), {})
         self.reset(scenario)
         return JSONResponse({"reset": True, "scenario": self.scenario.name})
+
+
+def _segment(request: Request) -> Segment | None:
+    """Return the tokens the gate charged for this request, if it runs the model."""
+    segment: Segment | None = getattr(request.state, "segment", None)
+    return segment
 
 
 def create_app(scenario: str | Scenario | dict[str, Any] = "ample") -> SimApp:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .lifecycle import TERMINAL, Job, JobStatus
+from .lifecycle import TERMINAL, Job, JobStatus, Segment
+from .tokens import run_usage
 from .world import SimError, World, new_id, not_found
 
 __all__ = ["AssistantStore"]
@@ -128,7 +129,19 @@ class AssistantStore:
 
     # runs
 
-    def create_run(self, thread_id: str, body: dict[str, Any], now: float) -> dict[str, Any]:
+    def thread_texts(self, thread_id: str) -> list[str]:
+        """Return what a run started on the thread reads (nothing for an unknown thread)."""
+        thread = self.threads.get(thread_id)
+        return [m.text for m in thread.messages] if thread else []
+
+    def run_request(self, run_id: str) -> dict[str, Any]:
+        """Return the body a run was started with (empty for an unknown run)."""
+        run = self.runs.get(run_id)
+        return run.request if run else {}
+
+    def create_run(
+        self, thread_id: str, body: dict[str, Any], now: float, segment: Segment | None = None
+    ) -> dict[str, Any]:
         """Start a run on a thread; a second active run on one thread is a 400."""
         thread = self._thread(thread_id)
         active = self._active_run(thread, now)
@@ -141,22 +154,28 @@ class AssistantStore:
             )
         for i, msg in enumerate(extra):
             thread.messages.append(_parse_message(msg, now, f"additional_messages[{i}]"))
-        return self._start(thread, body, now)
+        return self._start(thread, body, now, segment)
 
-    def create_thread_and_run(self, body: dict[str, Any], now: float) -> dict[str, Any]:
+    def create_thread_and_run(
+        self, body: dict[str, Any], now: float, segment: Segment | None = None
+    ) -> dict[str, Any]:
         """Create a thread with its messages and start a run on it in one request."""
         spec = body.get("thread") or {}
         if not isinstance(spec, dict):
             raise SimError(400, "Invalid type for 'thread': expected an object.", param="thread")
         _assistant_of(body)  # validate before creating anything
-        return self._start(self._new_thread(spec, now), body, now)
+        return self._start(self._new_thread(spec, now), body, now, segment)
 
-    def _start(self, thread: _Thread, body: dict[str, Any], now: float) -> dict[str, Any]:
+    def _start(
+        self, thread: _Thread, body: dict[str, Any], now: float, segment: Segment | None
+    ) -> dict[str, Any]:
         assistant_id = _assistant_of(body)
         tools = body.get("tools") or []
         if not isinstance(tools, list):
             raise SimError(400, "Invalid type for 'tools': expected an array.", param="tools")
         job = self.world.new_job(new_id("run_"), now, expires=True)
+        if segment is not None:
+            job.charge(segment)
         run = _Run(job, thread.id, assistant_id, body, tools)
         self._draw_round(run)
         self.runs[job.id] = run
@@ -179,7 +198,12 @@ class AssistantStore:
         return self._run_body(run, now), run.job
 
     def submit_tool_outputs(
-        self, thread_id: str, run_id: str, body: dict[str, Any], now: float
+        self,
+        thread_id: str,
+        run_id: str,
+        body: dict[str, Any],
+        now: float,
+        segment: Segment | None = None,
     ) -> dict[str, Any]:
         """Accept one round's outputs; refused outside ``requires_action`` or on a mismatch."""
         run = self._run(thread_id, run_id)
@@ -213,6 +237,8 @@ class AssistantStore:
         job.resume(
             now, lc.tools.submit_lag.draw(self.world.rng), lc.lifecycle.resume.draw(self.world.rng)
         )
+        if segment is not None:
+            job.charge(segment)  # the next pass: charged again, settled when it ends
         run.prev_calls = job.tool_calls
         self._draw_round(run)
         return self._run_body(run, now)
@@ -313,7 +339,7 @@ class AssistantStore:
             last_error = {"code": code, "message": f"Simulated {code.replace('_', ' ')}."}
         usage = None
         if status in TERMINAL:
-            usage = {"prompt_tokens": 42, "completion_tokens": 17, "total_tokens": 59}
+            usage = run_usage(job)
         return {
             "id": job.id,
             "object": "thread.run",

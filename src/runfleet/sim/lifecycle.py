@@ -8,6 +8,7 @@ and differ only in how their statuses are named and their bodies drawn.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -15,7 +16,7 @@ from typing import Any
 
 from .scenario import Scenario
 
-__all__ = ["NEEDS_CLIENT", "TERMINAL", "Job", "JobStatus", "Plan", "draw_plan"]
+__all__ = ["NEEDS_CLIENT", "TERMINAL", "Job", "JobStatus", "Plan", "Segment", "draw_plan"]
 
 
 class JobStatus(StrEnum):
@@ -73,6 +74,30 @@ def draw_plan(scenario: Scenario, rng: random.Random) -> Plan:
     return Plan(final=final, error_code=code, rounds=rounds, stalled=stalled)
 
 
+@dataclass(slots=True, eq=False)
+class Segment:
+    """One pass of the model: charged in tokens when its request was admitted, settled at its end.
+
+    A response is one pass; an Assistants run is one pass per start and per tool round, since
+    each ``submit_tool_outputs`` sends new input and reserves output again.
+    """
+
+    admitted: float
+    input: int
+    reserved: int
+    # The output the pass will really produce if it completes (drawn at admission).
+    output: int
+    # When usage becomes known: the end of the phase, moved by a cancel. Set by Job.charge.
+    ends_at: float = math.inf
+    refunded: int = 0
+    settled: bool = False
+
+    @property
+    def charged(self) -> int:
+        """Return the tokens taken at admission: the input plus the output reservation."""
+        return self.input + self.reserved
+
+
 @dataclass(slots=True)
 class Job:
     """One response or run: its timeline, pending tool calls and what clients saw of it."""
@@ -96,6 +121,7 @@ class Job:
     retrieves: int = 0
     last_detected: float | None = None
     latencies: list[float] = field(default_factory=list)
+    segments: list[Segment] = field(default_factory=list)
 
     def status_at(self, now: float) -> tuple[JobStatus, float]:
         """Return the status at ``now`` and the moment the job entered it."""
@@ -126,6 +152,39 @@ class Job:
         """Start cancelling; the run shows ``cancelling`` for ``delay`` seconds."""
         self.cancel_requested = now
         self.cancel_done = now + delay
+        if self.segments and self.segments[-1].ends_at > now:
+            # The pass in flight stops producing: its usage is known once it is cancelled.
+            self.segments[-1].ends_at = self.cancel_done
+
+    def charge(self, segment: Segment) -> None:
+        """Attach a pass just admitted; call it after the phase it pays for is laid out."""
+        end = self.done_at if self.expires_at is None else min(self.done_at, self.expires_at)
+        segment.ends_at = max(segment.admitted, end)
+        self.segments.append(segment)
+
+    def output_of(self, segment: Segment) -> int:
+        """Return the output tokens a pass really produced, judged by how it ended.
+
+        A pass cut short by ``max_output_tokens`` used its whole reservation; one that failed,
+        was cancelled or expired produced nothing the account pays for.
+        """
+        if segment is not self.segments[-1]:
+            return segment.output  # a later pass exists: this one ended asking for tools
+        status, _ = self.status_at(segment.ends_at)
+        if status in (JobStatus.COMPLETED, JobStatus.REQUIRES_ACTION):
+            return segment.output
+        return segment.reserved if status is JobStatus.INCOMPLETE else 0
+
+    def unused(self, segment: Segment) -> int:
+        """Return the reserved output a pass did not use: what the account gets back."""
+        return segment.reserved - self.output_of(segment)
+
+    def usage(self) -> tuple[int, int]:
+        """Return (input, output) tokens over every pass, for a terminal job's ``usage``."""
+        return (
+            sum(s.input for s in self.segments),
+            sum(self.output_of(s) for s in self.segments),
+        )
 
     def resume(self, now: float, lag: float, work: float) -> None:
         """Continue after tool outputs: lag in requires_action, then work again."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .lifecycle import TERMINAL, Job, JobStatus
+from .lifecycle import TERMINAL, Job, JobStatus, Segment
+from .tokens import response_usage
 from .world import SimError, World, new_id, not_found
 
 __all__ = ["ResponseStore"]
@@ -36,8 +37,13 @@ class ResponseStore:
         """Return every response's job, for the stats endpoint."""
         return [r.job for r in self.items.values()]
 
-    def create(self, body: dict[str, Any], now: float) -> dict[str, Any]:
-        """Create a response; background ones start ``queued`` and are polled."""
+    def create(
+        self, body: dict[str, Any], now: float, segment: Segment | None = None
+    ) -> dict[str, Any]:
+        """Create a response; background ones start ``queued`` and are polled.
+
+        ``segment`` is what admission charged for it; its usage is settled when it ends.
+        """
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise SimError(
@@ -59,6 +65,8 @@ class ResponseStore:
         if not background:
             # Foreground requests answer when the work is done; the simulator skips the wait.
             job.running_at = job.done_at = now
+        if segment is not None:
+            job.charge(segment)
         resp = _Response(job, body, _prompt_of(body.get("input")), background, tools)
         if job.rounds_left > 0:
             resp.calls = [
@@ -154,7 +162,7 @@ class ResponseStore:
             code = job.plan.error_code or "server_error"
             error = {"code": code, "message": _FAILURES.get(code, "The model failed.")}
         if status in (JobStatus.COMPLETED, JobStatus.INCOMPLETE):
-            usage = _usage(resp.prompt, output)
+            usage = response_usage(job)
         return {
             "id": job.id,
             "object": "response",
@@ -273,15 +281,3 @@ def _prompt_of(items: Any) -> str:
             return "tool outputs"
         return ""
     raise SimError(400, "Invalid type for 'input': expected a string or an array.", param="input")
-
-
-def _usage(prompt: str, output: list[dict[str, Any]]) -> dict[str, Any]:
-    out_chars = sum(len(str(item)) for item in output)
-    inp, out = len(prompt) // 4 + 8, out_chars // 16 + 1
-    return {
-        "input_tokens": inp,
-        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
-        "output_tokens": out,
-        "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": inp + out,
-    }

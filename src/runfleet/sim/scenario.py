@@ -17,7 +17,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "BUILTIN_SCENARIOS",
@@ -30,12 +37,13 @@ __all__ = [
     "ScenarioError",
     "Stalls",
     "Storms",
+    "TokenRules",
     "Tools",
     "Webhooks",
     "load_scenario",
 ]
 
-BUILTIN_SCENARIOS = ("ample", "faulty", "tight", "tools")
+BUILTIN_SCENARIOS = ("ample", "faulty", "tight", "tokens", "tools")
 
 
 class ScenarioError(ValueError):
@@ -132,18 +140,61 @@ class Stalls(_Strict):
 
 
 class Quota(_Strict):
-    """The account's request limit, enforced as a token bucket over ``window`` seconds.
+    """The account's request and token limits, each enforced as a bucket over ``window`` seconds.
 
     A window below 60 s is OpenAI's sub-minute enforcement: 600 RPM with a 1 s window admits
-    at most 10 requests in any second, not 600 at once.
+    at most 10 requests in any second, not 600 at once. ``tpm`` null means no token limit:
+    tokens are still counted and reported, never refused.
     """
 
     rpm: float = Field(default=10_000.0, gt=0)
+    tpm: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     window: float = Field(default=60.0, gt=0, le=60)
     retry_after: bool = True
     # Whether requests refused with 429 still count in the window (OpenAI says failed
     # requests count); off by default so a client that backs off recovers at once.
     count_rejected: bool = False
+
+
+class TokenRules(_Strict):
+    """How the account counts a request's tokens: charged at admission, settled at the end.
+
+    OpenAI charges an estimate of the input plus the output reservation when it admits a
+    request and gives back the unused part once usage is known; these keys make that estimate
+    and the real sizes a scenario's choice, since OpenAI does not publish its own rule.
+    """
+
+    # "chars/4" or "bytes/3.6": the request's text length in that unit over the divisor.
+    estimate: str = "chars/4"
+    # When set, a request's input size is drawn from this instead of estimated from its text,
+    # so a benchmark with short prompts can still make a token limit bind.
+    input: Dist | None = None
+    # The reservation when the request sets no max_output_tokens (max_completion_tokens).
+    default_max_output_tokens: int = Field(default=4096, ge=1)
+    # Real output sizes; a draw above the request's reservation is capped at it.
+    output: Dist = Dist(dist="lognormal", median=250.0, sigma=0.7)
+
+    @field_validator("estimate")
+    @classmethod
+    def _estimate(cls, value: str) -> str:
+        _parse_rule(value)  # fail at load, not at the first request
+        return value
+
+    @property
+    def rule(self) -> tuple[Literal["chars", "bytes"], float]:
+        """Return the estimate as (unit, divisor)."""
+        return _parse_rule(self.estimate)
+
+
+def _parse_rule(text: str) -> tuple[Literal["chars", "bytes"], float]:
+    unit, _, divisor = text.partition("/")
+    try:
+        value = float(divisor)
+    except ValueError:
+        value = math.nan
+    if unit not in ("chars", "bytes") or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"expected 'chars/N' or 'bytes/N' with N > 0, got {text!r}")
+    return ("chars" if unit == "chars" else "bytes"), value
 
 
 class Storms(_Strict):
@@ -228,6 +279,7 @@ class Scenario(_Strict):
     tools: Tools = Tools()
     stalls: Stalls = Stalls()
     quota: Quota = Quota()
+    tokens: TokenRules = TokenRules()
     poll_after_ms: float | None = Field(default=None, ge=0)
     faults: Faults = Faults()
     webhooks: Webhooks = Webhooks()

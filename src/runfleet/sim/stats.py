@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .lifecycle import Job
-from .ratelimit import PeakWindow
+from .ratelimit import PeakWindow, TokenWindow
 
 __all__ = ["SimStats", "percentile"]
 
@@ -20,6 +20,10 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
     return sorted_values[idx]
 
 
+# The limits a 429 can come from; a storm's are counted apart, as the quota did not cause them.
+_LIMIT_KINDS = ("requests", "tokens", "too_large")
+
+
 class SimStats:
     """Counters of API requests by endpoint and outcome, faults injected and 429s caused."""
 
@@ -28,6 +32,7 @@ class SimStats:
         self.statuses: Counter[int] = Counter()
         self.faults: Counter[str] = Counter()
         self.rate_limited = 0
+        self.limited_by: Counter[str] = Counter()
         self.storm_limited = 0
         self.unauthorized = 0
         self.peak = PeakWindow(60.0)
@@ -40,17 +45,23 @@ class SimStats:
         self.per_second[int(now)] += 1
         self.peak.record(now)
 
-    def record_limited(self, now: float) -> None:
-        """Count one request answered 429 by the quota (storms are counted apart)."""
+    def record_limited(self, now: float, kind: str = "requests") -> None:
+        """Count one request answered 429: by the quota (of ``_LIMIT_KINDS``) or by a storm."""
+        if kind == "storm":
+            self.storm_limited += 1
+            return
         self.rate_limited += 1
+        self.limited_by[kind] += 1
         self.limited_per_second[int(now)] += 1
 
-    def timeline(self) -> dict[str, list[int]]:
-        """Return requests and 429s per scenario second since the reset, for plots over time."""
-        end = max([*self.per_second, *self.limited_per_second], default=-1) + 1
+    def timeline(self, tokens: Counter[int] | None = None) -> dict[str, list[int]]:
+        """Return requests, 429s and tokens per scenario second since the reset, for plots."""
+        tokens = tokens or Counter()
+        end = max([*self.per_second, *self.limited_per_second, *tokens], default=-1) + 1
         return {
             "requests": [self.per_second[s] for s in range(end)],
             "rate_limited": [self.limited_per_second[s] for s in range(end)],
+            "tokens": [tokens[s] for s in range(end)],
         }
 
     def snapshot(
@@ -60,12 +71,17 @@ class SimStats:
         scenario: str,
         time_scale: float,
         rpm: float,
+        tokens: TokenWindow,
         responses: Iterable[Job],
         runs: Iterable[Job],
         per_run: bool = False,
         timeline: bool = False,
     ) -> dict[str, Any]:
-        """Return every figure as JSON-ready data; times in scenario seconds."""
+        """Return every figure as JSON-ready data; times in scenario seconds.
+
+        ``rate_limited`` counts every 429 the quota caused, ``rate_limited_by_type`` splits
+        them by limit; ``tokens`` holds the token ledger (see ``TokenWindow.snapshot``).
+        """
         kinds = {"responses": list(responses), "runs": list(runs)}
         out: dict[str, Any] = {
             "scenario": scenario,
@@ -75,13 +91,15 @@ class SimStats:
             "requests_total": sum(self.requests.values()),
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "rate_limited": self.rate_limited,
+            "rate_limited_by_type": {kind: self.limited_by[kind] for kind in _LIMIT_KINDS},
             "storm_limited": self.storm_limited,
             "unauthorized": self.unauthorized,
             "faults": dict(sorted(self.faults.items())),
             "peak_window": {"seconds": self.peak.length, "peak": self.peak.peak, "quota": rpm},
+            "tokens": tokens.snapshot(now, self.peak.length),
         }
         if timeline:
-            out["timeline"] = self.timeline()
+            out["timeline"] = self.timeline(tokens.per_second())
         for name, jobs in kinds.items():
             by_status: Counter[str] = Counter(job.status_at(now)[0].value for job in jobs)
             lat = sorted(x for job in jobs for x in job.latencies)

@@ -20,6 +20,7 @@ __all__ = [
     "by_method",
     "json_response",
     "not_found",
+    "parse_body",
     "read_body",
 ]
 
@@ -46,8 +47,28 @@ def json_response(
     return cls(data, status, headers, media_type="application/json")
 
 
+async def parse_body(request: Request) -> dict[str, Any] | None:
+    """Return the request's JSON object, or None; parsed once, for the gate and the handler.
+
+    The gate needs the body before admission (the model for a 429's message, the text its
+    tokens are charged for); a bad body is the handler's to refuse, after admission.
+    """
+    raw = await request.body()
+    try:
+        data = json.loads(raw) if raw.strip() else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    request.state.sim_body = data
+    return data
+
+
 async def read_body(request: Request, allow_empty: bool = False) -> dict[str, Any]:
     """Return the request's JSON object, or raise the 400 OpenAI answers a bad body with."""
+    parsed: dict[str, Any] | None = getattr(request.state, "sim_body", None)
+    if parsed is not None:
+        return parsed
     raw = await request.body()
     if not raw.strip() and allow_empty:
         return {}
