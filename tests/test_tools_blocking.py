@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import MutableMapping, Sequence
+from collections.abc import MutableMapping
 from typing import Any
 
 import anyio
@@ -17,7 +17,7 @@ import anyio.lowlevel
 import pytest
 from structlog.testing import capture_logs
 
-from runfleet import PollPolicy, tool
+from runfleet import FleetStats, PollPolicy, tool
 from runfleet.tools import ToolCall, ToolRegistry
 
 from .helpers import StartSim, fleet_on
@@ -49,28 +49,31 @@ def threaded_lookup(order_id: str) -> str:
     return "found"
 
 
-def blocks(logs: Sequence[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
-    return [entry for entry in logs if entry["event"] == "tool_blocks_loop"]
+async def two_rounds(
+    start_sim: StartSim, handler: Any
+) -> tuple[FleetStats, list[MutableMapping[str, Any]]]:
+    """Answer a run's two rounds of one call with ``handler``; return its stats and warnings."""
+    with capture_logs() as logs:
+        async with (
+            start_sim(TWO_ROUNDS) as sim,
+            fleet_on(sim, tools=[handler], policy=SCALED) as fleet,
+        ):
+            result = await fleet.respond(model="m", input="x")
+            stats = fleet.stats()
+    assert [o.output for r in result.tool_rounds for o in r.outputs] == ["found", "found"]
+    return stats, [entry for entry in logs if entry["event"] == "tool_blocks_loop"]
 
 
 async def test_a_blocking_async_tool_is_named_once_and_its_block_is_counted(
     start_sim: StartSim,
 ) -> None:
     """Two calls block the loop: one warning naming the tool, both blocks in the stats."""
-    with capture_logs() as logs:
-        async with (
-            start_sim(TWO_ROUNDS) as sim,
-            fleet_on(sim, tools=[sleepy_lookup], policy=SCALED) as fleet,
-        ):
-            result = await fleet.respond(model="m", input="x")
-            stats = fleet.stats()
-    assert [o.output for r in result.tool_rounds for o in r.outputs] == ["found", "found"]
-    [warning] = blocks(logs)
+    stats, [warning] = await two_rounds(start_sim, sleepy_lookup)
     assert warning["tool"] == "sleepy_lookup"
     assert warning["log_level"] == "warning"
     assert warning["blocked_s"] >= BLOCK
     assert "anyio.to_thread.run_sync" in warning["advice"]
-    assert "sync" in warning["advice"]
+    assert "plain `def`" in warning["advice"]
     assert stats.tool_blocks == {"sleepy_lookup": 2}
     assert stats.loop_lag_max >= BLOCK
 
@@ -79,15 +82,8 @@ async def test_a_blocking_async_tool_is_named_once_and_its_block_is_counted(
 async def test_tools_that_wait_without_holding_the_loop_raise_no_warning(
     start_sim: StartSim, handler: Any
 ) -> None:
-    with capture_logs() as logs:
-        async with (
-            start_sim(TWO_ROUNDS) as sim,
-            fleet_on(sim, tools=[handler], policy=SCALED) as fleet,
-        ):
-            result = await fleet.respond(model="m", input="x")
-            stats = fleet.stats()
-    assert len(result.tool_rounds) == 2
-    assert blocks(logs) == []
+    stats, warnings = await two_rounds(start_sim, handler)
+    assert warnings == []
     assert stats.tool_blocks == {}
 
 
