@@ -71,7 +71,7 @@ async def test_a_blocking_async_tool_is_named_once_and_its_block_is_counted(
     stats, [warning] = await two_rounds(start_sim, sleepy_lookup)
     assert warning["tool"] == "sleepy_lookup"
     assert warning["log_level"] == "warning"
-    assert warning["blocked_s"] >= BLOCK
+    assert warning["blocked_for"] >= BLOCK
     assert "anyio.to_thread.run_sync" in warning["advice"]
     assert "plain `def`" in warning["advice"]
     assert stats.tool_blocks == {"sleepy_lookup": 2}

@@ -69,7 +69,7 @@ class BlockWatch:
         if name not in self._warned:
             self._warned.add(name)
             # Once per tool: a tool called thousands of times would bury every other line.
-            log.warning("tool_blocks_loop", tool=name, blocked_s=round(held, 3), advice=ADVICE)
+            log.warning("tool_blocks_loop", tool=name, blocked_for=round(held, 3), advice=ADVICE)
         if self._on_block is not None:
             self._on_block(name, held)
 
