@@ -127,7 +127,9 @@ class Fleet:
         }
         self._engine = Engine(
             gate=gate,
-            tools=ToolRegistry(tools, timeout=tool_timeout, on_error=tool_errors),
+            tools=ToolRegistry(
+                tools, timeout=tool_timeout, on_error=tool_errors, on_block=self._stats.tool_blocked
+            ),
             times=RunTimes(policy),
             stats=self._stats,
             rng=random.Random(seed),
@@ -149,7 +151,7 @@ class Fleet:
         return (
             f"<Fleet {state} in_flight={self._engine.in_flight().total()} next_poll_in={poll} "
             f"rpm={self._stats.last_minute(self._engine.now())}"
-            f"/{q.effective_rpm:g}>"
+            f"/{q.effective_rpm:g} loop_lag_max={self._stats.lag_max:.2f}s>"
         )
 
     # -- lifecycle -----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["FleetStats", "StatsCollector", "quantile"]
@@ -18,6 +18,9 @@ __all__ = ["FleetStats", "StatsCollector", "quantile"]
 # takes four a second) sorts them in about a millisecond: 100,000 took 12-18 ms. A fleet that
 # runs for days reports its recent latency, not its first day's.
 _KEEP = 10_000
+# Heartbeats kept for the loop-lag p95: five minutes at four a second; sorting them for a
+# snapshot takes a fraction of a millisecond.
+_BEATS = 1_200
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,12 @@ class FleetStats:
         detection_p50, detection_p95: per-run detection latency (upper bound) over the latest
             10,000 finished runs, or None.
         quota: the quota's own snapshot.
+        loop_lag_max: the longest the event loop was seen unable to run anything else: a
+            heartbeat woke that late, or a step of an async tool handler ran that long.
+        loop_lag_p95: how late the fleet's heartbeat woke, p95 over its last 1,200 beats
+            (five minutes), or None before the first beat.
+        tool_blocks: steps of async tool handlers that held the event loop over 0.1 s, by
+            tool name (each tool's first is logged as ``tool_blocks_loop``).
     """
 
     requests: Mapping[str, int]
@@ -52,6 +61,9 @@ class FleetStats:
     tool_rounds: int
     stalled: int
     quota: Any
+    loop_lag_max: float = 0.0
+    loop_lag_p95: float | None = None
+    tool_blocks: Mapping[str, int] = field(default_factory=dict)
 
 
 def quantile(ordered: Sequence[float], q: float) -> float:
@@ -78,6 +90,9 @@ class StatsCollector:
         self.latencies: deque[float] = deque(maxlen=_KEEP)
         self.tool_rounds = 0
         self.stalled = 0
+        self.lags: deque[float] = deque(maxlen=_BEATS)
+        self.lag_max = 0.0
+        self.tool_blocks: Counter[str] = Counter()
 
     def request_started(self, kind: str, now: float) -> None:
         """Count a request as it leaves (after the quota admitted it), at loop time ``now``."""
@@ -95,6 +110,17 @@ class StatsCollector:
         if latency is not None:
             self.latencies.append(latency)
 
+    def loop_lagged(self, lag: float) -> None:
+        """Record how late a heartbeat woke: that long, the loop could run nothing else."""
+        self.lags.append(lag)
+        self.lag_max = max(self.lag_max, lag)
+
+    def tool_blocked(self, tool: str, seconds: float) -> None:
+        """Count a step of an async tool handler that held the loop ``seconds``."""
+        self.tool_blocks[tool] += 1
+        # Measured exactly, where the heartbeat sees a block only from its next due time on.
+        self.lag_max = max(self.lag_max, seconds)
+
     def last_minute(self, now: float) -> int:
         """Return the requests sent in the 60 s before ``now``."""
         recent, horizon = self.recent, now - 60.0
@@ -107,6 +133,7 @@ class StatsCollector:
         total = sum(self.requests.values())
         done = sum(self.finished.values())
         lat = sorted(self.latencies)
+        lags = sorted(self.lags)
         return FleetStats(
             requests=dict(sorted(self.requests.items())),
             outcomes=dict(sorted(self.outcomes.items())),
@@ -122,4 +149,7 @@ class StatsCollector:
             tool_rounds=self.tool_rounds,
             stalled=self.stalled,
             quota=quota,
+            loop_lag_max=self.lag_max,
+            loop_lag_p95=quantile(lags, 0.95) if lags else None,
+            tool_blocks=dict(sorted(self.tool_blocks.items())),
         )

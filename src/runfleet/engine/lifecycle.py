@@ -32,6 +32,7 @@ from ..stats import StatsCollector
 from ..tools import ToolRegistry
 from .failures import Retrier, auth_error, refusal
 from .handle import RunHandle
+from .heartbeat import Heartbeat
 from .loop import PollLoop
 from .routing import Router
 from .run import Tracked
@@ -105,6 +106,7 @@ class Engine:
             poll=self._poll,
             exhausted=self.fail_all,
         )
+        self._heartbeat = Heartbeat(stats.loop_lagged)
 
     @staticmethod
     def now() -> float:
@@ -137,6 +139,7 @@ class Engine:
 
     async def loop(self, tg: TaskGroup) -> None:
         """Poll due runs until cancelled; the fleet runs this once in its task group."""
+        tg.start_soon(self._heartbeat.run)  # the loop's lag, for the stats; ends with the group
         try:
             await self._loop.run(tg)
         except Exception as exc:

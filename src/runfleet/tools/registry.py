@@ -4,7 +4,8 @@ A run that needs the client stops with a batch of calls (a Responses ``function_
 an Assistants ``required_action``); :meth:`ToolRegistry.run_round` answers them concurrently,
 one output per call, in call order. Nothing a handler does crashes the caller: an exception, a
 timeout, bad arguments or an unknown name become an error output the model can read (or, by
-policy, a :class:`~runfleet.errors.ToolError`). Cancellation is never swallowed.
+policy, a :class:`~runfleet.errors.ToolError`). Cancellation is never swallowed. An async
+handler that holds the event loop is named once (:mod:`runfleet.tools.blocking`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from openai.types.beta import FunctionToolParam as AssistantsToolDefinition
 from openai.types.responses import FunctionToolParam as ResponsesToolDefinition
 
 from ..errors import ToolError
+from .blocking import BlockWatch, OnBlock
 from .definition import Tool, ToolKind, tool
 
 __all__ = ["OnToolError", "ToolCall", "ToolOutput", "ToolRegistry"]
@@ -73,15 +75,17 @@ def _encode(value: object) -> str:
         raise _CallFailed(f"returned a non-serialisable value of type {kind}") from None
 
 
-async def _invoke(handler: Tool[..., Any], kwargs: dict[str, Any]) -> object:
-    """Run the handler: async ones on the loop, sync ones in a worker thread."""
+async def _invoke(handler: Tool[..., Any], kwargs: dict[str, Any], watch: BlockWatch) -> object:
+    """Run the handler: async ones on the loop (each step timed), sync ones in a worker thread."""
     fn = handler.fn
     if handler.is_async:
-        return await fn(**kwargs)
+        return await watch.run(handler.name, fn(**kwargs))
     # abandon_on_cancel: a timeout or a cancelled round stops waiting at once; the
     # thread itself cannot be killed and runs on until the function returns.
     result = await anyio.to_thread.run_sync(functools.partial(fn, **kwargs), abandon_on_cancel=True)
-    if inspect.isawaitable(result):  # a sync callable that hands back a coroutine
+    if inspect.iscoroutine(result):  # a sync callable that hands back a coroutine
+        return await watch.run(handler.name, result)
+    if inspect.isawaitable(result):
         result = await result
     return result
 
@@ -110,6 +114,7 @@ class ToolRegistry:
         *,
         timeout: float = 60.0,
         on_error: OnToolError = "reply",
+        on_block: OnBlock | None = None,
     ) -> None:
         """Register ``tools`` (plain functions are wrapped with :func:`tool`).
 
@@ -117,6 +122,9 @@ class ToolRegistry:
             timeout: seconds a call may take when its tool sets no timeout of its own.
             on_error: ``"reply"`` sends failures to the model as error outputs; ``"fail"``
                 raises :class:`~runfleet.errors.ToolError` so the fleet fails the run.
+            on_block: called with the tool's name and the seconds each time a step of an
+                async handler holds the event loop over 0.1 s; the first block of each tool
+                is also logged (``tool_blocks_loop``), with what to do about it.
 
         Raises:
             ValueError: two tools share a name, or ``timeout``/``on_error`` is invalid.
@@ -128,6 +136,7 @@ class ToolRegistry:
         self.timeout = timeout
         self.on_error: OnToolError = on_error
         self._tools: dict[str, Tool[..., Any]] = {}
+        self._watch = BlockWatch(on_block)
         for item in tools:
             made = item if isinstance(item, Tool) else tool(item)
             if made.name in self._tools:
@@ -206,7 +215,7 @@ class ToolRegistry:
             kwargs = _keyword_arguments(handler, call.arguments)
             with anyio.move_on_after(timeout) as scope:
                 try:
-                    value = await _invoke(handler, kwargs)
+                    value = await _invoke(handler, kwargs, self._watch)
                 except Exception as exc:  # CancelledError is a BaseException: it propagates
                     raise _CallFailed(f"raised {type(exc).__name__}: {exc}") from None
             if scope.cancelled_caught:
