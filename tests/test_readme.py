@@ -13,7 +13,9 @@ from pathlib import Path
 from runfleet.sim.server import announced_url
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-BLOCKS = re.findall(r"^```(\w*)\n(.*?)^```", README, re.DOTALL | re.MULTILINE)
+BLOCKS: list[tuple[str, str]] = re.findall(
+    r"^```(\w*)\n(.*?)^```", README, re.DOTALL | re.MULTILINE
+)
 
 
 def first_example() -> str:
