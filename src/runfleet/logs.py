@@ -39,7 +39,7 @@ _LEVELS = {
     "critical": logging.CRITICAL,
     "fatal": logging.CRITICAL,
 }
-_failed = [False]  # one report of a failing log sink per process, then quiet
+_reported: set[str] = set()  # kinds of logging failure already told on stderr
 
 
 class _GuardedLogger(structlog.stdlib.BoundLogger):
@@ -60,17 +60,18 @@ class _GuardedLogger(structlog.stdlib.BoundLogger):
 
 
 def _report_failure() -> None:
-    """Say once on stderr that logging failed, as the standard library's handleError would.
+    """Say on stderr that logging failed, once per kind of failure, as ``handleError`` would.
 
     A broken sink fails on every line; one report says so, thousands would bury the output.
     """
-    if _failed[0] or not logging.raiseExceptions:
+    kind = type(sys.exc_info()[1]).__qualname__
+    if kind in _reported or not logging.raiseExceptions:
         return
-    _failed[0] = True
+    _reported.add(kind)
     with contextlib.suppress(Exception):  # stderr is gone too: nothing left to tell
         sys.stderr.write(
-            "runfleet: a log event could not be written (the run goes on; further failures "
-            "are not reported):\n" + traceback.format_exc()
+            f"runfleet: a log event could not be written (the run goes on; further {kind}s "
+            "while logging are not reported):\n" + traceback.format_exc()
         )
 
 
