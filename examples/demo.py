@@ -15,7 +15,6 @@ import time
 from typing import Any
 
 import openai
-import structlog
 from openai import AsyncOpenAI
 
 from runfleet import Backoff, Fleet, PollPolicy, ResponseSpec
@@ -82,7 +81,6 @@ async def measure(sim: SimServer, name: str, strategy: Any) -> dict[str, Any]:
 
 
 async def main() -> None:
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
     async with serve("tight", time_scale=SCALE) as sim:
         print(f"simulator: scenario 'tight' (600 RPM, per second) at 4x speed on {sim.base_url}")
         print(f"{RUNS} background responses, polled two ways...\n")

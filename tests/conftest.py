@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -24,6 +26,22 @@ def _no_implicit_event_loop() -> None:
     loop" once makes the policy raise instead, which looptime expects and ignores.
     """
     asyncio.set_event_loop(None)
+
+
+@pytest.fixture(autouse=True)
+def _runfleet_logs_on() -> Iterator[None]:
+    """Let every runfleet event reach ``capture_logs()``, and undo what a test configured.
+
+    runfleet's loggers skip levels the standard library has disabled before any processor
+    runs, so without this a test would capture warnings only. A test that runs the command
+    in-process leaves its stderr handler and level behind; they go with the test.
+    """
+    logger = logging.getLogger("runfleet")
+    handlers, level = logger.handlers[:], logger.level
+    logger.setLevel(logging.DEBUG)
+    yield
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
 
 
 @pytest.fixture

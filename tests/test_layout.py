@@ -27,6 +27,7 @@ LAYER: dict[str, float] = {
     "admission": 5,
     "tools": 5,
     "results": 4.5,
+    "logs": 6.5,  # a leaf everyone may log through; it takes key_hint from errors
     "stats": 7,
     "errors": 7,
 }

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import key_hint
+from . import logs
 from .sim.scenario import BUILTIN_SCENARIOS, ScenarioError
 
 __all__ = ["main"]
@@ -57,7 +56,26 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--log-level", default="warning", help="uvicorn's log level")
     _batch_parser(sub)
     _bench_parser(sub)
+    for command in sub.choices.values():
+        _logging_options(command)
     return parser
+
+
+def _logging_options(command: argparse.ArgumentParser) -> None:
+    group = command.add_argument_group("logging (always on stderr)")
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="show runfleet's info events; -vv adds debug events (default: warnings only)",
+    )
+    group.add_argument(
+        "--log-format",
+        choices=["console", "json"],
+        default="console",
+        help="readable lines, or one JSON object per event (default: console)",
+    )
 
 
 def _bench_parser(sub: Any) -> None:
@@ -202,47 +220,11 @@ def _batch_parser(sub: Any) -> None:
     )
 
 
-def _configure_logging(secrets: Sequence[str]) -> None:
-    """Send warnings and above to stderr: rich on a terminal, plain lines otherwise."""
-    import structlog
-
-    hidden = [s for s in secrets if s and len(s) > 4]
-
-    def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-        for key, value in event.items():
-            if isinstance(value, str):
-                for secret in hidden:
-                    value = value.replace(secret, "..." + key_hint(secret))
-                event[key] = value
-        return event
-
-    tty = sys.stderr.isatty()
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.format_exc_info,
-            redact,
-            structlog.dev.ConsoleRenderer(colors=True) if tty else _plain,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=False,
-    )
-
-
-def _plain(_: Any, __: str, event: MutableMapping[str, Any]) -> str:
-    """Render one log event as ``runfleet: warning event key=value ...``."""
-    level, name = event.pop("level", "info"), event.pop("event", "")
-    fields = " ".join(f"{k}={v}" for k, v in event.items())
-    return f"runfleet: {level} {name} {fields}".rstrip()
-
-
 def _batch(args: argparse.Namespace) -> int:
     import anyio
 
     from .batch.preflight import BatchConfig, BatchError, load_tools, run_batch
 
-    _configure_logging([os.environ.get("OPENAI_API_KEY", "")])
     try:
         tools = load_tools(args.tools) if args.tools else ()
         cfg = BatchConfig(
@@ -290,8 +272,6 @@ def _bench(args: argparse.Namespace) -> int:
 
     from .bench import BenchConfig, BenchError, StrategyRow, run_bench
     from .bench.plot import FRONTIER, plot_bench, plot_frontier, pyplot
-
-    _configure_logging([])
 
     def progress(row: StrategyRow) -> None:
         print(
@@ -343,6 +323,9 @@ def _bench(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
+    logs.configure(
+        verbose=args.verbose, fmt=args.log_format, secrets=[os.environ.get("OPENAI_API_KEY", "")]
+    )
     if args.command == "batch":
         return _batch(args)
     if args.command == "bench":

@@ -10,7 +10,6 @@ from types import TracebackType
 from typing import Any, Literal
 
 import anyio
-import structlog
 from anyio.abc import TaskGroup
 from openai import AsyncOpenAI
 
@@ -23,6 +22,7 @@ from .errors import FleetClosed, RunfleetError, key_hint
 from .kinds.assistants import AssistantRunSpec, AssistantsKind
 from .kinds.base import Kind, RunRef
 from .kinds.responses import ResponsesKind, ResponseSpec
+from .logs import get_logger
 from .polling.learning import RunTimes
 from .polling.policy import PollPolicy
 from .results import RunResult
@@ -31,7 +31,7 @@ from .tools import OnToolError, ToolRegistry
 
 __all__ = ["Fleet"]
 
-log = structlog.get_logger("runfleet")
+log = get_logger(__name__)
 Spec = ResponseSpec | AssistantRunSpec
 _UNSET: Any = object()
 

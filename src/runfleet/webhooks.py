@@ -37,17 +37,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import structlog
 from openai import InvalidWebhookSignatureError
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
+
+from .logs import get_logger
 
 if TYPE_CHECKING:
     from .fleet import Fleet
 
 __all__ = ["RESPONSE_EVENTS", "ReceiverStats", "WebhookReceiver"]
 
-log = structlog.get_logger("runfleet")
+log = get_logger(__name__)
 
 RESPONSE_EVENTS = frozenset(
     {"response.completed", "response.failed", "response.cancelled", "response.incomplete"}

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-import structlog
+from ..logs import get_logger
 
 __all__ = [
     "LIMIT_REQUESTS",
@@ -28,7 +28,7 @@ __all__ = [
     "retry_after_seconds",
 ]
 
-log = structlog.get_logger("runfleet.admission.headers")
+log = get_logger(__name__)
 
 _T = TypeVar("_T")
 

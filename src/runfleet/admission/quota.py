@@ -20,15 +20,14 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import structlog
-
+from ..logs import get_logger
 from .bucket import AdmissionBucket, LeakyBucket, RateGovernor
 from .headers import parse_rate_limit_headers, retry_after_seconds
 from .priority import AdmissionQueue, Priority
 
 __all__ = ["Priority", "QuotaStats", "RequestQuota"]
 
-log = structlog.get_logger("runfleet.admission.quota")
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import structlog
 from openai import AsyncOpenAI
 
 from ..engine.feeder import Submission
@@ -38,6 +37,7 @@ from ..errors import AuthError, RunDetached, RunNotFound
 from ..fleet import Fleet
 from ..kinds.assistants import AssistantRunSpec
 from ..kinds.responses import ResponseSpec
+from ..logs import get_logger
 from ..polling.policy import PollPolicy
 from ..stats import FleetStats
 from .config import BatchConfig, BatchError
@@ -49,7 +49,7 @@ from .report import BatchSummary, Tally, classic_requests
 
 __all__ = ["BatchSession"]
 
-log = structlog.get_logger("runfleet.batch")
+log = get_logger(__name__)
 _TICK = 0.25
 
 

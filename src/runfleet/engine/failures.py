@@ -16,14 +16,14 @@ from typing import TypeVar
 
 import anyio
 import openai
-import structlog
 
 from ..errors import AuthError, RunError, RunFailed, RunfleetError, RunNotFound, RunRejected
+from ..logs import get_logger
 from ..polling.schedule import Backoff
 
 __all__ = ["Retrier", "auth_error", "poll_error", "refusal", "transient"]
 
-log = structlog.get_logger("runfleet")
+log = get_logger(__name__)
 T = TypeVar("T")
 
 _TRANSIENT = (

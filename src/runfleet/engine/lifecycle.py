@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import anyio
-import structlog
 from anyio.abc import TaskGroup
 
 from ..admission.gate import RequestGate, Ticket
@@ -26,6 +25,7 @@ from ..errors import (
     RunfleetError,
 )
 from ..kinds.base import Kind, RunRef
+from ..logs import get_logger
 from ..polling.learning import RunTimes
 from ..polling.pacing import Pacer
 from ..stats import StatsCollector
@@ -40,7 +40,7 @@ from .table import RunTable
 
 __all__ = ["Engine"]
 
-log = structlog.get_logger("runfleet")
+log = get_logger(__name__)
 OnIds = Callable[[RunHandle], None]
 """The submitter's hook: a run's ids exist now, or a Responses chain moved to a new id."""
 Started = tuple[RunHandle, RunfleetError | None]

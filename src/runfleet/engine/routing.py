@@ -13,7 +13,6 @@ from typing import Any, Literal
 
 import anyio
 import openai
-import structlog
 
 from ..errors import (
     RunCancelled,
@@ -26,6 +25,7 @@ from ..errors import (
     ToolError,
 )
 from ..kinds.base import NEEDS_CLIENT, Observation, RunRef, RunState
+from ..logs import get_logger
 from ..polling.learning import RunTimes
 from ..polling.pacing import Pacer
 from ..results import RunResult, ToolRound
@@ -37,7 +37,7 @@ from .table import RunTable
 
 __all__ = ["Router"]
 
-log = structlog.get_logger("runfleet")
+log = get_logger(__name__)
 
 
 class Router:

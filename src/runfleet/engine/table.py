@@ -12,17 +12,17 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 
 import anyio
-import structlog
 
 from ..errors import RunDetached, RunError, RunfleetError
 from ..kinds.base import RunState
+from ..logs import get_logger
 from ..results import RunResult
 from ..stats import StatsCollector
 from .run import Tracked
 
 __all__ = ["RunTable"]
 
-log = structlog.get_logger("runfleet")
+log = get_logger(__name__)
 
 
 class RunTable:

@@ -11,18 +11,18 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import openai
-import structlog
 from openai import AsyncOpenAI
 from openai.types.beta.threads import Run
 
 from ..admission.gate import RequestGate, RequestKind, Ticket
+from ..logs import get_logger
 from ..tools import ToolCall, ToolOutput
 from .base import Observation, RunRef, RunState
 from .responses import poll_after
 
 __all__ = ["AssistantRunSpec", "AssistantsKind"]
 
-log = structlog.get_logger("runfleet")
+log = get_logger(__name__)
 
 _STATES = {
     "queued": RunState.QUEUED,

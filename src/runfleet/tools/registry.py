@@ -19,11 +19,11 @@ from typing import Any, Literal, overload
 import anyio
 import anyio.to_thread
 import pydantic_core
-import structlog
 from openai.types.beta import FunctionToolParam as AssistantsToolDefinition
 from openai.types.responses import FunctionToolParam as ResponsesToolDefinition
 
 from ..errors import ToolError
+from ..logs import get_logger
 from .blocking import BlockWatch, OnBlock
 from .definition import Tool, ToolKind, tool
 
@@ -31,7 +31,7 @@ __all__ = ["OnToolError", "ToolCall", "ToolOutput", "ToolRegistry"]
 
 OnToolError = Literal["reply", "fail"]
 
-log = structlog.get_logger("runfleet.tools")
+log = get_logger(__name__)
 
 _MAX_ERROR_CHARS = 500
 
