@@ -36,6 +36,8 @@ class FleetStats:
         detection_p50, detection_p95: per-run detection latency (upper bound) over the latest
             10,000 finished runs, or None.
         quota: the quota's own snapshot.
+        peak_minute, peak_second: the most requests sent in any 60 s and any 1 s of the loop
+            clock so far, exact (a window of the last 60 s and 1 s is kept, not sampled).
     """
 
     requests: Mapping[str, int]
@@ -52,6 +54,8 @@ class FleetStats:
     tool_rounds: int
     stalled: int
     quota: Any
+    peak_minute: int = 0
+    peak_second: int = 0
 
 
 def quantile(ordered: Sequence[float], q: float) -> float:
@@ -75,6 +79,9 @@ class StatsCollector:
         self.outcomes: Counter[str] = Counter()
         self.finished: Counter[str] = Counter()
         self.recent: deque[float] = deque()
+        self.this_second: deque[float] = deque()
+        self.peak_minute = 0
+        self.peak_second = 0
         self.latencies: deque[float] = deque(maxlen=_KEEP)
         self.tool_rounds = 0
         self.stalled = 0
@@ -83,7 +90,14 @@ class StatsCollector:
         """Count a request as it leaves (after the quota admitted it), at loop time ``now``."""
         self.requests[str(kind)] += 1
         self.recent.append(now)
-        self.last_minute(now)  # drops what fell out of the window
+        # A window that ends on a request holds the most: checked here, each timestamp leaves
+        # its deque once, so the exact peak costs O(1) amortised, not a sort at the end.
+        self.peak_minute = max(self.peak_minute, self.last_minute(now))
+        second, horizon = self.this_second, now - 1.0
+        second.append(now)
+        while second[0] <= horizon:
+            second.popleft()
+        self.peak_second = max(self.peak_second, len(second))
 
     def request_done(self, outcome: str) -> None:
         """Count how a request ended."""
@@ -122,4 +136,6 @@ class StatsCollector:
             tool_rounds=self.tool_rounds,
             stalled=self.stalled,
             quota=quota,
+            peak_minute=self.peak_minute,
+            peak_second=self.peak_second,
         )
