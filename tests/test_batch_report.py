@@ -55,6 +55,7 @@ async def test_a_rerun_counts_earlier_failures_and_invalid_lines_and_exits_1(
     assert "this run   0 ended: 0 ok, 0 failed, 0 timed out, 0 invalid; 10 done before" in (
         again.stdout
     )
+    assert max(len(line) for line in again.stdout.splitlines()) <= 80
 
 
 async def test_invalid_lines_are_named_on_stderr_capped_and_counted_apart(
