@@ -84,7 +84,9 @@ async def test_kill_9_in_the_middle_of_tool_rounds_resumes_and_completes(
     scenario = {
         **SLOW,
         "tools": {"probability": 1.0, "rounds": 2, "calls_per_round": 1, "names": ["get_weather"]},
-        "lifecycle": {"queued": 1.0, "in_progress": 40, "resume": 40},
+        # An Assistants run expires 600 scenario seconds (6 s here) after its create: a loaded
+        # machine can take that long to kill and restart the batch, and every run then expired.
+        "lifecycle": {"queued": 1.0, "in_progress": 40, "resume": 40, "expires_after": 60_000},
     }
     inp = write_items(tmp_path / "in.jsonl", 12)
     out = tmp_path / "out.jsonl"
