@@ -107,16 +107,16 @@ class BatchSession:
             record = bad.output()
             key = f"#line{bad.line}"  # an invalid line's id may be another item's (duplicates)
             known = entries.get(key)
-            if known is not None and known.state == "done" and known.output is not None:
-                self.tally.add_before(known.output)
+            if known is not None and known.state == "done":
+                self._before(known)
                 continue
             self.journal.finished(key, record)
             self.out.write(record)
             self.tally.add(record)
         for item in source.items:
             found = entries.get(item.id)
-            if found is not None and found.state == "done" and found.output is not None:
-                self.tally.add_before(found.output)  # its line counts in the file's figures
+            if found is not None and found.state == "done":
+                self._before(found)
             elif found is not None and found.attachable:
                 self.attach.append((item, found))
             else:
@@ -127,6 +127,11 @@ class BatchSession:
                         why="it stopped while its create was on the wire; a run may exist",
                     )
                 self.todo.append(item)
+
+    def _before(self, entry: JournalEntry) -> None:
+        """Count an item an earlier session finished: the summary is the whole file's."""
+        if entry.output is not None:  # always there: "done" is written with its line
+            self.tally.add_before(entry.output)
 
     # -- the session ---------------------------------------------------------------------------
 
