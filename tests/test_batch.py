@@ -47,6 +47,9 @@ async def test_every_item_completes_once_with_rpm_learned_from_headers(
     assert data["requests"]["total"] == stats["requests_total"] - 1  # all but the probe
     assert data["requests"]["quota_rpm"] == pytest.approx(header_rpm)  # learned
     assert data["classic_estimate"]["requests"] > 0
+    # Shorter than a minute: its busiest minute is all of it, counted, not sampled.
+    assert data["requests"]["peak_per_minute"] == data["requests"]["total"]
+    assert 0 < data["requests"]["peak_per_second"] <= data["requests"]["total"]
     assert "items      20 total: 20 ok" in done.stdout
     assert "20/20 done" in done.stderr  # plain progress lines when not on a terminal
     assert API_KEY not in done.stderr + done.stdout
@@ -127,10 +130,11 @@ async def test_bad_lines_are_reported_with_their_line_numbers_and_the_rest_proce
     assert by_line[1]["status"] == by_line[8]["status"] == "completed"
     assert by_line[8]["id"] == "8"
     invalid = {n: by_line[n]["error"]["message"] for n in (2, 3, 4, 5, 7)}
-    assert all(by_line[n]["status"] == "invalid" for n in invalid)
+    assert all(by_line[n]["status"] == "invalid" for n in invalid if n != 4)
+    assert by_line[4]["status"] == "duplicate"
     assert "line 2: not JSON" in invalid[2]
     assert "line 3: missing 'prompt'" in invalid[3]
-    assert "line 4: duplicate id 'a'" in invalid[4]
+    assert "line 4: duplicate id 'a' (first on line 1)" in invalid[4]
     assert "line 5: not UTF-8" in invalid[5]
     assert "line 7: expected a JSON object" in invalid[7]
     assert creates(stats) == 2
@@ -156,16 +160,23 @@ async def test_strict_refuses_the_whole_file_before_sending_anything(
     assert stats["requests_total"] == 0
 
 
-async def test_an_empty_file_is_reported_not_run(start_sim: StartSim, tmp_path: Path) -> None:
+@pytest.mark.parametrize("content", ["", "\n  \n"])
+async def test_an_empty_file_is_one_line_and_exit_2_leaving_no_files(
+    start_sim: StartSim, tmp_path: Path, content: str
+) -> None:
     inp = tmp_path / "in.jsonl"
-    inp.write_text("")
+    inp.write_text(content)
     out = tmp_path / "o.jsonl"
     async with start_sim(FAST) as sim:
         done = await batch([str(inp), "--out", str(out), "--model", "m", *on(sim)])
-    assert done.returncode == 1
-    (line,) = read_output(out)
-    assert line["status"] == "invalid"
-    assert "the file holds no items" in line["error"]["message"]
+        stats = sim.stats()
+    assert done.returncode == 2  # nothing could start
+    assert done.stderr.strip() == (
+        f"runfleet batch: {inp}: no items (the file is empty or blank), nothing sent"
+    )
+    assert not out.exists()
+    assert not (tmp_path / "o.jsonl.journal").exists()
+    assert stats["requests_total"] == 0
 
 
 async def test_a_missing_key_is_one_line_and_exit_2(tmp_path: Path) -> None:

@@ -118,5 +118,5 @@ def test_the_tally_counts_typed_lines() -> None:
     done = OutputLine("a", 1, "completed", kind="responses", recreated=True, figures=FIGURES)
     tally.add(done, classic=9)
     tally.add(InvalidLine(2, "not JSON").output())
-    assert (tally.done, tally.failed, tally.recreated) == (2, 1, 1)
+    assert (tally.done, tally.failed, tally.invalid, tally.recreated) == (2, 0, 1, 1)
     assert (tally.classic, tally.fleet_for_classic, tally.latencies) == (9, 5, [1.1239])

@@ -134,6 +134,8 @@ async def test_ctrl_c_finishes_in_flight_runs_and_exits_130_with_a_hint(
         assert "submitting" not in states  # nothing journaled that was then not sent
         assert 6 <= states["done"] < 24  # nothing new was started after Ctrl-C
         assert len(read_output(out)) == states["done"]
+        # The last progress line's ETA was for the runs in flight, not the 18 left unstarted.
+        assert "ETA 0s (stopping)" in stopped.stderr
         resumed = await batch(args)
         stats = sim.stats()
     assert resumed.returncode == 0, resumed.stderr

@@ -146,8 +146,10 @@ def _batch_parser(sub: Any) -> None:
         "background response (--model) or an Assistants run (--assistant), through one "
         "rate-limited fleet. Results are appended to --out as they finish, one JSON line per "
         "item. A SQLite journal beside the output makes the same command resume after a "
-        "crash, Ctrl-C or kill -9 without sending any item twice. Exit status: 0 all items "
-        "completed, 1 some did not, 2 nothing could start, 130 interrupted.",
+        "crash, Ctrl-C or kill -9 without sending any item twice. Exit status, for the whole "
+        "file (this run and earlier ones): 0 every item completed, 1 some did not (a failed "
+        "or timed-out run, an invalid or duplicate line), 2 nothing could start (an empty "
+        "file, no key, no server), 130 interrupted.",
     )
     batch.add_argument("input", type=Path, metavar="INPUT.jsonl", help="the prompts, one per line")
     batch.add_argument("--out", type=Path, required=True, help="where result lines go (JSONL)")

@@ -45,6 +45,8 @@ class FleetStats:
             (five minutes), or None before the first beat.
         tool_blocks: steps of async tool handlers that held the event loop over 0.1 s, by
             tool name (each tool's first is logged as ``tool_blocks_loop``).
+        peak_minute, peak_second: the most requests sent in any 60 s and any 1 s of the loop
+            clock so far, exact (a window of the last 60 s and 1 s is kept, not sampled).
     """
 
     requests: Mapping[str, int]
@@ -64,6 +66,8 @@ class FleetStats:
     loop_lag_max: float = 0.0
     loop_lag_p95: float | None = None
     tool_blocks: Mapping[str, int] = field(default_factory=dict)
+    peak_minute: int = 0
+    peak_second: int = 0
 
 
 def quantile(ordered: Sequence[float], q: float) -> float:
@@ -87,6 +91,9 @@ class StatsCollector:
         self.outcomes: Counter[str] = Counter()
         self.finished: Counter[str] = Counter()
         self.recent: deque[float] = deque()
+        self.this_second: deque[float] = deque()
+        self.peak_minute = 0
+        self.peak_second = 0
         self.latencies: deque[float] = deque(maxlen=_KEEP)
         self.tool_rounds = 0
         self.stalled = 0
@@ -98,7 +105,14 @@ class StatsCollector:
         """Count a request as it leaves (after the quota admitted it), at loop time ``now``."""
         self.requests[str(kind)] += 1
         self.recent.append(now)
-        self.last_minute(now)  # drops what fell out of the window
+        # A window that ends on a request holds the most: checked here, each timestamp leaves
+        # its deque once, so the exact peak costs O(1) amortised, not a sort at the end.
+        self.peak_minute = max(self.peak_minute, self.last_minute(now))
+        second, horizon = self.this_second, now - 1.0
+        second.append(now)
+        while second[0] <= horizon:
+            second.popleft()
+        self.peak_second = max(self.peak_second, len(second))
 
     def request_done(self, outcome: str) -> None:
         """Count how a request ended."""
@@ -152,4 +166,6 @@ class StatsCollector:
             loop_lag_max=self.lag_max,
             loop_lag_p95=quantile(lags, 0.95) if lags else None,
             tool_blocks=dict(sorted(self.tool_blocks.items())),
+            peak_minute=self.peak_minute,
+            peak_second=self.peak_second,
         )

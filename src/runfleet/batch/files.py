@@ -26,7 +26,7 @@ class InputFile:
     invalid: list[InvalidLine] = field(default_factory=list)
 
 
-def _item(number: int, raw: bytes, seen: set[str]) -> BatchItem | InvalidLine:
+def _item(number: int, raw: bytes, seen: dict[str, int]) -> BatchItem | InvalidLine:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -45,7 +45,8 @@ def _item(number: int, raw: bytes, seen: set[str]) -> BatchItem | InvalidLine:
     if not isinstance(prompt, str) or not prompt.strip():
         return InvalidLine(number, "missing 'prompt' (a non-empty string)", ident)
     if ident in seen:
-        return InvalidLine(number, f"duplicate id {ident!r}", ident)
+        first = seen[ident]
+        return InvalidLine(number, f"duplicate id {ident!r} (first on line {first})", ident, first)
     metadata = data.get("metadata")
     if metadata is not None and (
         not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values())
@@ -54,18 +55,21 @@ def _item(number: int, raw: bytes, seen: set[str]) -> BatchItem | InvalidLine:
     for key in ("instructions", "model"):
         if data.get(key) is not None and not isinstance(data[key], str):
             return InvalidLine(number, f"{key!r} must be a string", ident)
-    seen.add(ident)
+    seen[ident] = number
     return BatchItem(ident, number, prompt, data.get("instructions"), metadata, data.get("model"))
 
 
 def read_items(path: Path) -> InputFile:
     """Read a JSONL file of ``{"id", "prompt", ...}`` objects; blank lines are skipped.
 
+    A file with no line at all gives an empty :class:`InputFile`: the caller refuses it whole,
+    since there is nothing to report line by line.
+
     Raises:
         OSError: the file cannot be read.
     """
     result = InputFile()
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
     with path.open("rb") as f:
         for number, raw in enumerate(f, start=1):
             if not raw.strip():
@@ -75,8 +79,6 @@ def read_items(path: Path) -> InputFile:
                 result.items.append(parsed)
             else:
                 result.invalid.append(parsed)
-    if not result.items and not result.invalid:
-        result.invalid.append(InvalidLine(0, "the file holds no items"))
     return result
 
 

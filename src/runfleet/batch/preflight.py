@@ -85,6 +85,9 @@ async def run_batch(cfg: BatchConfig) -> BatchSummary:
         source = read_items(cfg.input)
     except OSError as exc:
         raise BatchError(f"cannot read {cfg.input}: {exc.strerror or exc}") from None
+    if not source.items and not source.invalid:
+        # Nothing to start and nothing to report line by line: refused before any file exists.
+        raise BatchError(f"{cfg.input}: no items (the file is empty or blank), nothing sent")
     if cfg.strict and source.invalid:
         first = source.invalid[0]
         raise BatchError(

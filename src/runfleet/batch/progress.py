@@ -15,7 +15,12 @@ __all__ = ["BarProgress", "LineProgress", "ProgressState", "ProgressView", "prog
 
 @dataclass(frozen=True, slots=True)
 class ProgressState:
-    """One look at a batch: items done of total, in flight, failed, requests/min vs quota."""
+    """One look at a batch: items done of total, in flight, failed, invalid, requests/min.
+
+    ``done`` counts the file's items with a line, those of earlier sessions too; ``ended``
+    only this session's, which is what the rate behind the ETA is made of. ``grace_left`` is
+    set once Ctrl-C stopped new starts: then only the runs in flight are left to wait for.
+    """
 
     total: int
     done: int
@@ -24,21 +29,34 @@ class ProgressState:
     rpm: int
     quota: float
     elapsed: float
+    invalid: int = 0
+    ended: int | None = None
+    grace_left: float | None = None
 
     @property
     def eta(self) -> float | None:
-        """Seconds left at the rate so far, or None before anything finished."""
-        if self.done <= 0 or self.elapsed <= 0:
+        """Seconds left at this session's rate so far, or None before anything ended."""
+        ended = self.done if self.ended is None else self.ended
+        if ended <= 0 or self.elapsed <= 0:
             return None
-        return (self.total - self.done) * self.elapsed / self.done
+        per_item = self.elapsed / ended
+        if self.grace_left is not None:  # stopping: the runs in flight, at most the grace
+            return min(self.in_flight * per_item, max(0.0, self.grace_left))
+        return (self.total - self.done) * per_item
+
+    @property
+    def eta_text(self) -> str:
+        """The ETA as shown: whole seconds, "-" before any item ended, marked while stopping."""
+        eta = self.eta
+        text = "-" if eta is None else f"{math.ceil(eta)}s"
+        return text if self.grace_left is None else f"{text} (stopping)"
 
     def line(self) -> str:
         """Return the state as one plain line."""
-        eta = self.eta
-        eta_text = "-" if eta is None else f"{math.ceil(eta)}s"
         return (
             f"runfleet batch: {self.done}/{self.total} done, {self.in_flight} in flight, "
-            f"{self.failed} failed, {self.rpm}/{self.quota:.0f} requests/min, ETA {eta_text}"
+            f"{self.failed} failed, {self.invalid} invalid, "
+            f"{self.rpm}/{self.quota:.0f} requests/min, ETA {self.eta_text}"
         )
 
 
@@ -64,6 +82,7 @@ class BarProgress:
             TextColumn("{task.completed}/{task.total}"),
             TextColumn("in flight {task.fields[in_flight]}"),
             TextColumn("failed {task.fields[failed]}"),
+            TextColumn("invalid {task.fields[invalid]}"),
             TextColumn("{task.fields[rpm]} req/min"),
             TimeElapsedColumn(),
             TextColumn("ETA {task.fields[eta]}"),
@@ -71,21 +90,21 @@ class BarProgress:
             transient=False,
         )
         self._task = self._progress.add_task(
-            "batch", total=None, in_flight=0, failed=0, rpm="-", eta="-"
+            "batch", total=None, in_flight=0, failed=0, invalid=0, rpm="-", eta="-"
         )
         self._progress.start()
 
     def update(self, state: ProgressState) -> None:
         """Redraw the bar."""
-        eta = state.eta
         self._progress.update(
             self._task,
             total=state.total,
             completed=state.done,
             in_flight=state.in_flight,
             failed=state.failed,
+            invalid=state.invalid,
             rpm=f"{state.rpm}/{state.quota:.0f}",
-            eta="-" if eta is None else f"{math.ceil(eta)}s",
+            eta=state.eta_text,
         )
 
     def close(self) -> None:

@@ -14,7 +14,11 @@ from typing import Any
 from ..errors import RunError, RunFailed, RunfleetError, RunIncomplete, RunRejected
 from ..results import RunFigures, RunResult
 
-__all__ = ["BatchItem", "InvalidLine", "OutputLine", "ToolExchange"]
+__all__ = ["INVALID", "BatchItem", "InvalidLine", "OutputLine", "ToolExchange"]
+
+# The statuses of lines that never became a run: counted apart from runs that failed, since
+# the fix is in the input file, not in the server or the prompt.
+INVALID = frozenset({"invalid", "duplicate"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,20 +35,31 @@ class BatchItem:
 
 @dataclass(frozen=True, slots=True)
 class InvalidLine:
-    """A line that cannot become an item, and why."""
+    """A line that cannot become an item, and why.
+
+    ``first`` is the line that already holds the id when this one repeats it: its record says
+    ``duplicate``, so two records that share an id tell at a glance which one ran.
+    """
 
     line: int
     reason: str
     id: str | None = None
+    first: int | None = None
+
+    @property
+    def message(self) -> str:
+        """Return what is wrong, with the line's number (the record's ``error.message``)."""
+        return f"line {self.line}: {self.reason}"
 
     def output(self) -> OutputLine:
-        """Return the output line reporting it (status ``invalid``)."""
+        """Return the output line reporting it (status ``invalid``, or ``duplicate``)."""
+        duplicate = self.first is not None
         return OutputLine(
             id=self.id if self.id is not None else str(self.line),
             line=self.line,
-            status="invalid",
-            error_code="invalid_input",
-            error_message=f"line {self.line}: {self.reason}",
+            status="duplicate" if duplicate else "invalid",
+            error_code="duplicate_id" if duplicate else "invalid_input",
+            error_message=self.message,
         )
 
 

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..polling.schedule import Backoff
 from ..results import RunResult
 from ..stats import FleetStats, quantile
-from .records import OutputLine
+from .records import INVALID, InvalidLine, OutputLine
 
 __all__ = [
     "BatchSummary",
     "Tally",
     "classic_requests",
+    "counts",
+    "invalid_report",
     "server_seconds",
 ]
 
@@ -60,20 +63,35 @@ def _quantile(values: list[float], q: float) -> float | None:
     return quantile(sorted(values), q) if values else None
 
 
+def counts(statuses: Counter[str]) -> dict[str, int]:
+    """Split records by status into ok, failed, timed out and invalid (a duplicate is invalid)."""
+    ok, timed_out = statuses.get("completed", 0), statuses.get("timed_out", 0)
+    invalid = sum(statuses.get(s, 0) for s in INVALID)
+    return {
+        "ok": ok,
+        "failed": sum(statuses.values()) - ok - timed_out - invalid,
+        "timed_out": timed_out,
+        "invalid": invalid,
+    }
+
+
 @dataclass(slots=True)
 class Tally:
-    """Running counts of a batch, fed one output record at a time."""
+    """Running counts of a batch, fed one output record at a time.
+
+    ``statuses`` are this session's records, ``before`` those of the file's items that an
+    earlier session finished: the file as it stands is both, and its exit status says so.
+    """
 
     total: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
-    already_done: int = 0
+    before: Counter[str] = field(default_factory=Counter)
     recreated: int = 0
     latencies: list[float] = field(default_factory=list)
     detections: list[float] = field(default_factory=list)
     classic: int = 0
     classic_items: int = 0
     fleet_for_classic: int = 0
-    peak_rpm: int = 0
 
     def add(self, record: OutputLine, classic: int | None = None) -> None:
         """Count one record written in this session (``classic``: its classic estimate)."""
@@ -88,15 +106,39 @@ class Tally:
                 self.classic_items += 1
                 self.fleet_for_classic += figures.requests
 
+    def add_before(self, record: OutputLine) -> None:
+        """Count the record of an item an earlier session finished (from the journal)."""
+        self.before[record.status] += 1
+
+    @property
+    def already_done(self) -> int:
+        """Items finished by an earlier session."""
+        return sum(self.before.values())
+
+    @property
+    def ended(self) -> int:
+        """Items with an output line written in this session."""
+        return sum(self.statuses.values())
+
     @property
     def done(self) -> int:
         """Items with an output line (this session or before)."""
-        return self.already_done + sum(self.statuses.values())
+        return self.already_done + self.ended
+
+    @property
+    def whole(self) -> Counter[str]:
+        """The file's records by status: this session's and the earlier ones'."""
+        return self.before + self.statuses
 
     @property
     def failed(self) -> int:
-        """Items of this session that ended without a result (invalid lines included)."""
-        return sum(n for s, n in self.statuses.items() if s != "completed")
+        """Items of the file that ended without a result (invalid lines apart)."""
+        return self.done - self.whole.get("completed", 0) - self.invalid
+
+    @property
+    def invalid(self) -> int:
+        """Lines of the file that never became a run."""
+        return sum(self.whole.get(s, 0) for s in INVALID)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,29 +157,32 @@ class BatchSummary:
 
     @property
     def ok(self) -> bool:
-        """Whether every item ended completed."""
+        """Whether every item of the file has completed (in this session or before)."""
         t = self.tally
-        return not self.interrupted and t.failed == 0 and not self.handed_back
+        done = t.whole.get("completed", 0) == t.total
+        return done and not self.interrupted and not self.handed_back
 
     def data(self) -> dict[str, Any]:
-        """Return the summary as JSON-ready data."""
+        """Return the summary as JSON-ready data: ``items`` the whole file, ``this_run`` ours."""
         t, s = self.tally, self.stats
-        st = t.statuses
-        finished = sum(st.values()) - st.get("invalid", 0)
+        whole, st = t.whole, t.statuses
+        finished = t.ended - counts(st)["invalid"]
         requests = s.requests_total if s else 0
         polls = s.requests.get("retrieve", 0) if s else 0
         return {
             "items": {
                 "total": t.total,
-                "ok": st.get("completed", 0),
-                "failed": t.failed - st.get("timed_out", 0) - st.get("invalid", 0),
-                "timed_out": st.get("timed_out", 0),
-                "invalid": st.get("invalid", 0),
-                "by_status": dict(sorted(st.items())),
+                **counts(whole),
+                "by_status": dict(sorted(whole.items())),
                 "already_done": t.already_done,
                 "recreated": t.recreated,
                 "handed_back": self.handed_back,
                 "not_started": self.not_started,
+            },
+            "this_run": {
+                "ended": t.ended,
+                **counts(st),
+                "by_status": dict(sorted(st.items())),
             },
             "requests": {
                 "total": requests,
@@ -145,8 +190,10 @@ class BatchSummary:
                 "per_item": round(requests / finished, 2) if finished else None,
                 "polls_per_item": round(polls / finished, 2) if finished else None,
                 "rate_limited": s.rate_limited if s else 0,
-                "peak_per_minute": t.peak_rpm,
+                "peak_per_minute": s.peak_minute if s else 0,
+                "peak_per_second": s.peak_second if s else 0,
                 "quota_rpm": self.quota_rpm,
+                "quota_per_second": round(self.quota_rpm / 60, 2),
             },
             "latency_s": {
                 "p50": _quantile(t.latencies, 0.5),
@@ -167,25 +214,43 @@ class BatchSummary:
         }
 
     def text(self) -> str:
-        """Return the summary as a user reads it."""
+        """Return the summary as a user reads it, no line wider than 80 columns."""
         d = self.data()
-        it, rq, lat, cl = d["items"], d["requests"], d["latency_s"], d["classic_estimate"]
+        it, run, rq, lat = d["items"], d["this_run"], d["requests"], d["latency_s"]
+        cl = d["classic_estimate"]
 
         def sec(v: float | None) -> str:
             return "-" if v is None else f"{v:.1f} s"
 
+        def split(c: dict[str, int]) -> str:
+            return (
+                f"{c['ok']} ok, {c['failed']} failed, {c['timed_out']} timed out, "
+                f"{c['invalid']} invalid"
+            )
+
         kinds = ", ".join(f"{k} {v}" for k, v in rq["by_kind"].items()) or "-"
-        lines = [
-            f"items      {it['total']} total: {it['ok']} ok, {it['failed']} failed, "
-            f"{it['timed_out']} timed out, {it['invalid']} invalid"
-            + (f", {it['already_done']} done before" if it["already_done"] else "")
-            + (f", {it['recreated']} recreated" if it["recreated"] else "")
-            + (f", {it['handed_back']} handed back" if it["handed_back"] else "")
-            + (f", {it['not_started']} not started" if it["not_started"] else ""),
+        lines = [f"items      {it['total']} total: {split(it)}"]
+        extras = [
+            f"{it[key]} {words}"
+            for key, words in (
+                ("recreated", "recreated"),
+                ("handed_back", "handed back"),
+                ("not_started", "not started"),
+            )
+            if it[key]
+        ]
+        if it["already_done"] or extras:
+            before = f"; {it['already_done']} done before" if it["already_done"] else ""
+            lines.append(
+                f"this run   {run['ended']} ended: {split(run)}{before}"
+                + "".join(f", {e}" for e in extras)
+            )
+        lines += [
             f"requests   {rq['total']} ({kinds})",
             f"per item   {_num(rq['per_item'])} requests, {_num(rq['polls_per_item'])} polls",
             f"429s       {rq['rate_limited']}",
-            f"peak       {rq['peak_per_minute']} requests/min (quota {rq['quota_rpm']:.0f})",
+            f"peak       {rq['peak_per_minute']} requests/min (quota {rq['quota_rpm']:.0f}); "
+            f"busiest second {rq['peak_per_second']} (share {rq['quota_per_second']:g})",
             f"latency    p50 {sec(lat['p50'])}, p95 {sec(lat['p95'])} "
             f"(noticed late: p50 {sec(lat['detection_p50'])}, p95 {sec(lat['detection_p95'])})",
             f"wall       {d['wall_s']:.1f} s",
@@ -193,10 +258,41 @@ class BatchSummary:
         if cl["items"]:
             saved = 1 - cl["runfleet_requests"] / cl["requests"] if cl["requests"] else 0.0
             lines.append(
-                f"classic    ~{cl['requests']} requests for the same {cl['items']} items "
-                f"(estimate) vs {cl['runfleet_requests']} here: {saved:.0%} fewer"
+                f"classic    ~{cl['requests']} requests (estimate) for these {cl['items']} "
+                f"items; {cl['runfleet_requests']} here, {saved:.0%} fewer"
             )
-        return "\n".join(lines)
+        return "\n".join(part for line in lines for part in _fit(line))
+
+
+def invalid_report(invalid: Sequence[InvalidLine], out: str, *, cap: int = 20) -> list[str]:
+    """Return the stderr lines that name the invalid lines: the first ``cap``, then a count.
+
+    A bad line is a fix the user makes in the input file, so it is said where they look, not
+    only in the output file; a file of thousands of bad lines says the first and how many.
+    """
+    lines = [f"runfleet batch: skipped {bad.message}" for bad in invalid[:cap]]
+    if len(invalid) > cap:
+        lines.append(
+            f"runfleet batch: skipped {len(invalid) - cap} more invalid lines (each is in {out})"
+        )
+    return lines
+
+
+_WIDTH, _INDENT = 80, " " * 11
+
+
+def _fit(line: str) -> list[str]:
+    """Break a summary line wider than 80 columns after a comma, under its figures."""
+    parts = []
+    while len(line) > _WIDTH:
+        cut = max(line.rfind(", ", 0, _WIDTH), line.rfind("; ", 0, _WIDTH))
+        if cut <= len(_INDENT):
+            cut = line.rfind(" ", len(_INDENT) + 1, _WIDTH + 1) - 1
+        if cut <= len(_INDENT):
+            break  # one word wider than the line: left whole rather than cut in two
+        parts.append(line[: cut + 1])
+        line = _INDENT + line[cut + 2 :]
+    return [*parts, line]
 
 
 def _num(value: float | None) -> str:

@@ -45,7 +45,7 @@ from .files import InputFile, OutputFile, written_ids
 from .journal import Journal, JournalEntry
 from .progress import ProgressState, ProgressView, progress_view
 from .records import BatchItem, OutputLine
-from .report import BatchSummary, Tally, classic_requests
+from .report import BatchSummary, Tally, classic_requests, invalid_report
 
 __all__ = ["BatchSession"]
 
@@ -84,6 +84,8 @@ class BatchSession:
         self.changed = anyio.Event()  # an item ended or Ctrl-C: the items may have more to say
         self.stop_now = anyio.CancelScope()
         self.interrupts = 0
+        self.grace_ends: float | None = None  # when runs in flight are handed back, once stopping
+        self.invalid = source.invalid
         self._prepare(source)
 
     # -- what was done before ------------------------------------------------------------------
@@ -106,7 +108,7 @@ class BatchSession:
             key = f"#line{bad.line}"  # an invalid line's id may be another item's (duplicates)
             known = entries.get(key)
             if known is not None and known.state == "done":
-                self.tally.already_done += 1
+                self._before(known)
                 continue
             self.journal.finished(key, record)
             self.out.write(record)
@@ -114,7 +116,7 @@ class BatchSession:
         for item in source.items:
             found = entries.get(item.id)
             if found is not None and found.state == "done":
-                self.tally.already_done += 1
+                self._before(found)
             elif found is not None and found.attachable:
                 self.attach.append((item, found))
             else:
@@ -125,6 +127,11 @@ class BatchSession:
                         why="it stopped while its create was on the wire; a run may exist",
                     )
                 self.todo.append(item)
+
+    def _before(self, entry: JournalEntry) -> None:
+        """Count an item an earlier session finished: the summary is the whole file's."""
+        if entry.output is not None:  # always there: "done" is written with its line
+            self.tally.add_before(entry.output)
 
     # -- the session ---------------------------------------------------------------------------
 
@@ -137,6 +144,8 @@ class BatchSession:
             # per 0.1 s at 0.1) and the run times the classic schedule was made for.
             policy = PollPolicy().scaled(self.scale)
             burst = max(1.0, self.rpm / 60 * self.scale)
+        for line in invalid_report(self.invalid, str(cfg.out)):
+            print(line, file=sys.stderr)
         view = progress_view(cfg.progress, every=cfg.progress_every)
         start = anyio.current_time()
         stats = None
@@ -183,6 +192,7 @@ class BatchSession:
     async def _grace(self, consuming: anyio.CancelScope) -> None:
         """After the first Ctrl-C, give the runs in flight ``--grace`` s, then hand them back."""
         await self.stopping.wait()
+        self.grace_ends = anyio.current_time() + self.cfg.grace
         await anyio.sleep(self.cfg.grace)
         consuming.cancel()
 
@@ -309,22 +319,25 @@ class BatchSession:
     # -- ticking -------------------------------------------------------------------------------
 
     async def _tick(self, view: ProgressView | None, start: float) -> None:
+        if view is None:
+            return  # the summary's peaks are the fleet's own, not sampled here
         while True:
-            stats = self.fleet.stats()
-            self.tally.peak_rpm = max(self.tally.peak_rpm, stats.requests_last_minute)
-            if view is not None:
-                view.update(self._state(stats, start))
+            view.update(self._state(self.fleet.stats(), start))
             await anyio.sleep(_TICK)
 
     def _state(self, stats: FleetStats | None, start: float) -> ProgressState:
+        now = anyio.current_time()
         return ProgressState(
             total=self.tally.total,
             done=self.tally.done,
             in_flight=len(self.in_flight),
             failed=self.tally.failed,
+            invalid=self.tally.invalid,
             rpm=stats.requests_last_minute if stats else 0,
             quota=stats.quota.effective_rpm if stats and stats.quota else self.rpm,
-            elapsed=anyio.current_time() - start,
+            elapsed=now - start,
+            ended=self.tally.ended,
+            grace_left=None if self.grace_ends is None else self.grace_ends - now,
         )
 
     # -- Ctrl-C --------------------------------------------------------------------------------

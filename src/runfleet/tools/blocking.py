@@ -27,7 +27,7 @@ import types
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
-import structlog
+from ..logs import get_logger
 
 __all__ = ["BLOCK_THRESHOLD", "BlockWatch", "OnBlock"]
 
@@ -45,7 +45,7 @@ ADVICE = (
     "blocking call in `await anyio.to_thread.run_sync(...)`"
 )
 
-log = structlog.get_logger("runfleet.tools")
+log = get_logger(__name__)
 
 
 class BlockWatch:

@@ -1,0 +1,35 @@
+"""The fleet's figures: the exact busiest minute and second, with literal times."""
+
+from __future__ import annotations
+
+import random
+
+from runfleet.stats import StatsCollector
+
+
+def test_the_peaks_are_the_busiest_60_s_and_1_s_windows() -> None:
+    stats = StatsCollector()
+    for t in (0.0, 10.0, 59.9, 60.0, 61.0, 130.0):
+        stats.request_started("retrieve", t)
+    snap = stats.snapshot(200.0, {}, None)
+    assert snap.requests_last_minute == 0  # long past: the peak is kept anyway
+    assert snap.peak_minute == 4  # 10, 59.9, 60 and 61 fall within (1, 61]
+    assert snap.peak_second == 2  # 59.9 and 60
+
+
+def test_the_peaks_match_a_count_over_every_window() -> None:
+    rng = random.Random(3)
+    times, t = [], 0.0
+    for _ in range(600):
+        t += rng.expovariate(20.0) if rng.random() < 0.9 else rng.uniform(0, 30)
+        times.append(round(t, 3))
+    stats = StatsCollector()
+    for t in times:
+        stats.request_started("create", t)
+    snap = stats.snapshot(times[-1], {}, None)
+
+    def busiest(span: float) -> int:
+        return max(sum(1 for s in times if end - span < s <= end) for end in times)
+
+    assert snap.peak_minute == busiest(60.0)
+    assert snap.peak_second == busiest(1.0)
