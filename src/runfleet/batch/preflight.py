@@ -34,6 +34,8 @@ from .session import BatchSession
 
 __all__ = ["BatchConfig", "BatchError", "load_tools", "probe", "run_batch"]
 
+_SQLITE_SIDES = ("-wal", "-shm")  # a journal in WAL mode is three files
+
 
 def load_tools(target: str) -> tuple[Any, ...]:
     """Import ``module:attr`` (or ``path/to/file.py:attr``); return the tools it names.
@@ -195,40 +197,41 @@ def _unwritable(path: Path) -> str | None:
 def _open_files(cfg: BatchConfig) -> tuple[OutputFile, Journal]:
     """Open the output and the journal once every other check has passed.
 
-    What fails here removes only the files this call created: an existing output or
-    journal (a resume) is never ours to delete, and ``--fresh`` forgets the old journal only
-    once the output is open.
+    A journal that refuses the batch removes only the files this call created: an existing
+    output or journal (a resume) is never ours to delete, and ``--fresh`` forgets the old
+    journal only once the output is open.
     """
     journal_path = cfg.journal_path
-    created = [p for p in (cfg.out, journal_path) if not p.exists()]
+    new_out, new_journal = not cfg.out.exists(), cfg.fresh or not journal_path.exists()
     try:
         out = OutputFile(cfg.out)
     except OSError as exc:
         raise BatchError(f"cannot write {cfg.out}: {exc.strerror or exc}") from None
     if cfg.fresh:
-        created.append(journal_path)
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                Path(str(journal_path) + suffix).unlink()
+        _remove(journal_path, *_SQLITE_SIDES)
+    journal = None
     try:
         journal = Journal(journal_path)
-        try:
-            journal.bind({"kind": cfg.kind, "target": cfg.model or cfg.assistant or ""})
-        except BaseException:
+        journal.bind({"kind": cfg.kind, "target": cfg.model or cfg.assistant or ""})
+    except Exception as exc:  # sqlite3.Error and OSError both mean "not usable"
+        if journal is not None:
             journal.close()
-            raise
-    except BaseException as exc:
         out.close()
-        for path in created:
-            for suffix in ("", "-wal", "-shm") if path == journal_path else ("",):
-                with contextlib.suppress(FileNotFoundError):
-                    Path(str(path) + suffix).unlink()
+        if new_out:
+            _remove(cfg.out)
+        if new_journal:
+            _remove(journal_path, *_SQLITE_SIDES)
         if isinstance(exc, JournalMismatch):
             raise BatchError(str(exc)) from None
-        if isinstance(exc, Exception):  # sqlite3.Error and OSError both mean "not usable"
-            raise BatchError(f"cannot use the journal {journal_path}: {exc}") from None
-        raise
+        raise BatchError(f"cannot use the journal {journal_path}: {exc}") from None
     return out, journal
+
+
+def _remove(path: Path, *suffixes: str) -> None:
+    """Remove ``path`` and its side files ``path + suffix``, those that exist."""
+    for name in (str(path), *(str(path) + suffix for suffix in suffixes)):
+        with contextlib.suppress(FileNotFoundError):
+            Path(name).unlink()
 
 
 def _first(error: BaseException) -> BaseException:
