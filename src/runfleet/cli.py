@@ -32,6 +32,7 @@ def _positive(text: str) -> float:
 
 
 def _port(text: str) -> int:
+    """Refuse a port the socket would refuse, as argparse refuses any bad value (exit 2)."""
     try:
         value = int(text)
     except ValueError:
