@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import httpx2
@@ -35,11 +36,20 @@ def test_sim_refuses_an_unknown_builtin() -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "abc"])
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "inf"])
 def test_sim_refuses_a_bad_time_scale(value: str) -> None:
     result = run("sim", "--time-scale", value)
     assert result.returncode == 2
     assert "--time-scale" in result.stderr
+
+
+@pytest.mark.parametrize("port", ["99999", "-1"])
+def test_sim_refuses_a_port_out_of_range_as_the_parser_does(port: str) -> None:
+    result = run("sim", "--port", port)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"runfleet sim: error: argument --port: must be 0-65535, got {port}"
+    )
 
 
 def test_sim_reports_a_busy_port() -> None:
@@ -81,6 +91,12 @@ def serve_then_interrupt(proc: subprocess.Popen[str]) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=15)
+
+
+def test_version_comes_from_the_package_metadata() -> None:
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout == f"runfleet {version('runfleet')}\n"
 
 
 def test_help_lists_the_commands() -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,19 @@ def _positive(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    if not math.isfinite(value):  # an infinite time scale or limit never ends, it hangs
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    """Refuse a port the socket would refuse, as argparse refuses any bad value (exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0-65535, got {text}")
     return value
 
 
@@ -31,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="runfleet",
         description="Keep thousands of asynchronous OpenAI runs in flight through one poll loop.",
     )
+    parser.add_argument("--version", action="version", version=f"runfleet {version('runfleet')}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sim = sub.add_parser(
         "sim",
@@ -45,7 +61,9 @@ def _parser() -> argparse.ArgumentParser:
         help=f"a built-in ({', '.join(BUILTIN_SCENARIOS)}) or a JSON file (default: ample)",
     )
     sim.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
-    sim.add_argument("--port", type=int, default=8787, help="port (0 picks a free one)")
+    sim.add_argument(
+        "--port", type=_port, default=8787, help="port, 0-65535 (0 picks a free one; default: 8787)"
+    )
     sim.add_argument(
         "--time-scale",
         type=_positive,

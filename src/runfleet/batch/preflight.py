@@ -1,8 +1,10 @@
 """``runfleet batch``: check the input and the server, open the files, run one session.
 
-Everything that can refuse a batch happens here, before the first create: the input under
-``--strict``, the key, the address (one cheap request, which also tells the account's
-requests-per-minute limit when ``--rpm`` is left out), the output and the journal. The
+Everything that can refuse a batch happens here, before the first create: the tools, the
+input under ``--strict``, the key, the address (one cheap request, which also tells the
+account's requests-per-minute limit when ``--rpm`` is left out), the output and the journal.
+The files come last: a batch refused for any other reason leaves no file behind, and an
+existing journal (a resume, or one ``--fresh`` is told to forget) is left as it was. The
 session itself — the order of journal writes, resume, Ctrl-C — is
 :mod:`runfleet.batch.session`.
 """
@@ -10,6 +12,7 @@ session itself — the order of journal writes, resume, Ctrl-C — is
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import importlib.util
 import os
@@ -31,14 +34,19 @@ from .session import BatchSession
 
 __all__ = ["BatchConfig", "BatchError", "load_tools", "probe", "run_batch"]
 
+_SQLITE_SIDES = ("-wal", "-shm")  # a journal in WAL mode is three files
+
 
 def load_tools(target: str) -> tuple[Any, ...]:
     """Import ``module:attr`` (or ``path/to/file.py:attr``); return the tools it names.
 
-    ``attr`` may be a tool, a list of tools or functions, or a ``ToolRegistry``.
+    ``attr`` may be a tool, a list of tools or functions, or a ``ToolRegistry``. Plain
+    functions are made tools here, so that one the model could not call (an unannotated
+    parameter, say) refuses the batch before anything is sent or written.
 
     Raises:
-        BatchError: the module or attribute cannot be found, or holds no tools.
+        BatchError: the module cannot be imported (or raises on import), the attribute is
+            missing, or it holds no tools or one that cannot be a tool.
     """
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
@@ -56,19 +64,36 @@ def load_tools(target: str) -> tuple[Any, ...]:
             module = importlib.import_module(module_name)
     except (ImportError, OSError) as exc:
         raise BatchError(f"--tools {target!r}: cannot import {module_name}: {exc}") from None
+    except Exception as exc:  # the user's module runs here: any failure is theirs to read
+        raise BatchError(
+            f"--tools {target!r}: importing {module_name} raised {_one_line(exc)}"
+        ) from None
     try:
         value = getattr(module, attr)
     except AttributeError:
         raise BatchError(f"--tools {target!r}: {module_name} has no attribute {attr!r}") from None
     if isinstance(value, ToolRegistry):
         return tuple(value[name] for name in value.names)
+    tools: tuple[Any, ...] = ()
     if isinstance(value, Tool) or callable(value):
-        return (value,)
-    if isinstance(value, Iterable) and not isinstance(value, str | bytes):
+        tools = (value,)
+    elif isinstance(value, Iterable) and not isinstance(value, str | bytes):
         tools = tuple(value)
-        if tools and all(callable(t) for t in tools):
-            return tools
-    raise BatchError(f"--tools {target!r}: expected a tool, a list of tools or a ToolRegistry")
+    if not tools or not all(callable(t) for t in tools):
+        raise BatchError(f"--tools {target!r}: expected a tool, a list of tools or a ToolRegistry")
+    try:
+        registry = ToolRegistry(tools)
+    except (TypeError, ValueError) as exc:
+        raise BatchError(f"--tools {target!r}: {_one_line(exc, named=False)}") from None
+    return tuple(registry[name] for name in registry.names)
+
+
+def _one_line(exc: BaseException, *, named: bool = True) -> str:
+    """Fold an exception from the user's code onto the one line a refusal gets."""
+    text = " ".join(str(exc).split())
+    if not named:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 async def run_batch(cfg: BatchConfig) -> BatchSummary:
@@ -139,50 +164,77 @@ async def probe(client: AsyncOpenAI, where: str) -> float | None:
 async def _session(
     cfg: BatchConfig, source: InputFile, api_key: str, base_url: str | None
 ) -> BatchSummary:
-    out, journal = _open_files(cfg)
-    try:
+    for path, what in ((cfg.out, "write"), (cfg.journal_path, "use the journal")):
+        if (why := _unwritable(path)) is not None:  # said before a request goes out
+            raise BatchError(f"cannot {what} {path}: {why}")
+    client = AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0)
+    async with client:
+        where = str(client.base_url)
+        learned = await probe(client.with_options(timeout=15.0), where)
+        rpm = cfg.rpm or learned
+        if rpm is None:
+            raise BatchError(f"{where} sent no x-ratelimit-limit-requests header: pass --rpm N")
+        out, journal = _open_files(cfg)  # last: a batch refused above leaves no file behind
         try:
-            client = AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0)
-            async with client:
-                where = str(client.base_url)
-                learned = await probe(client.with_options(timeout=15.0), where)
-                rpm = cfg.rpm or learned
-                if rpm is None:
-                    raise BatchError(
-                        f"{where} sent no x-ratelimit-limit-requests header: pass --rpm N"
-                    )
-                batch = BatchSession(cfg, source, journal, out, rpm)
-                try:
-                    return await batch.run(client)
-                except* (BatchError, AuthError) as group:
-                    raise BatchError(str(_first(group))) from None
+            batch = BatchSession(cfg, source, journal, out, rpm)
+            try:
+                return await batch.run(client)
+            except* (BatchError, AuthError) as group:
+                raise BatchError(str(_first(group))) from None
         finally:
             journal.close()
-    finally:
-        out.close()
+            out.close()
+
+
+def _unwritable(path: Path) -> str | None:
+    """Say why ``path`` could not be opened for writing, creating nothing; ``None`` if it can."""
+    if path.is_dir():
+        return os.strerror(errno.EISDIR)
+    if path.exists():
+        return None if os.access(path, os.W_OK) else os.strerror(errno.EACCES)
+    if not path.parent.is_dir():
+        return os.strerror(errno.ENOENT)
+    return None if os.access(path.parent, os.W_OK | os.X_OK) else os.strerror(errno.EACCES)
 
 
 def _open_files(cfg: BatchConfig) -> tuple[OutputFile, Journal]:
-    """Open the output and the journal before anything is sent; refuse what is not writable."""
+    """Open the output and the journal once every other check has passed.
+
+    A journal that refuses the batch removes only the files this call created: an existing
+    output or journal (a resume) is never ours to delete, and ``--fresh`` forgets the old
+    journal only once the output is open.
+    """
     journal_path = cfg.journal_path
-    if cfg.fresh:
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                Path(str(journal_path) + suffix).unlink()
+    new_out, new_journal = not cfg.out.exists(), cfg.fresh or not journal_path.exists()
     try:
         out = OutputFile(cfg.out)
     except OSError as exc:
         raise BatchError(f"cannot write {cfg.out}: {exc.strerror or exc}") from None
+    if cfg.fresh:
+        _remove(journal_path, *_SQLITE_SIDES)
+    journal = None
     try:
         journal = Journal(journal_path)
         journal.bind({"kind": cfg.kind, "target": cfg.model or cfg.assistant or ""})
-    except JournalMismatch as exc:
-        out.close()
-        raise BatchError(str(exc)) from None
     except Exception as exc:  # sqlite3.Error and OSError both mean "not usable"
+        if journal is not None:
+            journal.close()
         out.close()
+        if new_out:
+            _remove(cfg.out)
+        if new_journal:
+            _remove(journal_path, *_SQLITE_SIDES)
+        if isinstance(exc, JournalMismatch):
+            raise BatchError(str(exc)) from None
         raise BatchError(f"cannot use the journal {journal_path}: {exc}") from None
     return out, journal
+
+
+def _remove(path: Path, *suffixes: str) -> None:
+    """Remove ``path`` and its side files ``path + suffix``, those that exist."""
+    for name in (str(path), *(str(path) + suffix for suffix in suffixes)):
+        with contextlib.suppress(FileNotFoundError):
+            Path(name).unlink()
 
 
 def _first(error: BaseException) -> BaseException:

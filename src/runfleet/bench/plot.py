@@ -31,6 +31,9 @@ target (``fleet`` alone derives it from learned run times)."""
 
 
 _LEFT = 0.01
+_OFF_SCALE = 3.0
+"""A quota more than this many times the busiest minute is named, not drawn: drawn, it would
+squash every curve into the bottom of the panel."""
 
 
 def requests_per_minute(per_second: list[int]) -> list[int]:
@@ -78,24 +81,28 @@ def _cdf(ax: Any, row: StrategyRow) -> None:
     ax.step(xs, [(i + 1) / n for i in range(len(xs))], where="post", label=row.strategy)
 
 
-def plot_bench(result: BenchResult, path: str | Path) -> None:
+def plot_bench(result: BenchResult, path: str | Path) -> Any:
     """Draw requests per minute over time (with the quota) and the detection-latency CDFs.
+
+    Returns the saved (and closed) figure, whose axes say what was drawn.
 
     Raises:
         BenchError: matplotlib is missing, or the file cannot be written.
     """
     plt = pyplot()
     fig, (rate, cdf) = plt.subplots(1, 2, figsize=(13, 4.8), constrained_layout=True)
+    busiest = 0
     for row in result.rows:
-        rate.plot(requests_per_minute(row.timeline), label=row.strategy, linewidth=1.4)
+        curve = requests_per_minute(row.timeline)
+        busiest = max(busiest, *curve, 0)
+        rate.plot(curve, label=row.strategy, linewidth=1.4)
         _cdf(cdf, row)
-    rate.axhline(result.settings["rpm"], color="black", linestyle="--", label="quota")
+    _quota(rate, result.settings["rpm"], busiest)
     rate.set(
         xlabel="scenario seconds since the first request",
         ylabel="requests in the last 60 s",
         title="Requests per minute (429s included)",
     )
-    rate.set_ylim(bottom=0)
     cdf.set(
         xlabel="detection latency (scenario s)",
         ylabel="share of runs seen done",
@@ -110,6 +117,24 @@ def plot_bench(result: BenchResult, path: str | Path) -> None:
         ax.legend(fontsize=8)
     fig.suptitle(_title(result))
     _save(plt, fig, path)
+    return fig
+
+
+def _quota(ax: Any, quota: float, busiest: int) -> None:
+    """Draw the quota as a line when it is near the curves; otherwise scale to what was used."""
+    if quota <= _OFF_SCALE * busiest:
+        ax.axhline(quota, color="black", linestyle="--", label="quota")
+        ax.set_ylim(bottom=0)
+        return
+    ax.set_ylim(0, max(busiest, 1) * 1.15)
+    ax.annotate(
+        f"quota {quota:g} RPM, off scale (busiest minute {busiest / quota:.0%} of it)",
+        xy=(0.99, 0.98),
+        xycoords="axes fraction",
+        ha="right",
+        va="top",
+        fontsize=8,
+    )
 
 
 def plot_frontier(result: BenchResult, path: str | Path) -> None:
