@@ -9,8 +9,9 @@ in progress 40-60 s (uniform, so all are still in flight when the last is submit
 them planned to fail. One ``AsyncOpenAI(base_url=..., api_key="sk-bench")`` (default httpx
 client, or ``DefaultAioHttpClient()``), one ``Fleet(client, rpm=--rpm, concurrency=64)`` with
 the default poll policy; 64 tasks submit the runs, then every handle is awaited. The fleet's
-rpm (300/s) keeps the process off CPU saturation. structlog filters at WARNING, as in production.
-Phases: *submit* (nearly all creates: they outrank polls in the quota) and *poll* (the last
+rpm (300/s) keeps the process off CPU saturation. runfleet logs nothing below WARNING unless
+the application turns it on (its loggers are the stdlib's), as in production.
+Phases: *submit* (mostly creates: they alternate with polls in the quota) and *poll* (the last
 create to the last run ended). *Lost*: a handle not done, or ended with an error other than
 the planned ``RunFailed``. Counts are checked against the simulator's ``GET /_sim/stats``.
 
@@ -32,7 +33,6 @@ import cProfile
 import gc
 import itertools
 import json
-import logging
 import os
 import platform
 import pstats
@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
-import structlog
 from openai import AsyncOpenAI, DefaultAioHttpClient
 
 from runfleet import Fleet, RunFailed, RunfleetError, RunHandle
@@ -315,7 +314,6 @@ def main() -> int:
     parser.add_argument("--worker", choices=["httpx", "aiohttp"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
         work = workload(args.worker, args.runs, args.time_scale, args.rpm, args.profile)
         print(json.dumps(asyncio.run(work)))
         return 0
