@@ -17,7 +17,7 @@ from typing import Any
 import openai
 from openai import AsyncOpenAI
 
-from runfleet import Backoff, Fleet, PollPolicy, ResponseSpec
+from runfleet import Fleet, PollPolicy, ResponseSpec
 from runfleet.sim import SimServer, serve
 
 RUNS = 200
@@ -50,11 +50,11 @@ async def hand_written(client: AsyncOpenAI) -> int:
 
 async def with_fleet(client: AsyncOpenAI) -> int:
     """Return how many runs were lost (a handle that ended without an outcome)."""
-    backoff = Backoff(initial=0.5 * SCALE, cap=5 * SCALE, min_interval=0.05 * SCALE)
-    policy = PollPolicy(backoff=backoff, stall_unlearned=120 * SCALE, stall_floor=30 * SCALE)
+    policy = PollPolicy().scaled(SCALE)  # the same schedule, in the simulator's faster time
     specs = [ResponseSpec("gpt-5-mini", f"q{i}") for i in range(RUNS)]
     ended = 0
-    async with Fleet(client, rpm=600 / SCALE, policy=policy, seed=1) as fleet:
+    # 600 requests a scenario minute, 10 in any scenario second: the burst is that second's.
+    async with Fleet(client, rpm=600 / SCALE, burst=10, policy=policy, seed=1) as fleet:
         async for _ in fleet.map(specs, max_in_flight=RUNS):
             ended += 1
     return RUNS - ended
