@@ -23,6 +23,7 @@ from ..errors import (
     RunIncomplete,
     RunTimeout,
     ToolError,
+    UnreadableBody,
 )
 from ..kinds.base import NEEDS_CLIENT, Observation, RunRef, RunState
 from ..logs import get_logger
@@ -219,7 +220,7 @@ class Router:
         try:
             run.requests += 1
             await run.kind.cancel(run.ref)
-        except openai.APIError as exc:
+        except (openai.APIError, UnreadableBody) as exc:
             log.info("cancel_refused", run_id=run.ref.id, error=str(exc))
 
     async def retrying(self, run: Tracked, call: Any) -> Any:
