@@ -272,3 +272,23 @@ async def test_help_explains_each_option() -> None:
         "--base-url", "--sim", "--journal", "--summary-json", "--strict",
     ):  # fmt: skip
         assert option in done.stdout
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_items_created_twice_after_an_ambiguous_create_are_marked_with_why(
+    start_sim: StartSim, tmp_path: Path, kind: str
+) -> None:
+    """The server counts creates per item (from metadata); each item it saw twice says so."""
+    inp = write_items(tmp_path / "in.jsonl", 20)
+    out = tmp_path / "out.jsonl"
+    faults = {"malformed": 0.3, "bad_bodies_on": ["create"]}
+    async with start_sim({**FAST, "faults": faults}) as sim:
+        done = await batch([str(inp), "--out", str(out), *kind_args(kind), *on(sim)])
+        items = sim.stats()["items"]
+    assert done.returncode == 0, done.stderr
+    lines = read_output(out)
+    assert all(r["status"] == "completed" for r in lines)
+    recreated = {r["id"]: r["recreated_reason"] for r in lines if r["recreated"]}
+    assert items["created"] == 20
+    assert set(items["repeated"]) == set(recreated) != set()
+    assert set(recreated.values()) == {"unreadable answer"}

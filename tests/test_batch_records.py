@@ -83,7 +83,8 @@ def test_an_error_line_says_the_errors_outcome(
     named = isinstance(error, RunError) and not isinstance(error, RunRejected)  # "-": no run
     assert (data["response_id"], data["run_id"]) == (None, "run_1" if named else None)
     assert list(data) == [
-        "id", "line", "kind", "recreated", "resumed", "status", "text", "tool_rounds",
+        "id", "line", "kind", "recreated", "recreated_reason", "resumed", "status", "text",
+        "tool_rounds",
         "error", "figures", "response_id", "thread_id", "run_id",
     ]  # fmt: skip
 

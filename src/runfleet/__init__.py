@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .admission.quota import RequestQuota as RequestQuota
     from .engine.feeder import Submission as Submission
     from .engine.handle import RunHandle as RunHandle
+    from .errors import AmbiguousCreate as AmbiguousCreate
     from .errors import AuthError as AuthError
     from .errors import FleetClosed as FleetClosed
     from .errors import QuotaError as QuotaError

@@ -12,7 +12,9 @@
     │   ├── RunIncomplete         ended ``incomplete`` (reason)
     │   ├── RunNotFound           the server does not know the id (404)
     │   ├── RunRejected           the server refused to start it (4xx on create)
+    │   ├── AmbiguousCreate       its create may or may not have been applied
     │   └── ToolError             a tool call failed and policy fails the run
+    ├── UnreadableBody            a 2xx answer that cannot be read (retried like a 5xx)
     ├── QuotaError                the request quota cannot be spent
     │   └── QuotaExhausted        429s persisted past the fleet's patience
     ├── AuthError                 401/403: the key is missing or refused
@@ -27,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AmbiguousCreate",
     "AuthError",
     "FleetClosed",
     "QuotaError",
@@ -42,6 +45,7 @@ __all__ = [
     "RunTimeout",
     "RunfleetError",
     "ToolError",
+    "UnreadableBody",
     "key_hint",
 ]
 
@@ -146,6 +150,32 @@ class RunRejected(RunError):
     def __init__(self, status: int, message: str) -> None:
         self.status = status
         super().__init__("-", f"refused to start (HTTP {status}): {message}")
+
+
+class AmbiguousCreate(RunError):
+    """Raised when a create may have been applied though no readable answer came back (the
+    connection dropped after sending, or the body was unreadable), and policy does not send it
+    again: a run may exist on the server, paid for, that no one polls."""
+
+    outcome = "ambiguous"
+
+    def __init__(self, run_id: str, reason: str) -> None:
+        self.reason = reason
+        super().__init__(
+            run_id, f"the create may have been applied ({reason}); it was not sent again"
+        )
+
+
+class UnreadableBody(RunfleetError):
+    """Raised when a 2xx answer's body cannot be read, or lacks what its state needs: the
+    request was likely applied, so a poll is tried again and a create is ambiguous."""
+
+    outcome = "unreadable"
+
+    def __init__(self, request: str, detail: str) -> None:
+        self.request = request
+        self.detail = detail
+        super().__init__(f"unreadable answer to a {request} request: {detail}")
 
 
 class ToolError(RunError):

@@ -67,6 +67,12 @@ class Fleet:
             the server, or ``"detach"`` (leave them running and end their handles).
         on_stall: a run stuck in ``queued`` is ``"report"``-ed, or cancelled and
             ``"recreate"``-d once.
+        on_ambiguous_create: a create that may have been applied though no readable answer
+            came (the connection broke after sending, a timeout, an unreadable body) is sent
+            again with the run's ``figures.recreated`` saying why (``"retry"``: a second copy
+            may run, paid for), or ends the run with ``AmbiguousCreate`` (``"fail"``). OpenAI
+            honours no idempotency key, so the fleet cannot tell; each try carries its own
+            nonce in ``metadata["runfleet_try"]`` (when the user's metadata has room).
         tool_errors: a failing tool call becomes an error output the model reads
             (``"reply"``) or fails the run (``"fail"``).
         tool_timeout: default seconds per tool call.
@@ -96,6 +102,7 @@ class Fleet:
         timeout: float | None = None,
         on_exit: Literal["wait", "cancel", "detach"] = "wait",
         on_stall: Literal["report", "recreate"] = "report",
+        on_ambiguous_create: Literal["retry", "fail"] = "retry",
         tool_errors: OnToolError = "reply",
         tool_timeout: float = 60.0,
         quota: RequestQuota | None = None,
@@ -110,6 +117,10 @@ class Fleet:
             raise ValueError(f"timeout must be positive or None, got {timeout!r}")
         if not (isinstance(safety_poll, int | float) and 0 < safety_poll < math.inf):
             raise ValueError(f"safety_poll must be a positive number, got {safety_poll!r}")
+        if on_ambiguous_create not in ("retry", "fail"):
+            raise ValueError(
+                f"on_ambiguous_create must be 'retry' or 'fail', not {on_ambiguous_create!r}"
+            )
         if on_exit not in ("wait", "cancel", "detach"):
             raise ValueError(f"on_exit must be 'wait', 'cancel' or 'detach', not {on_exit!r}")
         if not getattr(client, "api_key", None):
@@ -137,6 +148,7 @@ class Fleet:
             on_stall=on_stall,
             max_retries=max_retries,
             safety_poll=safety_poll if webhooks else None,
+            on_ambiguous_create=on_ambiguous_create,
         )
         self._timeout = timeout
         self._on_exit = on_exit

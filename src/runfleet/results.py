@@ -27,6 +27,10 @@ class RunFigures:
     ``detection_latency`` is an upper bound as the fleet sees it: the time between the last
     poll that still found the run working and the poll that found it done, summed over every
     state that needed the client (tool rounds and the end).
+
+    ``recreated`` says why the run was created more than once, or is None: ``"stalled"``
+    (the first copy was cancelled), or what made an earlier create ambiguous (``"connection
+    lost"``, ``"timed out"``, ``"unreadable answer"``): that copy may exist, paid for.
     """
 
     requests: int
@@ -35,6 +39,7 @@ class RunFigures:
     running: float
     total: float
     detection_latency: float
+    recreated: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

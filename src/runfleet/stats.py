@@ -47,6 +47,8 @@ class FleetStats:
             tool name (each tool's first is logged as ``tool_blocks_loop``).
         peak_minute, peak_second: the most requests sent in any 60 s and any 1 s of the loop
             clock so far, exact (a window of the last 60 s and 1 s is kept, not sampled).
+        ambiguous_creates: creates that may have been applied though no readable answer came
+            (sent again and the run marked, or failed as ``AmbiguousCreate``, by policy).
     """
 
     requests: Mapping[str, int]
@@ -68,6 +70,7 @@ class FleetStats:
     tool_blocks: Mapping[str, int] = field(default_factory=dict)
     peak_minute: int = 0
     peak_second: int = 0
+    ambiguous_creates: int = 0
 
 
 def quantile(ordered: Sequence[float], q: float) -> float:
@@ -97,6 +100,7 @@ class StatsCollector:
         self.latencies: deque[float] = deque(maxlen=_KEEP)
         self.tool_rounds = 0
         self.stalled = 0
+        self.ambiguous_creates = 0
         self.lags: deque[float] = deque(maxlen=_BEATS)
         self.lag_max = 0.0
         self.tool_blocks: Counter[str] = Counter()
@@ -168,4 +172,5 @@ class StatsCollector:
             tool_blocks=dict(sorted(self.tool_blocks.items())),
             peak_minute=self.peak_minute,
             peak_second=self.peak_second,
+            ambiguous_creates=self.ambiguous_creates,
         )

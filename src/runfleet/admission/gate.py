@@ -19,6 +19,7 @@ import anyio
 import openai
 from openai._legacy_response import LegacyAPIResponse
 
+from ..errors import UnreadableBody
 from ..stats import StatsCollector
 from .quota import Priority, RequestQuota
 
@@ -47,6 +48,7 @@ class Outcome(StrEnum):
     CLIENT_ERROR = "client_error"
     AUTH = "auth"
     NOT_FOUND = "not_found"
+    UNREADABLE = "unreadable"
 
 
 def classify(exc: BaseException) -> Outcome:
@@ -140,6 +142,7 @@ class RequestGate:
 
         Raises:
             openai.APIError: the request failed; it was counted and the quota told.
+            UnreadableBody: a 2xx answer came back that cannot be parsed.
         """
         if isinstance(kind, Ticket):
             try:
@@ -165,5 +168,11 @@ class RequestGate:
             self.stats.request_done(classify(exc))
             raise
         self.quota.observe(raw.headers, status=raw.status_code)
+        try:
+            parsed = raw.parse()
+        except (ValueError, openai.APIResponseValidationError) as exc:
+            # A 2xx whose body is garbled or cut: the server did the work, we cannot read it.
+            self.stats.request_done(Outcome.UNREADABLE)
+            raise UnreadableBody(str(kind), f"{type(exc).__name__}: {exc}") from exc
         self.stats.request_done(Outcome.OK)
-        return raw.parse(), raw.headers
+        return parsed, raw.headers

@@ -86,6 +86,7 @@ class OutputLine:
     status: str
     kind: str | None = None
     recreated: bool = False
+    recreated_reason: str | None = None  # written only on a recreated line
     resumed: bool = False
     text: str | None = None
     tool_rounds: tuple[tuple[ToolExchange, ...], ...] = ()
@@ -108,12 +109,14 @@ class OutputLine:
             )
             for rnd in result.tool_rounds
         )
+        why = _recreated_why(result.figures, recreated)
         return cls(
             id=item.id,
             line=item.line,
             status=result.status,
             kind=result.kind,
-            recreated=recreated,
+            recreated=why is not None,
+            recreated_reason=why,
             resumed=resumed,
             text=result.text,
             tool_rounds=rounds,
@@ -130,16 +133,19 @@ class OutputLine:
         """Return the line of an item whose run ended without a result (status: its outcome)."""
         run_id = error.run_id if isinstance(error, RunError) and error.run_id != "-" else None
         figures = getattr(error, "figures", None)  # a RunError the fleet tracked carries them
+        figures = figures if isinstance(figures, RunFigures) else None
+        why = _recreated_why(figures, recreated)
         return cls(
             id=item.id,
             line=item.line,
             status=error.outcome,
             kind=kind,
-            recreated=recreated,
+            recreated=why is not None,
+            recreated_reason=why,
             resumed=resumed,
             error_code=_error_code(error),
             error_message=str(error),
-            figures=_rounded(figures) if isinstance(figures, RunFigures) else None,
+            figures=_rounded(figures) if figures is not None else None,
             response_id=run_id if kind == "responses" else None,
             run_id=run_id if kind == "assistants" else None,
         )
@@ -161,6 +167,7 @@ class OutputLine:
             status=str(data["status"]),
             kind=data.get("kind"),
             recreated=bool(data.get("recreated", False)),
+            recreated_reason=data.get("recreated_reason"),
             resumed=bool(data.get("resumed", False)),
             text=data.get("text"),
             tool_rounds=tuple(
@@ -189,11 +196,13 @@ class OutputLine:
                 "error": error,
             }
         f = self.figures
+        why = {"recreated_reason": self.recreated_reason} if self.recreated else {}
         return {
             "id": self.id,
             "line": self.line,
             "kind": self.kind,
             "recreated": self.recreated,
+            **why,
             "resumed": self.resumed,
             "status": self.status,
             "text": self.text,
@@ -227,7 +236,16 @@ def _rounded(f: RunFigures) -> RunFigures:
         round(f.running, 3),
         round(f.total, 3),
         round(f.detection_latency, 3),
+        f.recreated,
     )
+
+
+def _recreated_why(figures: RunFigures | None, gone: bool) -> str | None:
+    """Why the item's run was created more than once (None: once): the fleet's word (an
+    ambiguous create, a stall), else the batch's (its run was gone from the server)."""
+    if figures is not None and figures.recreated is not None:
+        return figures.recreated
+    return "gone from the server" if gone else None
 
 
 def _error_code(error: RunfleetError) -> str:

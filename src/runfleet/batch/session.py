@@ -36,6 +36,7 @@ from ..engine.handle import RunHandle
 from ..errors import AuthError, RunDetached, RunNotFound
 from ..fleet import Fleet
 from ..kinds.assistants import AssistantRunSpec
+from ..kinds.base import ITEM_KEY, marked
 from ..kinds.responses import ResponseSpec
 from ..logs import get_logger
 from ..polling.policy import PollPolicy
@@ -269,18 +270,20 @@ class BatchSession:
         return journal_ids
 
     def _spec(self, item: BatchItem) -> ResponseSpec | AssistantRunSpec:
+        # The item's id goes with its create, so copies of one item can be found and counted.
+        metadata = marked(item.metadata, **{ITEM_KEY: item.id})
         if self.cfg.assistant:
             return AssistantRunSpec(
                 self.cfg.assistant,
                 item.prompt,
                 instructions=item.instructions,
                 model=item.model,
-                metadata=item.metadata,
+                metadata=metadata,
                 tools=self.assistant_tools,
             )
         model = item.model or self.cfg.model
         assert model is not None
-        return ResponseSpec(model, item.prompt, item.instructions, item.metadata)
+        return ResponseSpec(model, item.prompt, item.instructions, metadata)
 
     # -- ends of runs --------------------------------------------------------------------------
 

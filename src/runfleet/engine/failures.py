@@ -1,7 +1,9 @@
 """What a failed request means for its run: try again, end the run, or end every run.
 
-One policy for the whole engine. A 429, a 5xx or a dropped connection is transient: the same
-request goes again, each time through the one door, after a jittered backoff. A refused key
+One policy for the whole engine. A 429, a 5xx, a dropped connection or a 2xx body that cannot
+be read is transient: the same request goes again, each time through the one door, after a
+jittered backoff (a poll's retries are bounded by the router; a run ends only when the server
+says so). A refused key
 ends every run at once (no request of this fleet can succeed). A 404 ends the run as not
 found; another 4xx ends it as failed, or, for a create, as rejected. Anything else is a bug of
 ours and ends only that run.
@@ -17,7 +19,15 @@ from typing import TypeVar
 import anyio
 import openai
 
-from ..errors import AuthError, RunError, RunFailed, RunfleetError, RunNotFound, RunRejected
+from ..errors import (
+    AuthError,
+    RunError,
+    RunFailed,
+    RunfleetError,
+    RunNotFound,
+    RunRejected,
+    UnreadableBody,
+)
 from ..logs import get_logger
 from ..polling.schedule import Backoff
 
@@ -31,11 +41,12 @@ _TRANSIENT = (
     openai.InternalServerError,
     openai.APIConnectionError,
     openai.APITimeoutError,
+    UnreadableBody,
 )
 
 
 def transient(exc: BaseException) -> bool:
-    """Whether the same request may succeed if sent again (429, 5xx, network)."""
+    """Whether the same request may succeed if sent again (429, 5xx, network, a bad body)."""
     if isinstance(exc, _TRANSIENT):
         return True
     return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
@@ -64,10 +75,10 @@ def poll_error(run_id: str, exc: Exception) -> RunfleetError | None:
     """Return how a failed poll, answer or fetch ends its run; None when it is worth a retry."""
     if isinstance(exc, openai.NotFoundError):
         return RunNotFound(run_id)
+    if transient(exc):  # an unreadable poll too: only the server says a run is over
+        return None
     if isinstance(exc, RunfleetError):
         return exc
-    if transient(exc):
-        return None
     if isinstance(exc, openai.APIStatusError):
         return RunFailed(run_id, str(exc.code or exc.status_code), exc.message)
     log.error("run_internal_error", run_id=run_id, exc_info=exc)

@@ -30,6 +30,7 @@ from ..polling.learning import RunTimes
 from ..polling.pacing import Pacer
 from ..stats import StatsCollector
 from ..tools import ToolRegistry
+from .creates import Creator, OnAmbiguous
 from .failures import Retrier, auth_error, refusal
 from .handle import RunHandle
 from .heartbeat import Heartbeat
@@ -58,6 +59,8 @@ class Engine:
         rng: the source of jitter.
         key_hint: the API key's last characters, for the error of a refused key.
         on_stall: a stalled run is ``"report"``-ed, or cancelled and ``"recreate"``-d once.
+        on_ambiguous_create: a create that may have been applied is sent again (``"retry"``,
+            the run marked recreated) or ends its run with ``AmbiguousCreate`` (``"fail"``).
         max_retries: tries after the first per create, submit or fetch on transient errors.
         safety_poll: seconds between safety-net polls of runs covered by webhooks (None: no
             webhooks).
@@ -75,6 +78,7 @@ class Engine:
         on_stall: Literal["report", "recreate"],
         max_retries: int,
         safety_poll: float | None = None,
+        on_ambiguous_create: OnAmbiguous = "retry",
     ) -> None:
         self._definitions = {
             "responses": tuple(dict(t) for t in tools.definitions("responses")),
@@ -87,6 +91,8 @@ class Engine:
             runs=self._runs.by_key, times=times, rng=rng, safety_poll=safety_poll,
             signal=self._signal,
         )  # fmt: skip
+        retrier = Retrier(max_retries, rng)
+        self._creator = Creator(retrier=retrier, stats=stats, on_ambiguous=on_ambiguous_create)
         self._router = Router(
             runs=self._runs,
             pacer=self._pacer,
@@ -94,9 +100,10 @@ class Engine:
             tools=tools,
             definitions=self._definitions,
             stats=stats,
-            retrier=Retrier(max_retries, rng),
+            retrier=retrier,
             key_hint=key_hint,
             on_stall=on_stall,
+            creator=self._creator,
             max_errors=max(10, 2 * max_retries),
         )
         self._loop = PollLoop(
@@ -201,7 +208,7 @@ class Engine:
         spec = kind.with_tools(spec, self._definitions[kind.name])
         run = self._track(kind, spec, RunRef(), kind.learn_key(spec), timeout, tag, on_ids)
         try:
-            obs = await self._router.retrying(run, lambda: kind.start(spec, run.ref))
+            obs = await self._creator.create(run, spec)
         except Exception as exc:
             error = self._refused(exc)
             self._router.end(run, None, error)

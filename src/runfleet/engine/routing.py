@@ -23,6 +23,7 @@ from ..errors import (
     RunIncomplete,
     RunTimeout,
     ToolError,
+    UnreadableBody,
 )
 from ..kinds.base import NEEDS_CLIENT, Observation, RunRef, RunState
 from ..logs import get_logger
@@ -31,6 +32,7 @@ from ..polling.pacing import Pacer
 from ..results import RunResult, ToolRound
 from ..stats import StatsCollector
 from ..tools import ToolRegistry
+from .creates import Creator
 from .failures import Retrier, auth_error, poll_error
 from .run import Tracked
 from .table import RunTable
@@ -53,6 +55,7 @@ class Router:
         retrier: sends a request again on transient errors.
         key_hint: the API key's last characters, for the error of a refused key.
         on_stall: a stalled run is ``"report"``-ed, or cancelled and ``"recreate"``-d once.
+        creator: sends a recreated run's create.
         max_errors: consecutive failed polls after which a run is given up.
     """
 
@@ -68,8 +71,10 @@ class Router:
         retrier: Retrier,
         key_hint: str,
         on_stall: Literal["report", "recreate"],
+        creator: Creator,
         max_errors: int,
     ) -> None:
+        self._creator = creator
         self._runs = runs
         self._pacer = pacer
         self._times = times
@@ -200,9 +205,10 @@ class Router:
         self._pacer.restarted(run)
         run.stall_reported = False  # the new run may be reported (not recreated) in turn
         run.recreated = True
+        run.recreated_why = run.recreated_why or "stalled"
         old = run.ref.id
         run.ref = RunRef(chain=[])
-        obs = await self.retrying(run, lambda: run.kind.start(run.spec, run.ref))
+        obs = await self._creator.create(run, run.spec)
         run.ids_changed()
         run.phase_start = run.seen_working = anyio.current_time()
         run.polls_in_phase = 0
@@ -219,7 +225,7 @@ class Router:
         try:
             run.requests += 1
             await run.kind.cancel(run.ref)
-        except openai.APIError as exc:
+        except (openai.APIError, UnreadableBody) as exc:
             log.info("cancel_refused", run_id=run.ref.id, error=str(exc))
 
     async def retrying(self, run: Tracked, call: Any) -> Any:

@@ -49,7 +49,8 @@ class Tracked:
     answered: frozenset[str] = frozenset()  # call ids of the round already submitted
     busy: bool = False  # a request or a tool round for it is under way
     woken: bool = False  # someone asked for a poll while it was busy
-    recreated: bool = False
+    recreated: bool = False  # by the stall policy: once at most
+    recreated_why: str | None = None  # created more than once, maybe: why (figures say it)
     stall_reported: bool = False
     errors: int = 0  # consecutive transient failures
     scout: bool | None = None  # polls for its unlearned key's cohort (None: not decided yet)
@@ -86,6 +87,7 @@ class Tracked:
             running=now - started,
             total=now - self.created,
             detection_latency=self.latency,
+            recreated=self.recreated_why,
         )
 
     def result_of(self, obs: Observation, text: str, now: float) -> RunResult:

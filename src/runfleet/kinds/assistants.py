@@ -15,6 +15,7 @@ from openai import AsyncOpenAI
 from openai.types.beta.threads import Run
 
 from ..admission.gate import RequestGate, RequestKind, Ticket
+from ..errors import UnreadableBody
 from ..logs import get_logger
 from ..tools import ToolCall, ToolOutput
 from .base import Observation, RunRef, RunState
@@ -57,11 +58,19 @@ class AssistantRunSpec:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def observe_run(run: Run, headers: Any) -> Observation:
-    """Map a ``Run`` onto the fleet's states."""
+def observe_run(run: Run, headers: Any, request: str) -> Observation:
+    """Map a ``Run`` onto the fleet's states.
+
+    Raises:
+        UnreadableBody: the body lacks what its state needs (ids; the calls a run waits on).
+    """
+    if not (run.id and run.thread_id):
+        raise UnreadableBody(request, "a run without its id or thread id")
     state = _STATES.get(run.status, RunState.RUNNING)
     calls: tuple[ToolCall, ...] = ()
-    if state is RunState.NEEDS_TOOLS and run.required_action is not None:
+    if state is RunState.NEEDS_TOOLS:
+        if run.required_action is None:
+            raise UnreadableBody(request, f"run {run.id} requires action but names none")
         calls = tuple(
             ToolCall(c.id, c.function.name, c.function.arguments)
             for c in run.required_action.submit_tool_outputs.tool_calls
@@ -138,9 +147,10 @@ class AssistantsKind:
                     thread_id, assistant_id=spec.assistant_id, **args
                 ),
             )
+        obs = observe_run(run, headers, RequestKind.CREATE)
         ref.id = run.id
         ref.thread_id = run.thread_id
-        return observe_run(run, headers)
+        return obs
 
     def _thread(self, ref: RunRef) -> str:
         if ref.thread_id is None:
@@ -156,7 +166,7 @@ class AssistantsKind:
                 ref.id, thread_id=thread_id
             ),
         )
-        return observe_run(run, headers)
+        return observe_run(run, headers, RequestKind.RETRIEVE)
 
     async def answer(
         self, ref: RunRef, spec: AssistantRunSpec | None, outputs: Sequence[ToolOutput]
@@ -177,7 +187,7 @@ class AssistantsKind:
             # before a dropped answer): a poll will tell, and will not resubmit.
             log.info("tool_outputs_refused", run_id=ref.id, error=exc.message)
             return None
-        return observe_run(run, headers)
+        return observe_run(run, headers, RequestKind.SUBMIT)
 
     async def cancel(self, ref: RunRef) -> None:
         """Ask for cancellation; the run goes ``cancelling`` then ``cancelled``."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -10,7 +10,24 @@ from typing import Any, Protocol
 from ..admission.gate import Ticket
 from ..tools import ToolCall, ToolOutput
 
-__all__ = ["NEEDS_CLIENT", "TERMINAL", "Kind", "Observation", "RunRef", "RunState"]
+__all__ = [
+    "ITEM_KEY",
+    "NEEDS_CLIENT",
+    "TERMINAL",
+    "TRY_KEY",
+    "Kind",
+    "Observation",
+    "RunRef",
+    "RunState",
+    "marked",
+]
+
+ITEM_KEY = "runfleet_item"
+"""The metadata key naming a batch item, so copies of one item can be found and counted."""
+TRY_KEY = "runfleet_try"
+"""The metadata key of each create try's nonce, so two copies of one run can be told apart."""
+_MAX_KEYS = 16  # OpenAI's metadata limits (Responses and Assistants alike)
+_MAX_VALUE = 512
 
 
 class RunState(StrEnum):
@@ -37,6 +54,19 @@ TERMINAL = frozenset(
     }
 )
 NEEDS_CLIENT = TERMINAL | {RunState.NEEDS_TOOLS}
+
+
+def marked(metadata: Mapping[str, str] | None, **marks: str) -> dict[str, str] | None:
+    """Return ``metadata`` with the fleet's marks added where there is room.
+
+    The user's keys win and are never dropped: a mark whose key the user set, or that would
+    pass OpenAI's 16 keys, is left out (the create is unmarked rather than refused).
+    """
+    out = dict(metadata or {})
+    for key, value in marks.items():
+        if key not in out and len(out) < _MAX_KEYS:
+            out[key] = value[:_MAX_VALUE]
+    return out or None
 
 
 @dataclass(slots=True)

@@ -16,6 +16,7 @@ from openai import AsyncOpenAI
 from openai.types.responses import Response
 
 from ..admission.gate import RequestGate, RequestKind, Ticket
+from ..errors import UnreadableBody
 from ..tools import ToolCall, ToolOutput
 from .base import Observation, RunRef, RunState
 
@@ -58,12 +59,21 @@ def poll_after(headers: Any) -> float | None:
         return None
 
 
-def observe_response(resp: Response, headers: Any) -> Observation:
-    """Map a ``Response`` onto the fleet's states; calls in a completed one are a tool round."""
+def observe_response(resp: Response, headers: Any, request: str) -> Observation:
+    """Map a ``Response`` onto the fleet's states; calls in a completed one are a tool round.
+
+    Raises:
+        UnreadableBody: the body lacks what its state needs (an id; a completed one's output):
+            the run is the server's to end, so the fleet asks again rather than guess.
+    """
+    if not resp.id:
+        raise UnreadableBody(request, "a response without an id")
     status = resp.status or "in_progress"
     state = _STATES.get(status, RunState.RUNNING)
     calls: tuple[ToolCall, ...] = ()
     if state is RunState.COMPLETED:
+        if resp.output is None:
+            raise UnreadableBody(request, f"response {resp.id} completed without its output")
         calls = tuple(
             ToolCall(item.call_id, item.name, item.arguments)
             for item in resp.output
@@ -130,9 +140,10 @@ class ResponsesKind:
             RequestKind.CREATE,
             lambda: self.client.responses.with_raw_response.create(input=spec.input, **args),
         )
+        obs = observe_response(resp, headers, RequestKind.CREATE)
         ref.id = resp.id
         ref.chain.append(resp.id)
-        return observe_response(resp, headers)
+        return obs
 
     async def observe(self, ref: RunRef, ticket: Ticket | None = None) -> Observation:
         """Retrieve the current response of the chain."""
@@ -140,7 +151,7 @@ class ResponsesKind:
             ticket or RequestKind.RETRIEVE,
             lambda: self.client.responses.with_raw_response.retrieve(ref.id),
         )
-        return observe_response(resp, headers)
+        return observe_response(resp, headers, RequestKind.RETRIEVE)
 
     async def answer(
         self, ref: RunRef, spec: ResponseSpec, outputs: Sequence[ToolOutput]
@@ -158,9 +169,10 @@ class ResponsesKind:
                 input=items, previous_response_id=previous, **args
             ),
         )
+        obs = observe_response(resp, headers, RequestKind.SUBMIT)
         ref.id = resp.id
         ref.chain.append(resp.id)
-        return observe_response(resp, headers)
+        return obs
 
     async def cancel(self, ref: RunRef) -> None:
         """Cancel the current response (idempotent on the server)."""

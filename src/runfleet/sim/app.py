@@ -17,7 +17,7 @@ import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -35,11 +35,16 @@ from .webhooks import WebhookSender
 from .wire import DropResponse, by_method, json_response, not_found, parse_body, read_body
 from .world import SimError, World
 
-__all__ = ["SimApp", "create_app"]
+__all__ = ["ITEM_KEY", "SimApp", "create_app"]
 
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # Named in 429 messages when the request names no model (a retrieve, a run on an assistant).
 _DEFAULT_MODEL = "gpt-5-mini"
+
+# The creates that start a run (a chain's next response too: the gate tells them apart).
+_RUN_CREATES = frozenset({"responses.create", "threads.create_and_run", "runs.create"})
+ITEM_KEY = "runfleet_item"
+"""The metadata key whose value the simulator counts creates by (``/_sim/stats`` ``items``)."""
 
 # A handler answers with a body and the job it touched: the gate reads the job for
 # openai-poll-after-ms and to settle the tokens of a pass that a create or cancel laid out.
@@ -164,10 +169,15 @@ class SimApp:
             if settles and job is not None:
                 self.limits.tokens.track(job)
             self.stats.statuses[200] += 1
+            if name in _RUN_CREATES and data is not None:
+                self._count_created(data)
             pa = self.scenario.poll_after_ms
             if poll and pa is not None and job is not None:
                 headers["openai-poll-after-ms"] = str(round(pa * self.scenario.time_scale))
-            return json_response(200, body, headers, DropResponse if drop else Response)
+            if drop:
+                return json_response(200, body, headers, DropResponse)
+            body, spoil = self._spoil(name, body)
+            return json_response(200, body, headers, spoil=spoil)
 
         return endpoint
 
@@ -226,6 +236,33 @@ class SimApp:
         if drop:
             self.stats.faults["drop"] += 1
         return drop
+
+    def _count_created(self, data: dict[str, Any]) -> None:
+        """Count an applied create by the item its metadata names; a chain's next is no create."""
+        meta = data.get("metadata")
+        item = meta.get(ITEM_KEY) if isinstance(meta, dict) else None
+        if isinstance(item, str) and not data.get("previous_response_id"):
+            self.stats.record_created(item)
+
+    def _spoil(
+        self, name: str, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], Literal["malformed", "truncated"] | None]:
+        """Spoil a share of applied answers' bodies, as the scenario says: the work is done."""
+        f = self.scenario.faults
+        completed = name == "responses.retrieve" and body.get("status") == "completed"
+        if completed and f.missing_output and self.faults_rng.random() < f.missing_output:
+            self.stats.faults["missing_output"] += 1
+            body = {k: v for k, v in body.items() if k != "output"}
+        if not (f.malformed or f.truncated) or _answer_class(name) not in f.bad_bodies_on:
+            return body, None
+        roll = self.faults_rng.random()
+        if roll < f.malformed:
+            self.stats.faults["malformed"] += 1
+            return body, "malformed"
+        if roll < f.malformed + f.truncated:
+            self.stats.faults["truncated"] += 1
+            return body, "truncated"
+        return body, None
 
     # routes
 
@@ -346,6 +383,13 @@ class SimApp:
             return json_response(400, SimError(400, f"Invalid reset: {exc}").body(), {})
         self.reset(scenario)
         return JSONResponse({"reset": True, "scenario": self.scenario.name})
+
+
+def _answer_class(name: str) -> Literal["create", "retrieve", "other"]:
+    """Return which of ``Faults.bad_bodies_on`` an endpoint's answers belong to."""
+    if name in _RUN_CREATES:
+        return "create"
+    return "retrieve" if name.endswith(".retrieve") else "other"
 
 
 def _segment(request: Request) -> Segment | None:

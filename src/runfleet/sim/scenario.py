@@ -214,12 +214,28 @@ class Faults(_Strict):
     # The request is applied, then the connection closes before the body is sent: the
     # client cannot know whether a create happened (why the SDK's retries are dangerous).
     drop: float = Field(default=0.0, ge=0, le=1)
+    # A 2xx answer whose body cannot be read, after the request was applied: ``malformed``
+    # is not JSON, ``truncated`` is cut short (its content-length agrees, so the read ends
+    # cleanly and only the parse fails). A create answered so did create its run.
+    malformed: float = Field(default=0.0, ge=0, le=1)
+    truncated: float = Field(default=0.0, ge=0, le=1)
+    # Which answers those two spoil: ``create`` (a response, a run, a thread and run),
+    # ``retrieve`` (polls), ``other`` (tool outputs, cancels, messages...).
+    bad_bodies_on: tuple[Literal["create", "retrieve", "other"], ...] = (
+        "create",
+        "retrieve",
+        "other",
+    )
+    # A retrieve of a completed response answered without its ``output`` field.
+    missing_output: float = Field(default=0.0, ge=0, le=1)
     storms: Storms = Storms()
 
     @model_validator(mode="after")
     def _sum(self) -> Faults:
         if self.error_500 + self.error_503 + self.drop > 1:
             raise ValueError("error_500 + error_503 + drop exceeds 1")
+        if self.malformed + self.truncated > 1:
+            raise ValueError("malformed + truncated exceeds 1")
         return self
 
 

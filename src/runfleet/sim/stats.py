@@ -38,6 +38,11 @@ class SimStats:
         self.peak = PeakWindow(60.0)
         self.per_second: Counter[int] = Counter()
         self.limited_per_second: Counter[int] = Counter()
+        self.created: Counter[str] = Counter()
+
+    def record_created(self, item: str) -> None:
+        """Count one applied create of a run that names its item (``runfleet_item``)."""
+        self.created[item] += 1
 
     def record(self, endpoint: str, now: float) -> None:
         """Count one API request as it arrives."""
@@ -53,6 +58,19 @@ class SimStats:
         self.rate_limited += 1
         self.limited_by[kind] += 1
         self.limited_per_second[int(now)] += 1
+
+    def items(self) -> dict[str, Any]:
+        """Return the creates counted per item: how many items, and those created more than once.
+
+        A client that marks each create with its item's id (in ``metadata``) can be held to
+        "nothing created twice silently": ``repeated`` must match what it says it re-created.
+        """
+        repeated = {item: n for item, n in sorted(self.created.items()) if n > 1}
+        return {
+            "created": len(self.created),
+            "extra_creates": sum(n - 1 for n in repeated.values()),
+            "repeated": repeated,
+        }
 
     def timeline(self, tokens: Counter[int] | None = None) -> dict[str, list[int]]:
         """Return requests, 429s and tokens per scenario second since the reset, for plots."""
@@ -97,6 +115,7 @@ class SimStats:
             "faults": dict(sorted(self.faults.items())),
             "peak_window": {"seconds": self.peak.length, "peak": self.peak.peak, "quota": rpm},
             "tokens": tokens.snapshot(now, self.peak.length),
+            "items": self.items(),
         }
         if timeline:
             out["timeline"] = self.timeline(tokens.per_second())

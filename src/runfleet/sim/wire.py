@@ -1,12 +1,12 @@
 """The simulator's answers on the wire: JSON in OpenAI's shapes, bad bodies, wrong methods and
-paths, and the connection dropped mid-body that fault injection asks for."""
+paths, and what fault injection asks for: the connection dropped mid-body, a body spoilt."""
 
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -40,10 +40,19 @@ class DropResponse(Response):
 
 
 def json_response(
-    status: int, body: dict[str, Any], headers: dict[str, str], cls: type[Response] = Response
+    status: int,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    cls: type[Response] = Response,
+    spoil: Literal["malformed", "truncated"] | None = None,
 ) -> Response:
-    """Answer with a compact JSON body, as OpenAI's servers send it."""
+    """Answer with a compact JSON body, as OpenAI's servers send it (or spoilt, as asked)."""
     data = json.dumps(body, separators=(",", ":")).encode()
+    if spoil == "malformed":
+        data = b"{,," + data[1:]  # stray commas: no JSON parser reads past the first byte
+    elif spoil == "truncated":
+        # Cut, with a content-length that agrees: the read ends cleanly, only the parse fails.
+        data = data[: len(data) // 2]
     return cls(data, status, headers, media_type="application/json")
 
 

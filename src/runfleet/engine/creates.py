@@ -1,0 +1,99 @@
+"""Creating a run when a create's fate can be unknown: each try marked, an ambiguous one counted.
+
+A create whose connection broke after it was sent, that timed out, or whose 2xx answer cannot
+be read may have been applied. OpenAI honours no idempotency key and Responses cannot be
+listed, so the fleet cannot find out; sending it again may start a second run, paid for. So
+each try carries its own nonce in ``metadata`` (beside the batch's item id), an ambiguous
+failure is counted and logged, and by policy the create is sent again with the run marked
+``recreated`` and why, or given up as :class:`~runfleet.errors.AmbiguousCreate`
+(invariant 8: nothing created twice silently). A failure before sending (no connection) or
+a refusal is no ambiguity: those follow :mod:`runfleet.engine.failures`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import secrets
+from typing import Any, Literal
+
+import anyio
+import httpx2
+import openai
+
+from ..errors import AmbiguousCreate, UnreadableBody
+from ..kinds.base import TRY_KEY, Observation, marked
+from ..logs import get_logger
+from ..stats import StatsCollector
+from .failures import Retrier, transient
+from .run import Tracked
+
+__all__ = ["Creator", "OnAmbiguous", "ambiguity"]
+
+log = get_logger(__name__)
+OnAmbiguous = Literal["retry", "fail"]
+
+# Failures that happen before a byte of the request left: nothing can have been applied.
+_NEVER_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
+
+
+def ambiguity(exc: BaseException) -> str | None:
+    """Return why a failed create may have been applied, or None when it surely was not."""
+    if isinstance(exc, UnreadableBody):
+        return "unreadable answer"
+    if not isinstance(exc, openai.APIConnectionError):  # a timeout is one too
+        return None
+    if isinstance(exc.__cause__, _NEVER_SENT):
+        return None
+    return "timed out" if isinstance(exc, openai.APITimeoutError) else "connection lost"
+
+
+class Creator:
+    """Send a run's create, again on transient errors, each try with its own nonce.
+
+    Args:
+        retrier: the backoff and the number of tries after the first.
+        stats: where ambiguous creates are counted.
+        on_ambiguous: ``"retry"`` sends an ambiguous create again and marks the run
+            recreated; ``"fail"`` ends the run with ``AmbiguousCreate``.
+    """
+
+    def __init__(
+        self, *, retrier: Retrier, stats: StatsCollector, on_ambiguous: OnAmbiguous
+    ) -> None:
+        self._retrier = retrier
+        self._stats = stats
+        self._on_ambiguous = on_ambiguous
+
+    async def create(self, run: Tracked, spec: Any) -> Observation:
+        """Create ``run`` from ``spec``; return the create's observation.
+
+        Raises:
+            AmbiguousCreate: a try may have been applied and policy, or the tries left, say
+                not to send it again.
+            Exception: the last try's error when none was ambiguous.
+        """
+        for attempt in itertools.count():
+            nonce = secrets.token_hex(8)
+            sent = dataclasses.replace(spec, metadata=marked(spec.metadata, **{TRY_KEY: nonce}))
+            run.requests += 1
+            try:
+                return await run.kind.start(sent, run.ref)
+            except Exception as exc:
+                why = ambiguity(exc)
+                last = not transient(exc) or attempt >= self._retrier.max_retries
+                if why is not None:
+                    self._stats.ambiguous_creates += 1
+                    log.warning(
+                        "create_ambiguous", kind=run.kind.name, nonce=nonce, reason=why,
+                        policy=self._on_ambiguous, error=str(exc),
+                    )  # fmt: skip
+                    if last or self._on_ambiguous == "fail":
+                        raise AmbiguousCreate(run.ref.id or "-", why) from exc
+                    # The next try may start a second copy: the run says so from now on.
+                    run.recreated_why = run.recreated_why or why
+                if last:
+                    raise
+                log.info("request_retried", run_id="-", attempt=attempt + 1, error=str(exc))
+                await anyio.sleep(self._retrier.delay(attempt + 1))
+        raise AssertionError("unreachable")
