@@ -19,6 +19,7 @@ from runfleet import (
     ResponseSpec,
     RunCancelled,
     RunDetached,
+    RunError,
     RunExpired,
     RunFailed,
     RunfleetError,
@@ -441,3 +442,32 @@ def test_tool_definitions_are_the_fleets_own_tools_in_either_wire_shape() -> Non
     assert [d["name"] for d in fleet.tool_definitions("responses")] == ["get_weather"]
     (assistants,) = fleet.tool_definitions("assistants")
     assert assistants["function"]["name"] == "get_weather"
+
+
+async def test_a_callers_raising_hooks_end_no_other_run_and_never_the_loop(
+    start_sim: StartSim,
+) -> None:
+    """A done-callback that raises is logged; an ``on_ids`` hook that raises ends its own run
+    (it was never journaled as its submitter wanted) and nothing else."""
+
+    def bad_callback(handle: RunHandle) -> None:
+        raise RuntimeError("caller's bug")
+
+    def bad_hook(handle: RunHandle) -> None:
+        raise RuntimeError("caller's hook")
+
+    scenario = {**FAST, "outcomes": {"failed": 0.0}}
+    with capture_logs() as logs:
+        async with start_sim(scenario) as sim, fleet_on(sim) as fleet:
+            first = await fleet.submit_response(model="m", input="a")
+            first.add_done_callback(bad_callback)
+            hooked = await fleet.submit(ResponseSpec("m", "b"), on_ids=bad_hook)
+            healthy = await fleet.submit_response(model="m", input="c")
+            assert (await first).text
+            with pytest.raises(RunError, match="caller's hook"):
+                await hooked
+            assert (await healthy).text
+            again = await fleet.respond(model="m", input="d")  # the loop still runs
+    assert again.text
+    failed = [e for e in logs if e["event"] == "done_callback_failed"]
+    assert [e["run_id"] for e in failed] == [first.id]

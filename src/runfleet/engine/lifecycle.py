@@ -20,10 +20,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ..admission.gate import RequestGate, Ticket
-from ..errors import (
-    RunCancelled,
-    RunfleetError,
-)
+from ..errors import RunCancelled, RunError, RunfleetError
 from ..kinds.base import Kind, RunRef
 from ..logs import get_logger
 from ..polling.learning import RunTimes
@@ -217,11 +214,11 @@ class Engine:
             self._router.end(run, None, RunCancelled(run.ref.id or "-", "submission cancelled"))
             raise
         log.debug("run_submitted", run_id=run.ref.id, kind=kind.name)
-        run.ids_changed()
         try:
+            run.ids_changed()  # the submitter's hook: if it raises, this run ends, no other
             await self._router.route(run, obs)
         except Exception as exc:
-            self._router.failed(run, exc)
+            self._failed(run, exc)
         return run.handle, None
 
     def attach(
@@ -277,12 +274,20 @@ class Engine:
             run.errors = 0
             await self._router.route(run, obs)
         except Exception as exc:  # CancelledError is a BaseException and passes through
-            self._router.failed(run, exc)
+            self._failed(run, exc)
         finally:
             run.busy = False
             if run.woken and self._runs.tracking(run):
                 run.woken = False
                 self._pacer.poll_at(run, self.now())
+
+    def _failed(self, run: Tracked, exc: Exception) -> None:
+        """Apply the failure policy; a bug in it ends this run, never the loop (invariant 3)."""
+        try:
+            self._router.failed(run, exc)
+        except Exception as bug:
+            log.exception("run_internal_error", run_id=run.ref.id)
+            self._router.end(run, None, RunError(run.ref.id, f"failed inside runfleet: {bug!r}"))
 
     # -- the ends of a run ---------------------------------------------------------------------
 

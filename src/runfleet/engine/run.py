@@ -15,9 +15,12 @@ import anyio
 
 from ..errors import RunfleetError
 from ..kinds.base import Kind, Observation, RunRef, RunState
+from ..logs import get_logger
 from ..results import RunFigures, RunResult, ToolRound
 
 __all__ = ["Tracked"]
+
+log = get_logger(__name__)
 
 
 @dataclass(eq=False, slots=True)
@@ -113,7 +116,10 @@ class Tracked:
         self.done.set()
         callbacks, self.callbacks = self.callbacks, []
         for fn in callbacks:
-            fn(self.handle)
+            try:
+                fn(self.handle)
+            except Exception:  # the caller's bug must not end the loop that ends every run
+                log.exception("done_callback_failed", run_id=self.ref.id)
         return True
 
     def ids_changed(self) -> None:
