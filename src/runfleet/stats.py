@@ -47,6 +47,10 @@ class FleetStats:
             tool name (each tool's first is logged as ``tool_blocks_loop``).
         peak_minute, peak_second: the most requests sent in any 60 s and any 1 s of the loop
             clock so far, exact (a window of the last 60 s and 1 s is kept, not sampled).
+        tokens_last_minute: tokens held against the token limit now: reserved by requests
+            sent in the last 60 s (settled to their real usage once known) or still in flight.
+        token_limit: the tokens per minute in force (configured or learned), or None.
+        tokens: the token budget's own snapshot (``TokenStats``), or None.
     """
 
     requests: Mapping[str, int]
@@ -68,6 +72,9 @@ class FleetStats:
     tool_blocks: Mapping[str, int] = field(default_factory=dict)
     peak_minute: int = 0
     peak_second: int = 0
+    tokens_last_minute: float = 0.0
+    token_limit: float | None = None
+    tokens: Any = None
 
 
 def quantile(ordered: Sequence[float], q: float) -> float:
@@ -142,8 +149,10 @@ class StatsCollector:
             recent.popleft()
         return len(recent)
 
-    def snapshot(self, now: float, in_flight: Mapping[str, int], quota: Any) -> FleetStats:
-        """Return the figures so far."""
+    def snapshot(
+        self, now: float, in_flight: Mapping[str, int], quota: Any, tokens: Any = None
+    ) -> FleetStats:
+        """Return the figures so far; ``tokens`` is the token budget's snapshot, if any."""
         total = sum(self.requests.values())
         done = sum(self.finished.values())
         lat = sorted(self.latencies)
@@ -168,4 +177,7 @@ class StatsCollector:
             tool_blocks=dict(sorted(self.tool_blocks.items())),
             peak_minute=self.peak_minute,
             peak_second=self.peak_second,
+            tokens_last_minute=tokens.last_minute if tokens is not None else 0.0,
+            token_limit=tokens.limit if tokens is not None else None,
+            tokens=tokens,
         )
