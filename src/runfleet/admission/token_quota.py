@@ -281,8 +281,13 @@ class TokenQuota:
 
     def on_rate_limited(self, retry_after: float | None) -> None:
         """Pause token-costing requests after a token 429; polls go on."""
-        self.budget.on_rate_limited(self._now(), retry_after)
-        log.warning("token_quota_paused", retry_after=retry_after)
+        now = self._now()
+        echo = now < self.budget.paused_until  # one already in flight when the first came back
+        self.budget.on_rate_limited(now, retry_after)
+        if echo:
+            log.debug("token_quota_paused", retry_after=retry_after)
+        else:
+            log.warning("token_quota_paused", retry_after=retry_after)
 
     def on_too_large(self) -> None:
         """Count a request the server refused as too large for the whole limit."""
