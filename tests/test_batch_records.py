@@ -21,7 +21,7 @@ from runfleet import (
 from runfleet.batch.files import encode_line
 from runfleet.batch.records import BatchItem, InvalidLine, OutputLine
 from runfleet.batch.report import Tally
-from runfleet.results import RunFigures, RunResult, ToolRound
+from runfleet.results import RunFigures, RunResult, TokenUsage, ToolRound
 from runfleet.tools import ToolCall, ToolOutput
 
 ITEM = BatchItem("q1", 3, "Weather in Oslo?")
@@ -38,14 +38,17 @@ def test_a_completed_line_is_written_byte_for_byte_as_before() -> None:
         raw=None,
         tool_rounds=(ToolRound((call,), (ToolOutput("call_1", "sunny"),)),),
         figures=FIGURES,
+        usage=TokenUsage(12, 30),
     )
     line = OutputLine.of_result(ITEM, result, recreated=False, resumed=True)
+    assert OutputLine.from_data(line.data()) == line
     assert encode_line(line) == (
         '{"id":"q1","line":3,"kind":"responses","recreated":false,"resumed":true,'
         '"status":"completed","text":"Sunny ☀","tool_rounds":[[{"name":"get_weather",'
         '"arguments":"{\\"city\\": \\"Oslo\\"}","output":"sunny"}]],"error":null,'
         '"figures":{"requests":5,"polls":3,"queued_s":0.123,"running_s":1.0,"total_s":1.124,'
-        '"detection_latency_s":0.0},"response_id":"resp_2","thread_id":null,"run_id":null}\n'
+        '"detection_latency_s":0.0},"usage":{"input_tokens":12,"output_tokens":30,'
+        '"total_tokens":42},"response_id":"resp_2","thread_id":null,"run_id":null}\n'
     )
 
 
@@ -85,7 +88,7 @@ def test_an_error_line_says_the_errors_outcome(
     assert list(data) == [
         "id", "line", "kind", "recreated", "recreated_reason", "resumed", "status", "text",
         "tool_rounds",
-        "error", "figures", "response_id", "thread_id", "run_id",
+        "error", "figures", "usage", "response_id", "thread_id", "run_id",
     ]  # fmt: skip
 
 

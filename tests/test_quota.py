@@ -424,6 +424,7 @@ async def test_a_lower_server_limit_is_adopted_and_logged() -> None:
     stats = quota.stats()
     assert (stats.effective_rpm, stats.burst, stats.server_remaining) == (1200, 15, 7)
     quota.observe({"x-ratelimit-limit-requests": "9000"})
+    logs = [entry for entry in logs if entry["event"].startswith("quota_")]
     assert logs[0] == {
         "event": "quota_limit_learned",
         "log_level": "info",

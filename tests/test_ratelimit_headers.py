@@ -8,6 +8,7 @@ from structlog.testing import capture_logs
 
 from runfleet.admission.headers import (
     RateLimitHeaders,
+    limit_hit,
     parse_go_duration,
     parse_rate_limit_headers,
     retry_after_seconds,
@@ -121,3 +122,30 @@ def test_httpx_headers_are_read_case_insensitively_without_a_copy() -> None:
     assert parsed.limit == 600
     assert parsed.reset == pytest.approx(0.12)
     assert retry_after_seconds(httpx2.Headers({"Retry-After-Ms": "250"})) == pytest.approx(0.25)
+
+
+def test_token_headers_are_read_like_the_request_ones() -> None:
+    headers = {
+        "x-ratelimit-limit-tokens": "40000",
+        "x-ratelimit-remaining-tokens": "38800",
+        "x-ratelimit-reset-tokens": "1.8s",
+        "x-ratelimit-limit-requests": "3000",
+    }
+    assert parse_rate_limit_headers(headers, "tokens") == RateLimitHeaders(40_000, 38_800, 1.8)
+
+
+@pytest.mark.parametrize(
+    ("error_type", "message", "hit"),
+    [
+        ("tokens", "Rate limit reached for m on tokens per min (TPM): Limit 1", "tokens"),
+        ("requests", "Rate limit reached for m on requests per min (RPM): Limit 1", "requests"),
+        (None, "Rate limit reached for m in org-x on tokens per min (TPM): Limit 9", "tokens"),
+        ("tokens", "Request too large for m on tokens per min (TPM): Limit 10", "too_large"),
+        (None, "Too many requests", "requests"),
+        (None, None, "requests"),
+    ],
+)  # fmt: skip
+def test_a_429_says_which_limit_it_hit_by_type_or_message(
+    error_type: str | None, message: str | None, hit: str
+) -> None:
+    assert limit_hit(error_type, message) == hit

@@ -181,6 +181,12 @@ def _batch_parser(sub: Any) -> None:
         "x-ratelimit-limit-requests, read from one request before starting)",
     )
     batch.add_argument(
+        "--tpm",
+        type=_positive,
+        help="tokens per minute never to exceed (default: the server's "
+        "x-ratelimit-limit-tokens, learned from its answers)",
+    )
+    batch.add_argument(
         "--max-in-flight", type=int, default=200, help="runs alive at once (default: 200)"
     )
     batch.add_argument(
@@ -253,6 +259,7 @@ def _batch(args: argparse.Namespace) -> int:
             model=args.model,
             assistant=args.assistant,
             rpm=args.rpm,
+            tpm=args.tpm,
             max_in_flight=args.max_in_flight,
             timeout=args.timeout,
             tools=tools,

@@ -12,6 +12,7 @@
     │   ├── RunIncomplete         ended ``incomplete`` (reason)
     │   ├── RunNotFound           the server does not know the id (404)
     │   ├── RunRejected           the server refused to start it (4xx on create)
+    │   │   └── RequestTooLarge   its tokens exceed the whole token limit: no wait cures it
     │   ├── AmbiguousCreate       its create may or may not have been applied
     │   └── ToolError             a tool call failed and policy fails the run
     ├── UnreadableBody            a 2xx answer that cannot be read (retried like a 5xx)
@@ -34,6 +35,7 @@ __all__ = [
     "FleetClosed",
     "QuotaError",
     "QuotaExhausted",
+    "RequestTooLarge",
     "RunCancelled",
     "RunDetached",
     "RunError",
@@ -150,6 +152,26 @@ class RunRejected(RunError):
     def __init__(self, status: int, message: str) -> None:
         self.status = status
         super().__init__("-", f"refused to start (HTTP {status}): {message}")
+
+
+class RequestTooLarge(RunRejected):
+    """Raised when one request needs more tokens than the whole token limit allows.
+
+    Nothing else waits on it: the fleet refuses it before it queues when it knows the limit,
+    and the server's "Request too large" 429 ends it without a retry.
+    """
+
+    outcome = "too_large"
+
+    def __init__(self, tokens: float | None, limit: float | None, message: str = "") -> None:
+        self.tokens = tokens
+        self.limit = limit
+        if not message:
+            message = (
+                f"needs an estimated {tokens:,.0f} tokens, more than the whole limit of "
+                f"{limit:,.0f} tokens per minute; shorten its input or lower max_output_tokens"
+            )
+        super().__init__(429, message)
 
 
 class AmbiguousCreate(RunError):

@@ -56,6 +56,11 @@ class Fleet:
     Args:
         client: the SDK client; its key is read when it is created.
         rpm: requests per minute never to exceed in any 60 s window.
+        tpm: tokens per minute never to exceed in any 60 s window. Creates and tool outputs
+            reserve their estimated tokens (text / 4 plus ``max_output_tokens``, or 1,000)
+            and give back what their run's ``usage`` did not use; polls cost none and never
+            wait for tokens. None (the default) learns the limit from the server's
+            ``x-ratelimit-limit-tokens``.
         burst: requests that may go at once (default: one second's share of ``rpm``).
         tools: tool handlers (``@tool`` functions or plain functions).
         concurrency: requests in flight at once; keep it at or under the HTTP client's
@@ -86,8 +91,8 @@ class Fleet:
         safety_poll: seconds between safety-net polls of a run covered by webhooks.
 
     Raises:
-        ValueError: ``rpm``, ``burst``, ``concurrency`` or ``safety_poll`` out of range, or
-            a client without a key.
+        ValueError: ``rpm``, ``tpm``, ``burst``, ``concurrency`` or ``safety_poll`` out of
+            range, or a client without a key.
     """
 
     def __init__(
@@ -95,6 +100,7 @@ class Fleet:
         client: AsyncOpenAI,
         *,
         rpm: float,
+        tpm: float | None = None,
         burst: float | None = None,
         tools: Iterable[Any] = (),
         concurrency: int = 64,
@@ -129,7 +135,9 @@ class Fleet:
                 "before creating it; the key is read when the client is created"
             )
         self._client = client.with_options(max_retries=0)
-        self._quota = quota if quota is not None else RequestQuota(rpm, burst=burst)
+        if quota is not None and tpm is not None:
+            raise ValueError("tpm cannot be set beside a shared quota: set it on the quota")
+        self._quota = quota if quota is not None else RequestQuota(rpm, burst=burst, tpm=tpm)
         self._stats = StatsCollector()
         gate = RequestGate(self._quota, self._stats, concurrency=concurrency)
         self._kinds: dict[str, Kind] = {
@@ -387,8 +395,9 @@ class Fleet:
 
     def stats(self) -> FleetStats:
         """Return a snapshot of requests, runs and latency so far."""
+        quota = self._quota.stats()
         return self._stats.snapshot(
-            self._engine.now(), self._engine.in_flight(), self._quota.stats()
+            self._engine.now(), self._engine.in_flight(), quota, quota.tokens
         )
 
     @property

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from .tools import ToolCall, ToolOutput
 
-__all__ = ["RunFigures", "RunResult", "ToolRound"]
+__all__ = ["RunFigures", "RunResult", "TokenUsage", "ToolRound"]
 
 Kind = Literal["responses", "assistants"]
 
@@ -43,6 +43,24 @@ class RunFigures:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """Tokens a run used as the server reported them, every response of a chain summed."""
+
+    input_tokens: int
+    output_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        """Input and output together: what counts against tokens per minute."""
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class RunResult:
     """A run that reached a terminal state the caller can use.
 
@@ -57,6 +75,7 @@ class RunResult:
         thread_id: the thread of an Assistants run.
         response_ids: every response id of a Responses chain, first to last.
         tag: whatever the caller attached at submission (e.g. a batch item's id).
+        usage: the tokens the server reported (None if it reported none).
     """
 
     kind: Kind
@@ -69,3 +88,4 @@ class RunResult:
     thread_id: str | None = None
     response_ids: tuple[str, ...] = ()
     tag: Any = None
+    usage: TokenUsage | None = None

@@ -49,6 +49,10 @@ class FleetStats:
             clock so far, exact (a window of the last 60 s and 1 s is kept, not sampled).
         ambiguous_creates: creates that may have been applied though no readable answer came
             (sent again and the run marked, or failed as ``AmbiguousCreate``, by policy).
+        tokens_last_minute: tokens held against the token limit now: reserved by requests
+            sent in the last 60 s (settled to their real usage once known) or still in flight.
+        token_limit: the tokens per minute in force (configured or learned), or None.
+        tokens: the token budget's own snapshot (``TokenStats``), or None.
     """
 
     requests: Mapping[str, int]
@@ -71,6 +75,9 @@ class FleetStats:
     peak_minute: int = 0
     peak_second: int = 0
     ambiguous_creates: int = 0
+    tokens_last_minute: float = 0.0
+    token_limit: float | None = None
+    tokens: Any = None
 
 
 def quantile(ordered: Sequence[float], q: float) -> float:
@@ -146,8 +153,10 @@ class StatsCollector:
             recent.popleft()
         return len(recent)
 
-    def snapshot(self, now: float, in_flight: Mapping[str, int], quota: Any) -> FleetStats:
-        """Return the figures so far."""
+    def snapshot(
+        self, now: float, in_flight: Mapping[str, int], quota: Any, tokens: Any = None
+    ) -> FleetStats:
+        """Return the figures so far; ``tokens`` is the token budget's snapshot, if any."""
         total = sum(self.requests.values())
         done = sum(self.finished.values())
         lat = sorted(self.latencies)
@@ -173,4 +182,7 @@ class StatsCollector:
             peak_minute=self.peak_minute,
             peak_second=self.peak_second,
             ambiguous_creates=self.ambiguous_creates,
+            tokens_last_minute=tokens.last_minute if tokens is not None else 0.0,
+            token_limit=tokens.limit if tokens is not None else None,
+            tokens=tokens,
         )

@@ -6,12 +6,16 @@ against other requests when the quota is short, so no caller handles priorities 
 Invariant 1 of the design lives here: nothing reaches the server without passing the quota
 first, and every answer — success or error — feeds the quota what the server said about its
 limits. The SDK's own retries are off on the fleet's client, so this is the only path.
+
+A request that runs the model first reserves its tokens (:meth:`RequestGate.reserve_tokens`,
+waiting in the quota's token half), then passes the request quota like any other; a 429 is
+read for which limit it hit, so a token 429 pauses creates and tool outputs, never polls.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -19,9 +23,11 @@ import anyio
 import openai
 from openai._legacy_response import LegacyAPIResponse
 
-from ..errors import UnreadableBody
+from ..errors import RequestTooLarge, UnreadableBody
 from ..stats import StatsCollector
+from .headers import limit_hit
 from .quota import Priority, RequestQuota
+from .token_quota import Reservation, TokenCost
 
 __all__ = ["Outcome", "RequestGate", "RequestKind", "Ticket"]
 
@@ -130,41 +136,82 @@ class RequestGate:
             raise
         return ticket
 
+    async def reserve_tokens(self, cost: TokenCost) -> Reservation:
+        """Wait until a request estimated at ``cost`` may spend its tokens; hold them.
+
+        Call it before :meth:`send` for a request that runs the model (a create, tool outputs)
+        and pass the reservation along. It waits in the token half of the quota, apart from
+        the request queue, so no poll waits behind it.
+
+        Raises:
+            RequestTooLarge: the estimate alone exceeds the whole token limit.
+        """
+        return await self.quota.tokens.reserve(cost)
+
+    def settle_tokens(
+        self, reservations: Sequence[Reservation], input_tokens: int, output_tokens: int
+    ) -> None:
+        """Settle a run's reservations with the ``usage`` the server reported for them."""
+        self.quota.tokens.settle(reservations, input_tokens, output_tokens)
+
     async def send(
         self,
         kind: RequestKind | Ticket,
         call: Callable[[], Awaitable[LegacyAPIResponse[T]]],
+        *,
+        tokens: Reservation | None = None,
     ) -> tuple[T, Any]:
         """Send one request through the quota; return the parsed body and the headers.
 
         ``kind`` is what the request is for (it is admitted here, behind its priority), or a
-        :class:`Ticket` already admitted by :meth:`admit` (spent by this call).
+        :class:`Ticket` already admitted by :meth:`admit` (spent by this call). ``tokens`` is
+        the request's reservation (:meth:`reserve_tokens`): stamped when the request leaves,
+        given back whole if the server refuses it, or if it never leaves.
 
         Raises:
+            RequestTooLarge: the server said the request alone exceeds its token limit.
             openai.APIError: the request failed; it was counted and the quota told.
             UnreadableBody: a 2xx answer came back that cannot be parsed.
         """
         if isinstance(kind, Ticket):
             try:
-                return await self._send(kind.kind, call)
+                return await self._send(kind.kind, call, tokens)
             finally:
                 kind.release()
-        await self.quota.acquire(_PRIORITY[kind])
+        try:
+            await self.quota.acquire(_PRIORITY[kind])
+        except BaseException:
+            if tokens is not None:
+                tokens.release()
+            raise
         async with self.limiter:
-            return await self._send(kind, call)
+            return await self._send(kind, call, tokens)
 
     async def _send(
-        self, kind: RequestKind, call: Callable[[], Awaitable[LegacyAPIResponse[T]]]
+        self,
+        kind: RequestKind,
+        call: Callable[[], Awaitable[LegacyAPIResponse[T]]],
+        tokens: Reservation | None,
     ) -> tuple[T, Any]:
         self.stats.request_started(kind, asyncio.get_running_loop().time())
+        if tokens is not None:
+            tokens.sent()
         try:
             raw = await call()
         except openai.APIStatusError as exc:
             self.stats.request_done(classify(exc))
-            # A 429 pauses every admission until its retry-after (the quota reads it).
-            self.quota.observe(exc.response.headers, status=exc.status_code)
+            if tokens is not None:
+                tokens.release()  # a refused request is charged nothing
+            # A 429 pauses what its limit covers until its retry-after (the quota reads it).
+            hit = limit_hit(exc.type, exc.message) if exc.status_code == 429 else "requests"
+            self.quota.observe(exc.response.headers, status=exc.status_code, limit=hit)
+            if hit == "too_large":
+                charged = tokens.charged if tokens is not None else None
+                limit = self.quota.tokens.budget.limit
+                raise RequestTooLarge(charged, limit, exc.message) from exc
             raise
         except openai.APIError as exc:
+            # A dropped or cancelled request may have been charged: its tokens stay counted.
             self.stats.request_done(classify(exc))
             raise
         self.quota.observe(raw.headers, status=raw.status_code)

@@ -1,4 +1,4 @@
-"""Read what the server says about its request limit: ``x-ratelimit-*`` and ``retry-after``.
+"""Read what the server says about its limits: ``x-ratelimit-*``, ``retry-after``, 429 bodies.
 
 The configured rpm is the user's guess; these headers are the account's real limit, so the quota
 learns from every response. Headers come from any OpenAI-compatible server, so a value this
@@ -12,17 +12,20 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from ..logs import get_logger
 
 __all__ = [
     "LIMIT_REQUESTS",
+    "LIMIT_TOKENS",
     "REMAINING_REQUESTS",
     "RESET_REQUESTS",
     "RETRY_AFTER",
     "RETRY_AFTER_MS",
+    "LimitHit",
     "RateLimitHeaders",
+    "limit_hit",
     "parse_go_duration",
     "parse_rate_limit_headers",
     "retry_after_seconds",
@@ -35,6 +38,7 @@ _T = TypeVar("_T")
 LIMIT_REQUESTS = "x-ratelimit-limit-requests"
 REMAINING_REQUESTS = "x-ratelimit-remaining-requests"
 RESET_REQUESTS = "x-ratelimit-reset-requests"
+LIMIT_TOKENS = "x-ratelimit-limit-tokens"
 RETRY_AFTER_MS = "retry-after-ms"
 RETRY_AFTER = "retry-after"
 
@@ -90,23 +94,47 @@ class RateLimitHeaders:
     reset: float | None = None
 
 
-def parse_rate_limit_headers(headers: Mapping[str, str]) -> RateLimitHeaders:
-    """Read the ``x-ratelimit-*-requests`` headers; each unreadable one is skipped on its own.
-
-    Only the request headers are read: the fleet budgets requests, and token limits show up as
-    429s, which the quota handles whatever their cause.
-    """
+def parse_rate_limit_headers(
+    headers: Mapping[str, str], resource: Literal["requests", "tokens"] = "requests"
+) -> RateLimitHeaders:
+    """Read the ``x-ratelimit-*-requests`` (or ``-tokens``) headers; each unreadable one is
+    skipped on its own, so a server that sends only some of them still teaches what it sends."""
     lowered = _lowercase(headers)
-    limit = _read(lowered, LIMIT_REQUESTS, _parse_count)
+    limit_name = f"x-ratelimit-limit-{resource}"
+    limit = _read(lowered, limit_name, _parse_count)
     if limit is not None and limit <= 0:
         # A zero limit would stop the fleet for good; no real account has one, so it is noise.
-        log.debug("rate_limit_header_ignored", header=LIMIT_REQUESTS, value=lowered[LIMIT_REQUESTS])
+        log.debug("rate_limit_header_ignored", header=limit_name, value=lowered[limit_name])
         limit = None
     return RateLimitHeaders(
         limit=limit,
-        remaining=_read(lowered, REMAINING_REQUESTS, _parse_count),
-        reset=_read(lowered, RESET_REQUESTS, parse_go_duration),
+        remaining=_read(lowered, f"x-ratelimit-remaining-{resource}", _parse_count),
+        reset=_read(lowered, f"x-ratelimit-reset-{resource}", parse_go_duration),
     )
+
+
+LimitHit = Literal["requests", "tokens", "too_large"]
+"""Which limit a 429 was about: each asks for a different answer (see :func:`limit_hit`)."""
+
+
+def limit_hit(error_type: object, message: object) -> LimitHit:
+    """Return which limit a 429 hit, from its body's ``type`` or, failing that, its message.
+
+    The answers differ: a requests 429 pauses everything, a tokens 429 only what costs tokens
+    (polls cost none), and "Request too large" is a request no wait will ever admit. The body's
+    ``type`` says requests or tokens on OpenAI; compatible servers may send only the message
+    ("... on tokens per min (TPM) ..."), so that is read too. Anything else counts as requests,
+    the answer that can never overspend.
+    """
+    text = message if isinstance(message, str) else ""
+    if "request too large" in text.lower():
+        return "too_large"
+    if error_type == "tokens" or (error_type != "requests" and _TOKENS_MESSAGE.search(text)):
+        return "tokens"
+    return "requests"
+
+
+_TOKENS_MESSAGE = re.compile(r"tokens per min|\bTPM\b", re.IGNORECASE)
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 
 from ..logs import get_logger
 from .bucket import AdmissionBucket, LeakyBucket, RateGovernor
-from .headers import parse_rate_limit_headers, retry_after_seconds
+from .headers import LimitHit, parse_rate_limit_headers, retry_after_seconds
 from .priority import AdmissionQueue, Priority
+from .token_quota import TokenQuota, TokenStats
 
 __all__ = ["Priority", "QuotaStats", "RequestQuota"]
 
@@ -46,6 +47,7 @@ class QuotaStats:
     rate_limited: int
     consecutive_rate_limits: int
     exhausted: bool
+    tokens: TokenStats | None = None
 
     @property
     def waiting_total(self) -> int:
@@ -89,9 +91,13 @@ class RequestQuota:
             default, a half, alternates them.
         max_consecutive_rate_limits: give up after this many back-offs without a success.
         bucket: where admission is decided; a private :class:`LeakyBucket` by default.
+        tpm: tokens per minute never to exceed in any 60 s window; None (the default) learns
+            the limit from ``x-ratelimit-limit-tokens``. Token-costing requests wait for it
+            in :attr:`tokens` before they queue here, so polls never wait for tokens.
 
     Raises:
-        ValueError: a setting is out of range (rpm not above 1, burst not in [1, rpm), ...).
+        ValueError: a setting is out of range (rpm not above 1, burst not in [1, rpm), tpm
+            not positive, ...).
     """
 
     def __init__(
@@ -109,7 +115,10 @@ class RequestQuota:
         create_share: float = 0.5,
         max_consecutive_rate_limits: int | None = None,
         bucket: AdmissionBucket | None = None,
+        tpm: float | None = None,
     ) -> None:
+        self.tokens = TokenQuota(tpm)
+        """The token half of the door: creates and tool outputs reserve tokens here first."""
         self._governor = RateGovernor(
             rpm,
             burst=burst,
@@ -164,13 +173,28 @@ class RequestQuota:
                 await self._bucket.fill(governor.paused_until, rate)
         return await self._bucket.reserve(now, rate)
 
-    def observe(self, headers: Mapping[str, str], *, status: int | None = None) -> None:
+    def observe(
+        self,
+        headers: Mapping[str, str],
+        *,
+        status: int | None = None,
+        limit: LimitHit = "requests",
+    ) -> None:
         """Learn from one response's headers; call it for every response, 429s included.
 
         With ``status``, a 429 also pauses the quota (as :meth:`on_rate_limited` with the
         response's ``retry-after-ms``/``retry-after``), and any other status below 500 counts
-        as a success that ends a run of consecutive 429s.
+        as a success that ends a run of consecutive 429s. ``limit`` says which limit a 429 hit
+        (:func:`~runfleet.admission.headers.limit_hit`): a tokens 429 pauses only what costs
+        tokens, and "request too large" pauses nothing (that request alone fails).
         """
+        self.tokens.observe(headers)
+        if status == 429 and limit != "requests":
+            if limit == "tokens":
+                self.tokens.on_rate_limited(retry_after_seconds(headers))
+            else:
+                self.tokens.on_too_large()
+            status = None  # the request limit was not what refused it
         now = self._now()
         governor = self._governor
         limit_before, paused_before = governor.limit, governor.paused_until
@@ -241,6 +265,7 @@ class RequestQuota:
             rate_limited=governor.rate_limited,
             consecutive_rate_limits=governor.consecutive_rate_limits,
             exhausted=self._queue.exhausted is not None,
+            tokens=self.tokens.stats(),
         )
 
     def __repr__(self) -> str:

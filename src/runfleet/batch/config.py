@@ -22,6 +22,7 @@ class BatchConfig:
     model: str | None = None
     assistant: str | None = None
     rpm: float | None = None
+    tpm: float | None = None
     max_in_flight: int = 200
     timeout: float | None = None
     tools: tuple[Any, ...] = ()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import RunError, RunFailed, RunfleetError, RunIncomplete, RunRejected
-from ..results import RunFigures, RunResult
+from ..results import RunFigures, RunResult, TokenUsage
 
 __all__ = ["INVALID", "BatchItem", "InvalidLine", "OutputLine", "ToolExchange"]
 
@@ -93,6 +93,7 @@ class OutputLine:
     error_code: str | None = None
     error_message: str | None = None
     figures: RunFigures | None = None
+    usage: TokenUsage | None = None
     response_id: str | None = None
     thread_id: str | None = None
     run_id: str | None = None
@@ -121,6 +122,7 @@ class OutputLine:
             text=result.text,
             tool_rounds=rounds,
             figures=_rounded(result.figures),
+            usage=result.usage,
             response_id=result.id if result.kind == "responses" else None,
             thread_id=result.thread_id,
             run_id=result.id if result.kind == "assistants" else None,
@@ -161,6 +163,8 @@ class OutputLine:
                 f["requests"], f["polls"], f["queued_s"], f["running_s"], f["total_s"],
                 f["detection_latency_s"],
             )  # fmt: skip
+        u = data.get("usage")
+        usage = None if u is None else TokenUsage(u["input_tokens"], u["output_tokens"])
         return cls(
             id=str(data["id"]),
             line=int(data["line"]),
@@ -177,6 +181,7 @@ class OutputLine:
             error_code=error["code"] if error else None,
             error_message=error["message"] if error else None,
             figures=figures,
+            usage=usage,
             response_id=data.get("response_id"),
             thread_id=data.get("thread_id"),
             run_id=data.get("run_id"),
@@ -220,6 +225,13 @@ class OutputLine:
                 "running_s": f.running,
                 "total_s": f.total,
                 "detection_latency_s": f.detection_latency,
+            },
+            "usage": None
+            if self.usage is None
+            else {
+                "input_tokens": self.usage.input_tokens,
+                "output_tokens": self.usage.output_tokens,
+                "total_tokens": self.usage.total_tokens,
             },
             "response_id": self.response_id,
             "thread_id": self.thread_id,

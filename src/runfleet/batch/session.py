@@ -153,7 +153,8 @@ class BatchSession:
         with self._signals():
             with self.stop_now:
                 async with Fleet(
-                    client, rpm=self.rpm, burst=burst, tools=cfg.tools, timeout=cfg.timeout,
+                    client, rpm=self.rpm, tpm=cfg.tpm, burst=burst, tools=cfg.tools,
+                    timeout=cfg.timeout,
                     policy=policy,
                     on_exit="detach",
                 ) as fleet:  # fmt: skip

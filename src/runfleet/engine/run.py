@@ -106,6 +106,7 @@ class Tracked:
             thread_id=self.ref.thread_id,
             response_ids=tuple(self.ref.chain),
             tag=self.tag,
+            usage=self.ref.used,
         )
 
     def end(self, result: RunResult | None, error: RunfleetError | None) -> bool:

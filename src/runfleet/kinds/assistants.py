@@ -15,10 +15,12 @@ from openai import AsyncOpenAI
 from openai.types.beta.threads import Run
 
 from ..admission.gate import RequestGate, RequestKind, Ticket
+from ..admission.token_quota import TokenCost
 from ..errors import UnreadableBody
 from ..logs import get_logger
+from ..results import TokenUsage
 from ..tools import ToolCall, ToolOutput
-from .base import Observation, RunRef, RunState
+from .base import Observation, RunRef, RunState, output_reservation, texts_in
 from .responses import poll_after
 
 __all__ = ["AssistantRunSpec", "AssistantsKind"]
@@ -107,6 +109,24 @@ class AssistantsKind:
         """Runs are learned per assistant: its model and instructions make its times."""
         return (self.name, spec.assistant_id)
 
+    def estimate(self, spec: AssistantRunSpec) -> TokenCost:
+        """A run reads its instructions and prompt (a thread's older messages are not seen
+        here: the learned ratio absorbs them); it reserves ``max_completion_tokens``."""
+        return TokenCost(
+            spec.model or spec.assistant_id,
+            tuple(texts_in([spec.instructions or "", spec.prompt or ""])),
+            output_reservation(spec.extra, "max_completion_tokens"),
+        )
+
+    def _settle(self, ref: RunRef, run: Run) -> None:
+        """Settle every pass of a run once its usage (all passes summed) is reported."""
+        if run.usage is None:
+            return
+        ref.usage[run.id] = TokenUsage(run.usage.prompt_tokens, run.usage.completion_tokens)
+        if ref.tokens:
+            pending, ref.tokens = ref.tokens, []
+            self.gate.settle_tokens(pending, run.usage.prompt_tokens, run.usage.completion_tokens)
+
     def with_tools(
         self, spec: AssistantRunSpec, tools: tuple[dict[str, Any], ...]
     ) -> AssistantRunSpec:
@@ -128,6 +148,8 @@ class AssistantsKind:
             args["tools"] = list(spec.tools)
         message = {"role": "user", "content": spec.prompt}
         threads = self.client.beta.threads
+        cost = self.estimate(spec)
+        tokens = await self.gate.reserve_tokens(cost)
         if spec.thread_id is None:
             if spec.prompt is not None:
                 args["thread"] = {"messages": [message]}
@@ -136,6 +158,7 @@ class AssistantsKind:
                 lambda: threads.with_raw_response.create_and_run(
                     assistant_id=spec.assistant_id, **args
                 ),
+                tokens=tokens,
             )
         else:
             if spec.prompt is not None:
@@ -146,10 +169,14 @@ class AssistantsKind:
                 lambda: threads.runs.with_raw_response.create(
                     thread_id, assistant_id=spec.assistant_id, **args
                 ),
+                tokens=tokens,
             )
         obs = observe_run(run, headers, RequestKind.CREATE)
         ref.id = run.id
         ref.thread_id = run.thread_id
+        ref.tokens.append(tokens)
+        ref.cost = cost
+        self._settle(ref, run)
         return obs
 
     def _thread(self, ref: RunRef) -> str:
@@ -166,7 +193,9 @@ class AssistantsKind:
                 ref.id, thread_id=thread_id
             ),
         )
-        return observe_run(run, headers, RequestKind.RETRIEVE)
+        obs = observe_run(run, headers, RequestKind.RETRIEVE)
+        self._settle(ref, run)
+        return obs
 
     async def answer(
         self, ref: RunRef, spec: AssistantRunSpec | None, outputs: Sequence[ToolOutput]
@@ -175,19 +204,27 @@ class AssistantsKind:
         del spec
         thread_id = self._thread(ref)
         tool_outputs: list[Any] = [{"tool_call_id": o.call_id, "output": o.output} for o in outputs]
+        # Another pass of the same run: its outputs are read, the run's reservation is made.
+        first = ref.cost or TokenCost("-", ())
+        cost = TokenCost(first.model, tuple(o.output for o in outputs), first.output)
+        tokens = await self.gate.reserve_tokens(cost)
         try:
             run, headers = await self.gate.send(
                 RequestKind.SUBMIT,
                 lambda: self.client.beta.threads.runs.with_raw_response.submit_tool_outputs(
                     ref.id, thread_id=thread_id, tool_outputs=tool_outputs
                 ),
+                tokens=tokens,
             )
         except openai.BadRequestError as exc:
             # Not in requires_action any more (expired, cancelled, or our outputs did arrive
             # before a dropped answer): a poll will tell, and will not resubmit.
             log.info("tool_outputs_refused", run_id=ref.id, error=exc.message)
             return None
-        return observe_run(run, headers, RequestKind.SUBMIT)
+        obs = observe_run(run, headers, RequestKind.SUBMIT)
+        ref.tokens.append(tokens)
+        self._settle(ref, run)
+        return obs
 
     async def cancel(self, ref: RunRef) -> None:
         """Ask for cancellation; the run goes ``cancelling`` then ``cancelled``."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
 from ..admission.gate import Ticket
+from ..admission.token_quota import Reservation, TokenCost
+from ..results import TokenUsage
 from ..tools import ToolCall, ToolOutput
 
 __all__ = [
@@ -20,6 +22,8 @@ __all__ = [
     "RunRef",
     "RunState",
     "marked",
+    "output_reservation",
+    "texts_in",
 ]
 
 ITEM_KEY = "runfleet_item"
@@ -28,6 +32,41 @@ TRY_KEY = "runfleet_try"
 """The metadata key of each create try's nonce, so two copies of one run can be told apart."""
 _MAX_KEYS = 16  # OpenAI's metadata limits (Responses and Assistants alike)
 _MAX_VALUE = 512
+
+# The keys of request items that hold text the model reads (messages, content parts, tool
+# outputs and calls); image parts and files hold none of them and are not counted.
+_TEXT_KEYS = ("messages", "content", "text", "output", "arguments")
+
+
+def texts_in(value: Any) -> Iterator[str]:
+    """Yield the text of a request's input: strings, and strings under text-bearing keys.
+
+    Images and files are not counted: their token cost depends on details (resolution, pages)
+    the fleet does not read; the learned estimation ratio absorbs what they add.
+    """
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from texts_in(item)
+    elif isinstance(value, Mapping):
+        for key in _TEXT_KEYS:
+            if key in value:
+                yield from texts_in(value[key])
+
+
+def output_reservation(extra: Mapping[str, Any], key: str) -> int | None:
+    """Return the output a request reserves (``max_output_tokens``...), if it sets a valid one.
+
+    Raises:
+        ValueError: the value is not a positive whole number (the server would refuse it).
+    """
+    value = extra.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{key} must be a positive whole number, got {value!r}")
+    return value
 
 
 class RunState(StrEnum):
@@ -71,11 +110,30 @@ def marked(metadata: Mapping[str, str] | None, **marks: str) -> dict[str, str] |
 
 @dataclass(slots=True)
 class RunRef:
-    """The ids of one run as they become known; a Responses chain moves ``id`` along."""
+    """The ids of one run as they become known; a Responses chain moves ``id`` along.
+
+    It also carries the run's token accounts, because the adapter that sends a run's requests
+    is the one that reads their ``usage``: ``tokens`` are the reservations not yet settled,
+    ``cost`` the first request's estimate (follow-ups reuse its model and reservation), and
+    ``usage`` what the server reported, by response or run id so a second look adds nothing.
+    """
 
     id: str = ""
     thread_id: str | None = None
     chain: list[str] = field(default_factory=list)
+    tokens: list[Reservation] = field(default_factory=list)
+    cost: TokenCost | None = None
+    usage: dict[str, TokenUsage] = field(default_factory=dict)
+
+    @property
+    def used(self) -> TokenUsage | None:
+        """The run's tokens so far, every response of a chain summed; None if none reported."""
+        if not self.usage:
+            return None
+        total = TokenUsage(0, 0)
+        for part in self.usage.values():
+            total += part
+        return total
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +163,10 @@ class Kind(Protocol):
 
     def learn_key(self, spec: Any) -> tuple[str, ...]:
         """Return what the run times of ``spec``'s runs are learned by (model, assistant...)."""
+        ...
+
+    def estimate(self, spec: Any) -> TokenCost:
+        """Return what starting ``spec`` may cost in tokens: its text and output reservation."""
         ...
 
     def with_tools(self, spec: Any, tools: tuple[dict[str, Any], ...]) -> Any:

@@ -16,9 +16,11 @@ from openai import AsyncOpenAI
 from openai.types.responses import Response
 
 from ..admission.gate import RequestGate, RequestKind, Ticket
+from ..admission.token_quota import TokenCost
 from ..errors import UnreadableBody
+from ..results import TokenUsage
 from ..tools import ToolCall, ToolOutput
-from .base import Observation, RunRef, RunState
+from .base import Observation, RunRef, RunState, output_reservation, texts_in
 
 __all__ = ["ResponseSpec", "ResponsesKind"]
 
@@ -113,6 +115,23 @@ class ResponsesKind:
         """Responses are learned per model."""
         return (self.name, spec.model)
 
+    def estimate(self, spec: ResponseSpec) -> TokenCost:
+        """A response reads its instructions and input; it reserves ``max_output_tokens``."""
+        return TokenCost(
+            spec.model,
+            tuple(texts_in([spec.instructions or "", spec.input])),
+            output_reservation(spec.extra, "max_output_tokens"),
+        )
+
+    def _settle(self, ref: RunRef, resp: Response) -> None:
+        """Settle the tokens of a response that ended; each response of a chain once."""
+        if resp.usage is None or resp.status in ("queued", "in_progress"):
+            return
+        ref.usage[resp.id] = TokenUsage(resp.usage.input_tokens, resp.usage.output_tokens)
+        if ref.tokens:
+            pending, ref.tokens = ref.tokens, []
+            self.gate.settle_tokens(pending, resp.usage.input_tokens, resp.usage.output_tokens)
+
     def with_tools(self, spec: ResponseSpec, tools: tuple[dict[str, Any], ...]) -> ResponseSpec:
         """A chain sends definitions with every request: the fleet's, unless the spec has some."""
         if spec.tools or not tools:
@@ -136,13 +155,19 @@ class ResponsesKind:
     async def start(self, spec: ResponseSpec, ref: RunRef) -> Observation:
         """Create a background response."""
         args = self._create_args(spec)
+        cost = self.estimate(spec)
+        tokens = await self.gate.reserve_tokens(cost)
         resp, headers = await self.gate.send(
             RequestKind.CREATE,
             lambda: self.client.responses.with_raw_response.create(input=spec.input, **args),
+            tokens=tokens,
         )
         obs = observe_response(resp, headers, RequestKind.CREATE)
         ref.id = resp.id
         ref.chain.append(resp.id)
+        ref.tokens.append(tokens)
+        ref.cost = ref.cost or cost
+        self._settle(ref, resp)
         return obs
 
     async def observe(self, ref: RunRef, ticket: Ticket | None = None) -> Observation:
@@ -151,7 +176,9 @@ class ResponsesKind:
             ticket or RequestKind.RETRIEVE,
             lambda: self.client.responses.with_raw_response.retrieve(ref.id),
         )
-        return observe_response(resp, headers, RequestKind.RETRIEVE)
+        obs = observe_response(resp, headers, RequestKind.RETRIEVE)
+        self._settle(ref, resp)
+        return obs
 
     async def answer(
         self, ref: RunRef, spec: ResponseSpec, outputs: Sequence[ToolOutput]
@@ -163,15 +190,21 @@ class ResponsesKind:
             for o in outputs
         ]
         previous = ref.id
+        # The previous response's context is not charged again: only what this one adds.
+        cost = self.estimate(dataclasses.replace(spec, input=items))
+        tokens = await self.gate.reserve_tokens(cost)
         resp, headers = await self.gate.send(
             RequestKind.SUBMIT,
             lambda: self.client.responses.with_raw_response.create(
                 input=items, previous_response_id=previous, **args
             ),
+            tokens=tokens,
         )
         obs = observe_response(resp, headers, RequestKind.SUBMIT)
         ref.id = resp.id
         ref.chain.append(resp.id)
+        ref.tokens.append(tokens)
+        self._settle(ref, resp)
         return obs
 
     async def cancel(self, ref: RunRef) -> None:

@@ -1,0 +1,224 @@
+"""The token budget's pure accounting: how many tokens may be reserved now, and when more may.
+
+Everything here takes ``now`` (seconds on the event loop's clock) and reads no clock, like
+:mod:`runfleet.admission.bucket`; :class:`~runfleet.admission.token_quota.TokenQuota` owns the
+clock and the waiting.
+
+Two checks, each for its own reason:
+
+* **The ledger** holds invariant 1 for tokens exactly: the tokens of every request sent in the
+  last 60 s, plus those admitted and not yet sent, plus the new one, never exceed the limit.
+  An entry is stamped when its request *leaves* (not when it is admitted: a create may still
+  wait for a request slot), and counts in full until then, so any 60 s window of departures
+  holds at most the limit: the entry admitted last in such a window saw every other one of it
+  either in flight or stamped within the 60 s before its own admission.
+* **The bucket** spreads the minute: a ledger alone would let a whole minute's tokens out at
+  once, which a server enforcing sub-minute windows refuses. It drains at ``limit / 60`` per
+  second from a capacity of one second's share; a request larger than that waits for an empty
+  bucket and leaves it in debt (as OpenAI's limiter does), so sustained throughput is the limit
+  whatever the request sizes.
+
+Reconciliation moves an entry's tokens to what the run really used, in the ledger while the
+entry is in it and in the bucket's level: the difference is given back (or taken) at once.
+
+The server's ``x-ratelimit-remaining-tokens`` is believed over the fleet's own count: it also
+sees other processes on the account and the fleet's estimation error. What remained at the last
+response, refilled since at the rate its reset implies, minus what this budget admitted since,
+must cover a request before it goes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+from .headers import RateLimitHeaders
+
+__all__ = ["TokenBudget", "TokenEntry"]
+
+WINDOW = 60.0  # seconds: the limit is per minute
+_SLIVER = 1e-9  # waits shorter than the clock can represent are admitted (see bucket.py)
+
+
+class TokenEntry:
+    """The tokens one request holds against the budget; ``stamp`` is None until it is sent."""
+
+    __slots__ = ("live", "stamp", "tokens")
+
+    def __init__(self, tokens: float) -> None:
+        self.tokens = tokens
+        self.stamp: float | None = None
+        self.live = True  # still counted in the ledger (not expired, not released)
+
+
+@dataclass(slots=True)
+class _ServerView:
+    """What the last response said of the account's tokens, and what was taken since."""
+
+    remaining: float
+    refill: float  # tokens per second until the reset
+    at: float
+    taken: float = 0.0
+
+
+class TokenBudget:
+    """Tokens per minute: at most ``limit`` reserved in any 60 s, spread a second at a time.
+
+    Args:
+        tpm: the configured limit; None until a server tells one (then nothing is limited).
+        default_pause: the pause after a token 429 that names no retry-after.
+        max_pause: the longest pause honoured.
+    """
+
+    def __init__(
+        self, tpm: float | None, *, default_pause: float = 1.0, max_pause: float = 120.0
+    ) -> None:
+        self.tpm = tpm
+        self.server_limit: float | None = None
+        self.default_pause = default_pause
+        self.max_pause = max_pause
+        self.paused_until = -math.inf
+        self.rate_limited = 0
+        self.peak = 0.0  # the most tokens the ledger held after an admission
+        self._pending = 0.0  # admitted, not yet sent
+        self._sent: deque[TokenEntry] = deque()  # in stamp order
+        self._sent_sum = 0.0
+        self._level = 0.0
+        self._as_of = -math.inf
+        self._server: _ServerView | None = None
+
+    @property
+    def limit(self) -> float | None:
+        """The tokens per minute in force: the configured limit, or the server's if lower."""
+        if self.server_limit is None:
+            return self.tpm
+        if self.tpm is None:
+            return self.server_limit
+        return min(self.tpm, self.server_limit)
+
+    def held(self, now: float) -> float:
+        """Return the tokens counted against the limit at ``now`` (in flight or sent < 60 s)."""
+        self._expire(now)
+        return self._pending + self._sent_sum
+
+    def wait_for(self, now: float, tokens: float) -> float:
+        """Return 0.0 if ``tokens`` may be reserved at ``now``, else the seconds to wait.
+
+        ``math.inf`` means only a change can admit it (an entry leaving or being settled), not
+        time alone. Callers check that ``tokens`` fits the limit at all first.
+        """
+        limit = self.limit
+        if limit is None:
+            return 0.0
+        if now < self.paused_until:
+            return self.paused_until - now
+        rate = limit / WINDOW
+        self._drain(now, rate)
+        # The bucket: room for ``tokens`` below one second's share, or empty for a bigger one.
+        room = max(0.0, rate - tokens)
+        waits = [max(0.0, self._level - room) / rate]
+        # The ledger: the oldest sent entries must leave until ``tokens`` fits beside the rest.
+        excess = self.held(now) + tokens - limit
+        if excess > _SLIVER:
+            waits.append(self._until_freed(now, excess))
+        waits.append(self._server_wait(now, tokens))
+        wait = max(waits)
+        return wait if wait > _SLIVER else 0.0
+
+    def take(self, now: float, tokens: float) -> TokenEntry:
+        """Reserve ``tokens`` (after :meth:`wait_for` said 0.0); the entry counts until sent."""
+        limit = self.limit
+        if limit is not None:
+            # Unlimited tokens fill no bucket: a limit learned later must not find it deep.
+            self._drain(now, limit / WINDOW)
+            self._level += tokens
+        self._pending += tokens
+        if self._server is not None:
+            self._server.taken += tokens
+        entry = TokenEntry(tokens)
+        self.peak = max(self.peak, self.held(now))
+        return entry
+
+    def sent(self, entry: TokenEntry, now: float) -> None:
+        """Stamp the entry as sent at ``now``: it counts 60 s from here."""
+        if entry.live and entry.stamp is None:
+            entry.stamp = now
+            self._pending -= entry.tokens
+            self._sent.append(entry)
+            self._sent_sum += entry.tokens
+
+    def settle(self, entry: TokenEntry, tokens: float, now: float) -> float:
+        """Move the entry to the tokens really used; return what was given back (or taken)."""
+        delta = entry.tokens - tokens
+        if entry.live:
+            if entry.stamp is None:
+                self._pending -= delta
+            else:
+                self._sent_sum -= delta
+        entry.tokens = tokens
+        self._drain(now, (self.limit or 0.0) / WINDOW)
+        self._level = max(0.0, self._level - delta)
+        return delta
+
+    def release(self, entry: TokenEntry, now: float) -> None:
+        """Give every token of a request the server did not charge back (it failed)."""
+        self.settle(entry, 0.0, now)
+        entry.live = False  # an empty entry left in the deque is skipped when it expires
+
+    def learn(self, now: float, headers: RateLimitHeaders) -> None:
+        """Adopt the server's limit and believe its count of what remains."""
+        if headers.limit is not None:
+            self.server_limit = headers.limit
+        if headers.remaining is None:
+            return
+        limit = headers.limit if headers.limit is not None else self.limit
+        refill = math.inf
+        if limit is not None and headers.reset is not None and headers.reset > 0:
+            refill = max(0.0, limit - headers.remaining) / headers.reset
+        self._server = _ServerView(headers.remaining, refill, now)
+
+    def on_rate_limited(self, now: float, retry_after: float | None) -> None:
+        """Pause token admissions for the retry-after (polls cost none and go on)."""
+        self.rate_limited += 1
+        pause = self.default_pause
+        if retry_after is not None and math.isfinite(retry_after):
+            pause = min(max(retry_after, 0.0), self.max_pause)
+        self.paused_until = max(self.paused_until, now + pause)
+
+    def _server_wait(self, now: float, tokens: float) -> float:
+        view = self._server
+        if view is None or view.refill == math.inf:
+            return 0.0
+        available = view.remaining + (now - view.at) * view.refill - view.taken
+        if available >= tokens:
+            return 0.0
+        if view.refill <= 0.0:
+            return 0.0  # a full bucket that says nothing of its refill: nothing to believe
+        return (tokens - available) / view.refill
+
+    def _until_freed(self, now: float, excess: float) -> float:
+        freed = 0.0
+        for entry in self._sent:
+            freed += entry.tokens if entry.live else 0.0
+            if freed >= excess - _SLIVER:
+                assert entry.stamp is not None
+                return max(0.0, entry.stamp + WINDOW - now)
+        return math.inf  # what is in flight must be sent (or settled) first
+
+    def _expire(self, now: float) -> None:
+        horizon = now - WINDOW
+        sent = self._sent
+        while sent and sent[0].stamp is not None and sent[0].stamp <= horizon:
+            entry = sent.popleft()
+            if entry.live:
+                entry.live = False
+                self._sent_sum -= entry.tokens
+        if not sent:
+            self._sent_sum = 0.0  # float drift cannot outlive an empty ledger
+
+    def _drain(self, now: float, rate: float) -> None:
+        if now > self._as_of:
+            if self._level > 0.0:
+                self._level = max(0.0, self._level - (now - self._as_of) * rate)
+            self._as_of = now

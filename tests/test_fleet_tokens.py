@@ -1,0 +1,127 @@
+"""Tokens per minute through the fleet, against the simulator: both kinds, real SDK.
+
+The invariant (no window over the limit, no token 429) runs in-process on a fake clock at
+time_scale 1, where the fleet's minute is the simulator's; the rest run over real sockets with
+the simulator's time scaled, where the token limit the fleet learns is per real minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from runfleet import Fleet
+from runfleet.errors import RequestTooLarge
+
+from .helpers import StartSim, fleet_on, start
+from .test_fleet_invariants import in_process
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:The Assistants API is deprecated:DeprecationWarning"
+)
+
+KINDS = ["responses", "assistants"]
+SCALE = 0.05  # a scenario minute is 3 real seconds
+
+
+def account(tpm: float, *, window: float = 60.0, run: float = 2.0) -> dict[str, Any]:
+    """A scenario where tokens bind: requests are plentiful, every run outputs 100 tokens."""
+    return {
+        "quota": {"rpm": 6000, "tpm": tpm, "window": window},
+        "lifecycle": {"queued": 0.0, "in_progress": run},
+        "tokens": {"output": 100, "default_max_output_tokens": 1000},
+    }
+
+
+def reservation(kind: str, tokens: int) -> dict[str, Any]:
+    """The output reservation argument of ``kind``."""
+    key = "max_output_tokens" if kind == "responses" else "max_completion_tokens"
+    return {key: tokens}
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("kind", KINDS)
+async def test_the_fleet_keeps_every_minute_within_the_token_limit(kind: str) -> None:
+    """60 runs of 1,100 tokens reserved against 12,000 a minute: no token 429, peak <= tpm."""
+    async with in_process(account(12_000, window=10), rpm=6000, tpm=12_000) as (app, fleet):
+        handles = [await start(fleet, kind, "x" * 400) for _ in range(60)]
+        results = [await h.result() for h in handles]
+    stats = app.snapshot()
+    assert stats["rate_limited_by_type"]["tokens"] == 0
+    assert stats["tokens"]["peak_window"]["peak"] <= 12_000
+    assert {r.usage.total_tokens for r in results if r.usage} == {200}
+    tokens = fleet.stats().tokens
+    assert tokens.peak_window <= 12_000
+    assert tokens.used == 60 * 200
+    assert tokens.given_back == 60 * 900  # each run's unused reservation came back
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_the_token_limit_is_learned_and_usage_settles(start_sim: StartSim, kind: str) -> None:
+    async with start_sim(account(6_000), time_scale=SCALE) as sim, fleet_on(sim) as fleet:
+        result = await (await start(fleet, kind, "x" * 400)).result()
+        stats = fleet.stats()
+    assert stats.token_limit == 6_000 / SCALE  # per real minute, from the headers
+    assert result.usage is not None
+    assert (result.usage.input_tokens, result.usage.output_tokens) == (100, 100)
+    assert stats.tokens.charged == 1_100
+    assert stats.tokens.given_back == 900
+    assert sim.stats()["rate_limited_by_type"]["tokens"] == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_polls_go_on_while_a_create_waits_for_tokens(start_sim: StartSim, kind: str) -> None:
+    """A 5,100-token run holds the bucket 2.5 s; it is polled and done before the next starts."""
+    async with (
+        start_sim(account(6_000, run=8.0), time_scale=SCALE) as sim,
+        fleet_on(sim, tpm=6_000 / SCALE) as fleet,
+    ):
+        loop = asyncio.get_running_loop()
+        big = await start(fleet, kind, "x" * 400, **reservation(kind, 5_000))
+        begun = loop.time()
+        small = await start(fleet, kind, "x" * 400)
+        waited = loop.time() - begun
+        assert big.done()  # polled to its end while the second create waited for tokens
+        await small.result()
+    big_result = await big.result()
+    assert waited > 0.3  # the run took 0.4 s; its refund let the second create go
+    assert big_result.figures.polls >= 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_request_too_large_for_the_limit_fails_alone(
+    start_sim: StartSim, kind: str
+) -> None:
+    async with (
+        start_sim(account(6_000), time_scale=SCALE) as sim,
+        fleet_on(sim, tpm=6_000) as fleet,
+    ):
+        other = await start(fleet, kind, "x" * 400)
+        with pytest.raises(RequestTooLarge, match="more than the whole limit of 6,000"):
+            await start(fleet, kind, "x" * 400, **reservation(kind, 6_000))
+        await other.result()
+    assert sim.stats()["tokens"]["charged"] == 1_100  # the large one never left
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_the_servers_request_too_large_is_not_retried(start_sim: StartSim, kind: str) -> None:
+    """The learned limit is per real minute (120,000); the server's own is 6,000 a request."""
+    async with start_sim(account(6_000), time_scale=SCALE) as sim, fleet_on(sim) as fleet:
+        await (await start(fleet, kind, "x")).result()  # learns the limit
+        with pytest.raises(RequestTooLarge, match="Request too large"):
+            await start(fleet, kind, "x" * 400, **reservation(kind, 7_000))
+        stats = fleet.stats()
+    assert sim.stats()["rate_limited_by_type"]["too_large"] == 1
+    assert stats.tokens.too_large == 1
+    assert stats.quota.paused_for == 0.0
+
+
+def test_tpm_beside_a_shared_quota_is_refused() -> None:
+    from openai import AsyncOpenAI
+
+    from runfleet.admission.quota import RequestQuota
+
+    with pytest.raises(ValueError, match="tpm cannot be set beside a shared quota"):
+        Fleet(AsyncOpenAI(api_key="sk-x"), rpm=60, tpm=1000, quota=RequestQuota(60))

@@ -1,0 +1,129 @@
+"""TokenQuota and the quota's token half on a fake loop clock: polls never wait for tokens.
+
+Under looptime simulated minutes take milliseconds; tests synchronise on the quota's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from runfleet.admission.quota import Priority, RequestQuota
+from runfleet.admission.token_quota import TokenCost, TokenEstimates, TokenQuota, count_tokens
+from runfleet.errors import RequestTooLarge, RunRejected
+
+from .test_quota import until
+
+
+def cost(chars: int, output: int | None = 0, model: str = "m") -> TokenCost:
+    """A request of ``chars`` characters (chars / 4 tokens) reserving ``output``."""
+    return TokenCost(model, ("x" * chars,), output)
+
+
+def test_the_character_rule_is_a_quarter_token_a_character_rounded_up() -> None:
+    assert count_tokens(["abcd", "e"]) == 2
+    assert count_tokens([]) == 0
+
+
+@pytest.mark.parametrize("tpm", [0, -5, float("inf"), float("nan"), "1000", True])
+def test_a_tpm_that_is_not_a_positive_number_is_refused_in_one_line(tpm: object) -> None:
+    with pytest.raises(ValueError, match=r"^tpm must be a positive number") as info:
+        RequestQuota(600, tpm=tpm)  # type: ignore[arg-type]
+    assert "\n" not in str(info.value)
+
+
+def test_estimates_add_the_default_reservation_and_learn_each_models_error() -> None:
+    estimates = TokenEstimates(default_output=1000)
+    spec = cost(400, output=None)
+    assert estimates.charge(spec, estimates.raw_input(spec)) == 100 + 1000
+    estimates.learn("m", 100, 150)  # the server counts 1.5 times what the rule said
+    assert estimates.charge(spec, 100) == 150 + 1000
+    assert estimates.charge(cost(400, output=16, model="other"), 100) == 116
+
+
+@pytest.mark.looptime
+async def test_polls_are_not_delayed_while_creates_wait_for_tokens() -> None:
+    quota = RequestQuota(6000, tpm=6_000)  # 100 tokens a second
+    loop = asyncio.get_running_loop()
+    first = await quota.tokens.reserve(cost(20_000))  # 5,000 tokens: 50 s of bucket
+    first.sent()
+    waiter = asyncio.create_task(quota.tokens.reserve(cost(400)))
+    await until(lambda: quota.tokens.stats().waiting == 1)
+    for _ in range(20):
+        await quota.acquire(Priority.POLL)
+    assert loop.time() < 1.0  # twenty polls at 100 a second, none behind the create
+    assert not waiter.done()
+    (await waiter).sent()
+    assert loop.time() == pytest.approx(50.0, abs=0.1)
+
+
+@pytest.mark.looptime
+async def test_a_token_429_pauses_creates_and_not_polls() -> None:
+    quota = RequestQuota(600, tpm=60_000)
+    loop = asyncio.get_running_loop()
+    quota.observe({"retry-after-ms": "4000"}, status=429, limit="tokens")
+    await quota.acquire(Priority.POLL)
+    assert loop.time() == 0.0
+    assert quota.stats().paused_for == 0.0
+    await quota.tokens.reserve(cost(40))
+    assert loop.time() == pytest.approx(4.0)
+    assert quota.tokens.stats().rate_limited == 1
+
+
+@pytest.mark.looptime
+async def test_a_requests_429_pauses_polls_as_before() -> None:
+    quota = RequestQuota(600, tpm=60_000)
+    loop = asyncio.get_running_loop()
+    quota.observe({"retry-after-ms": "3000"}, status=429, limit="requests")
+    await quota.acquire(Priority.POLL)
+    assert loop.time() >= 3.0  # then one drain step at the lowered rate
+
+
+@pytest.mark.looptime
+async def test_a_request_larger_than_the_limit_fails_alone_at_once() -> None:
+    quota = TokenQuota(5_000)
+    loop = asyncio.get_running_loop()
+    held = await quota.reserve(cost(16_000))  # 4,000 of 5,000: the next big one must wait
+    held.sent()
+    small = asyncio.create_task(quota.reserve(cost(4_000)))
+    await until(lambda: quota.stats().waiting == 1)
+    with pytest.raises(RequestTooLarge, match="more than the whole limit of 5,000") as info:
+        await quota.reserve(cost(20_004))
+    assert isinstance(info.value, RunRejected)
+    assert info.value.outcome == "too_large"
+    assert loop.time() == 0.0
+    await small
+    assert quota.stats().too_large == 1
+
+
+@pytest.mark.looptime
+async def test_a_waiter_that_a_learned_limit_makes_too_large_fails_without_blocking_others() -> (
+    None
+):
+    quota = TokenQuota()
+    first = await quota.reserve(cost(40_000))  # no limit yet: only counted
+    first.sent()
+    quota.observe({"x-ratelimit-limit-tokens": "12000"})  # 10,000 held: the rest must wait
+    big = asyncio.create_task(quota.reserve(cost(60_000)))
+    await until(big.done)
+    with pytest.raises(RequestTooLarge):
+        big.result()
+    await quota.reserve(cost(4))  # the queue moved on
+
+
+@pytest.mark.looptime
+async def test_settling_a_run_gives_tokens_back_and_wakes_the_waiter() -> None:
+    quota = TokenQuota(60_000)  # 1,000 tokens a second
+    loop = asyncio.get_running_loop()
+    held = await quota.reserve(cost(4_000, output=20_000))  # 21,000: 21 s of bucket
+    held.sent()
+    waiter = asyncio.create_task(quota.reserve(cost(4_000)))
+    await until(lambda: quota.stats().waiting == 1)
+    await asyncio.sleep(1.0)
+    quota.settle([held], 1_000, 500)  # used 1,500 of 21,000
+    await waiter
+    assert loop.time() == pytest.approx(1.5)  # 500 left to drain, not 20,000
+    stats = quota.stats()
+    assert (stats.charged, stats.used, stats.given_back) == (22_000, 1_500, 19_500)
+    assert stats.ratios == {"m": 1.0}

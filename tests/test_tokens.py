@@ -1,0 +1,123 @@
+"""TokenBudget with literal clock values: the 60 s invariant, the spread, settlement, headers."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from runfleet.admission.headers import RateLimitHeaders
+from runfleet.admission.tokens import TokenBudget, TokenEntry
+
+
+def admit(budget: TokenBudget, now: float, tokens: float) -> TokenEntry:
+    """Reserve and send at ``now``; the budget must have room."""
+    assert budget.wait_for(now, tokens) == 0.0
+    entry = budget.take(now, tokens)
+    budget.sent(entry, now)
+    return entry
+
+
+def most_in_window(sent: list[tuple[float, float]], window: float = 60.0) -> float:
+    """The most tokens whose stamps fall in any half-open window of ``window`` seconds."""
+    best = 0.0
+    for start, _ in sent:
+        best = max(best, sum(t for at, t in sent if start <= at < start + window))
+    return best
+
+
+def test_tokens_in_any_minute_never_exceed_the_limit_whatever_the_sizes() -> None:
+    """Invariant 1 for tokens: random sizes up to the limit, sent as soon as allowed."""
+    rng = random.Random(3)
+    budget = TokenBudget(10_000)
+    now, sent = 0.0, []
+    while now < 600:
+        tokens = rng.choice([50, 400, 1_000, 3_000, 9_000])
+        wait = budget.wait_for(now, tokens)
+        now += wait if math.isfinite(wait) else 1.0
+        if budget.wait_for(now, tokens) == 0.0:
+            admit(budget, now, tokens)
+            sent.append((now, float(tokens)))
+    assert most_in_window(sent) <= 10_000
+    assert sum(t for _, t in sent) > 0.8 * 10_000 * 10  # spent, not wasted (84.7 % here)
+
+
+def test_the_bucket_spreads_a_minute_instead_of_letting_it_out_at_once() -> None:
+    budget = TokenBudget(6_000)  # 100 tokens a second
+    admit(budget, 0.0, 100)
+    assert budget.wait_for(0.0, 100) == pytest.approx(1.0)
+    # A request bigger than a second's share waits for an empty bucket, then leaves it in debt.
+    assert budget.wait_for(1.0, 500) == 0.0
+    admit(budget, 1.0, 500)
+    assert budget.wait_for(1.0, 100) == pytest.approx(5.0)
+
+
+def test_an_entry_counts_in_full_until_it_is_sent_and_then_for_60_s() -> None:
+    budget = TokenBudget(600)
+    entry = budget.take(0.0, 600)
+    assert budget.wait_for(100.0, 10) == math.inf  # only its departure can change anything
+    budget.sent(entry, 100.0)
+    assert budget.wait_for(100.0, 10) == pytest.approx(60.0)
+    assert budget.wait_for(160.0, 10) == 0.0
+
+
+def test_settlement_gives_back_what_usage_did_not_use() -> None:
+    budget = TokenBudget(6_000)
+    entry = admit(budget, 0.0, 5_000)
+    assert budget.held(0.0) == 5_000
+    assert budget.settle(entry, 1_200, 2.0) == 3_800
+    assert budget.held(2.0) == 1_200
+    # The bucket got the difference back too: 1,000 left to drain at 100/s, not 4,800.
+    assert budget.wait_for(2.0, 4_000) == pytest.approx(10.0)
+
+
+def test_usage_above_the_estimate_is_taken_from_the_budget() -> None:
+    budget = TokenBudget(6_000)
+    entry = admit(budget, 0.0, 1_000)
+    assert budget.settle(entry, 1_500, 1.0) == -500
+    assert budget.held(1.0) == 1_500
+
+
+def test_a_released_request_holds_nothing_and_a_late_settlement_only_drains() -> None:
+    budget = TokenBudget(6_000)
+    refused = budget.take(0.0, 2_000)
+    budget.release(refused, 0.0)
+    assert budget.held(0.0) == 0.0
+    old = admit(budget, 0.0, 1_000)
+    assert budget.held(61.0) == 0.0
+    budget.settle(old, 10, 61.0)  # expired already: the ledger is untouched
+    assert budget.held(61.0) == 0.0
+
+
+def test_a_token_429_pauses_for_its_retry_after() -> None:
+    budget = TokenBudget(60_000)
+    budget.on_rate_limited(5.0, 2.5)
+    assert budget.wait_for(5.0, 10) == 2.5
+    budget.on_rate_limited(6.0, None)  # no retry-after: the default pause, never shorter
+    assert budget.wait_for(7.0, 10) == 0.5
+    assert budget.rate_limited == 2
+
+
+def test_the_server_limit_is_learned_and_the_lower_one_wins() -> None:
+    budget = TokenBudget(None)
+    assert budget.limit is None
+    assert budget.wait_for(0.0, 10**9) == 0.0  # no limit known: only counted
+    budget.learn(0.0, RateLimitHeaders(limit=30_000))
+    assert budget.limit == 30_000
+    capped = TokenBudget(20_000)
+    capped.learn(0.0, RateLimitHeaders(limit=30_000))
+    assert capped.limit == 20_000
+
+
+def test_the_servers_remaining_count_is_believed_over_the_fleets() -> None:
+    """Another process spent the account: the fleet's own ledger is empty, the server's not."""
+    budget = TokenBudget(60_000)
+    budget.learn(0.0, RateLimitHeaders(limit=60_000, remaining=500, reset=59.5))
+    # 59,500 tokens refill in 59.5 s: 1,000 a second; 1,000 more than remains takes 1 s.
+    assert budget.wait_for(0.0, 1_500) == pytest.approx(1.0)
+    assert budget.wait_for(1.0, 1_500) == 0.0
+    admit(budget, 1.0, 1_500)
+    # Nothing remains on the server's count now (1 s to refill 1,000); the fleet's own bucket
+    # (1,000 a second) holds it longer: 1.5 s to drain the 1,500 just sent.
+    assert budget.wait_for(1.0, 1_000) == pytest.approx(1.5)
