@@ -3,10 +3,11 @@
 Everything that can refuse a batch happens here, before the first create: the tools, the
 input under ``--strict``, the key, the address (one cheap request, which also tells the
 account's requests-per-minute limit when ``--rpm`` is left out), the output and the journal.
-The files come last: a batch refused for any other reason leaves no file behind, and an
-existing journal (a resume, or one ``--fresh`` is told to forget) is left as it was. The
-session itself — the order of journal writes, resume, Ctrl-C — is
-:mod:`runfleet.batch.session`.
+Then the journal's lock (:mod:`runfleet.batch.lock`): a second batch on the same journal is
+refused, naming the first, before it touches a file. The files come last: a batch refused
+for any other reason leaves no file behind, and an existing journal (a resume, or one
+``--fresh`` is told to forget) is left as it was. The session itself — the order of
+journal writes, resume, Ctrl-C and SIGTERM — is :mod:`runfleet.batch.session`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import openai
 from openai import AsyncOpenAI
 
@@ -29,12 +31,14 @@ from ..tools import Tool, ToolRegistry
 from .config import BatchConfig, BatchError
 from .files import InputFile, OutputFile, read_items
 from .journal import Journal, JournalMismatch
+from .lock import JournalBusy, JournalLock
 from .report import BatchSummary
 from .session import BatchSession
 
 __all__ = ["BatchConfig", "BatchError", "load_tools", "probe", "run_batch"]
 
 _SQLITE_SIDES = ("-wal", "-shm")  # a journal in WAL mode is three files
+_HOLDER_WAIT = 20  # looks, 50 ms apart, for a holder that has locked but not yet said who
 
 
 def load_tools(target: str) -> tuple[Any, ...]:
@@ -174,16 +178,42 @@ async def _session(
         rpm = cfg.rpm or learned
         if rpm is None:
             raise BatchError(f"{where} sent no x-ratelimit-limit-requests header: pass --rpm N")
-        out, journal = _open_files(cfg)  # last: a batch refused above leaves no file behind
+        # Then the lock, held to the end: a second batch on this journal is refused before it
+        # writes a byte (a resume after kill -9 takes it: the kernel dropped the dead one's).
+        lock = await _lock(cfg.journal_path)
         try:
-            batch = BatchSession(cfg, source, journal, out, rpm)
+            out, journal = _open_files(cfg)  # last: a batch refused above leaves no file behind
             try:
-                return await batch.run(client)
-            except* (BatchError, AuthError) as group:
-                raise BatchError(str(_first(group))) from None
+                batch = BatchSession(cfg, source, journal, out, rpm)
+                try:
+                    return await batch.run(client)
+                except* (BatchError, AuthError) as group:
+                    raise BatchError(str(_first(group))) from None
+            finally:
+                journal.close()
+                out.close()
         finally:
-            journal.close()
-            out.close()
+            lock.release()
+
+
+async def _lock(journal: Path) -> JournalLock:
+    """Take the journal's lock; refuse the batch, naming the holder, if another has it.
+
+    Raises:
+        BatchError: another process holds the journal, or the lock file cannot be made.
+    """
+    refusal = f"{journal} is in use by another runfleet batch"
+    for _ in range(_HOLDER_WAIT):
+        try:
+            return JournalLock.take(journal)
+        except JournalBusy as busy:
+            if busy.holder is not None:
+                raise BatchError(str(busy)) from None
+            refusal = str(busy)
+        except OSError as exc:
+            raise BatchError(f"cannot lock the journal {journal}: {exc.strerror or exc}") from None
+        await anyio.sleep(0.05)  # locked an instant ago: its holder is writing who it is
+    raise BatchError(refusal)
 
 
 def _unwritable(path: Path) -> str | None:
