@@ -29,8 +29,39 @@ from .test_batch_support import (
     write_items,
 )
 
-# Runs of 3 s: a batch is still running when the next one, started by a new Python, knocks.
-LONG = {**SLOW, "lifecycle": {"queued": 1.0, "in_progress": 300}}
+# Every run calls the gate tool once; the tool holds its batch until the test opens the gate,
+# so a batch is alive for certain when the next one knocks, however slow the machine.
+GATED = {**SLOW, "tools": {"probability": 1.0, "rounds": 1, "calls_per_round": 1}}
+GATE_TOOL = """
+import time
+from pathlib import Path
+
+from runfleet import tool
+
+
+@tool
+def wait_for_gate() -> str:
+    \"\"\"Answer once the test has opened the gate (a file beside this one).\"\"\"
+    gate = Path(__file__).with_name("gate")
+    while not gate.exists():
+        time.sleep(0.02)
+    return "open"
+
+
+TOOLS = [wait_for_gate]
+"""
+
+
+def gated(tmp_path: Path) -> list[str]:
+    """Write the gate tool; return the arguments that register it."""
+    (tmp_path / "gate_tool.py").write_text(GATE_TOOL)
+    return ["--tools", f"{tmp_path}/gate_tool.py:TOOLS"]
+
+
+def open_gate(tmp_path: Path) -> None:
+    (tmp_path / "gate").touch()
+
+
 REFUSED = "is in use by another runfleet batch (pid {pid} on {host}, started "
 
 
@@ -56,18 +87,19 @@ async def test_a_second_batch_on_the_same_output_is_refused_and_the_first_comple
     inp = write_items(tmp_path / "in.jsonl", 30)
     out = tmp_path / "out.jsonl"
     journal = tmp_path / "out.jsonl.journal"
-    async with start_sim(LONG) as sim:
-        args = [str(inp), "--out", str(out), "--model", "m", *on(sim)]
+    async with start_sim(GATED) as sim:
+        args = [str(inp), "--out", str(out), "--model", "m", *on(sim), *gated(tmp_path)]
         first = await spawn(args)
         await until(lambda: with_ids(journal) > 0)  # it is sending
         second = await batch(args)
+        open_gate(tmp_path)
         done = await finish(first)
         stats = sim.stats()
     assert second.returncode == 2, second.stderr
     refusal(second.stderr, first.pid, journal)
     assert second.stdout == ""
     assert done.returncode == 0, done.stderr
-    assert creates(stats) == 30  # the second sent nothing
+    assert creates(stats) == 2 * 30  # the second sent nothing (a tool round is a create)
     assert_each_once(out, 30)
     assert journal_states(journal) == {"done": 30}
     assert not (tmp_path / "out.jsonl.journal.lock").exists()  # released at the end
@@ -79,16 +111,19 @@ async def test_two_batches_started_at_once_one_runs_and_the_other_is_refused(
     inp = write_items(tmp_path / "in.jsonl", 20)
     out = tmp_path / "out.jsonl"
     journal = tmp_path / "out.jsonl.journal"
-    async with start_sim(SLOW) as sim:
-        args = [str(inp), "--out", str(out), "--model", "m", *on(sim)]
+    async with start_sim(GATED) as sim:
+        args = [str(inp), "--out", str(out), "--model", "m", *on(sim), *gated(tmp_path)]
         procs = [await spawn(args), await spawn(args)]
-        ends = await asyncio.gather(*(finish(p) for p in procs))
+        waits = [asyncio.create_task(finish(p)) for p in procs]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)  # the one refused
+        open_gate(tmp_path)
+        ends = [await w for w in waits]
         stats = sim.stats()
     codes = sorted(e.returncode for e in ends)
     assert codes == [0, 2], [e.stderr for e in ends]
     ran = next(i for i, e in enumerate(ends) if e.returncode == 0)
     refusal(ends[1 - ran].stderr, procs[ran].pid, journal)
-    assert creates(stats) == 20
+    assert creates(stats) == 2 * 20  # each item once, and its tool round
     assert_each_once(out, 20)
 
 
@@ -99,8 +134,8 @@ async def test_after_kill_9_a_resume_takes_the_lock_and_holds_it(
     out = tmp_path / "out.jsonl"
     journal = tmp_path / "out.jsonl.journal"
     lock_file = tmp_path / "out.jsonl.journal.lock"
-    async with start_sim(LONG) as sim:
-        args = [str(inp), "--out", str(out), "--model", "m", *on(sim)]
+    async with start_sim(GATED) as sim:
+        args = [str(inp), "--out", str(out), "--model", "m", *on(sim), *gated(tmp_path)]
         killed = await spawn(args)
         try:
             await until(lambda: with_ids(journal) == 30)
@@ -111,12 +146,13 @@ async def test_after_kill_9_a_resume_takes_the_lock_and_holds_it(
         resume = await spawn(args)
         await until(lambda: holder_pid(lock_file) == resume.pid)
         third = await batch(args)
+        open_gate(tmp_path)
         resumed = await finish(resume)
         stats = sim.stats()
     assert third.returncode == 2, third.stderr
     refusal(third.stderr, resume.pid, journal)
     assert resumed.returncode == 0, resumed.stderr
-    assert creates(stats) == 30
+    assert creates(stats) == 2 * 30  # none created again on resume
     assert_each_once(out, 30)
     assert not lock_file.exists()
 

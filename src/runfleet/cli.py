@@ -244,7 +244,7 @@ def _batch_parser(sub: Any) -> None:
 def _batch(args: argparse.Namespace) -> int:
     import anyio
 
-    from .batch.preflight import BatchConfig, BatchError, load_tools, run_batch
+    from .batch.preflight import BatchConfig, BatchError, BatchStopped, load_tools, run_batch
 
     try:
         tools = load_tools(args.tools) if args.tools else ()
@@ -275,6 +275,9 @@ def _batch(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # before the batch took over Ctrl-C (reading, probing)
         print("runfleet batch: interrupted before any item started", file=sys.stderr)
         return 130
+    except BatchStopped as exc:
+        print(f"runfleet batch: {exc}", file=sys.stderr)
+        return 143
     print(summary.text(), flush=True)
     if args.summary_json is not None:
         args.summary_json.write_text(json.dumps(summary.data(), indent=2) + "\n")

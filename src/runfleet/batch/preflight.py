@@ -12,11 +12,13 @@ journal writes, resume, Ctrl-C and SIGTERM — is :mod:`runfleet.batch.session`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import importlib
 import importlib.util
 import os
+import signal
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -35,7 +37,7 @@ from .lock import JournalBusy, JournalLock
 from .report import BatchSummary
 from .session import BatchSession
 
-__all__ = ["BatchConfig", "BatchError", "load_tools", "probe", "run_batch"]
+__all__ = ["BatchConfig", "BatchError", "BatchStopped", "load_tools", "probe", "run_batch"]
 
 _SQLITE_SIDES = ("-wal", "-shm")  # a journal in WAL mode is three files
 _HOLDER_WAIT = 20  # looks, 50 ms apart, for a holder that has locked but not yet said who
@@ -100,12 +102,34 @@ def _one_line(exc: BaseException, *, named: bool = True) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+class BatchStopped(Exception):
+    """Raised when SIGTERM stops a batch before its session began: no item was sent."""
+
+
 async def run_batch(cfg: BatchConfig) -> BatchSummary:
     """Run one batch session to its end (or its interruption); return its summary.
 
+    Until the session takes SIGTERM over (for its graceful stop), SIGTERM cancels pre-flight:
+    what it created is removed on the way out, as for any refusal.
+
     Raises:
         BatchError: the batch cannot start; nothing was sent.
+        BatchStopped: SIGTERM came first.
     """
+    loop = asyncio.get_running_loop()
+    no_signals = (NotImplementedError, RuntimeError, ValueError)  # not the main thread, say
+    with anyio.CancelScope() as preflight:
+        with contextlib.suppress(*no_signals):
+            loop.add_signal_handler(signal.SIGTERM, preflight.cancel)
+        try:
+            return await _preflight(cfg)
+        finally:
+            with contextlib.suppress(*no_signals):
+                loop.remove_signal_handler(signal.SIGTERM)  # a no-op once the session took it
+    raise BatchStopped("stopped by SIGTERM before any item started")
+
+
+async def _preflight(cfg: BatchConfig) -> BatchSummary:
     if bool(cfg.model) == bool(cfg.assistant):
         raise BatchError("pass exactly one of --model NAME or --assistant ASSISTANT_ID")
     if cfg.max_in_flight < 1:
