@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from pathlib import Path
 
 import pytest
@@ -9,7 +11,7 @@ import pytest
 from runfleet.batch.journal import Journal
 
 from .helpers import StartSim
-from .test_batch_support import batch, journal_states, on, write_items
+from .test_batch_support import batch, finish, journal_states, on, spawn, write_items
 
 UNREACHABLE = ["--base-url", "http://127.0.0.1:9/v1"]
 BROKEN_TOOLS = 'raise RuntimeError("no tools today")\n'
@@ -76,3 +78,33 @@ async def test_a_failed_preflight_keeps_a_resumable_batch_as_it_was(
     assert done.returncode == 2
     assert files(tmp_path) == before
     assert journal_states(journal_path) == {"running": 1}
+
+
+async def test_sigterm_while_preflight_waits_for_the_server_says_so_and_leaves_no_file(
+    tmp_path: Path,
+) -> None:
+    """A server that accepts and never answers holds the probe: SIGTERM arrives right there."""
+    inp = write_items(tmp_path / "in.jsonl", 2)
+    before = files(tmp_path)
+    connected = asyncio.Event()
+    held: list[asyncio.StreamWriter] = []
+
+    async def never_answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        connected.set()
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        url = ["--base-url", f"http://127.0.0.1:{port}/v1"]
+        proc = await spawn([str(inp), "--out", str(tmp_path / "out.jsonl"), "--model", "m", *url])
+        await asyncio.wait_for(connected.wait(), 20)
+        proc.send_signal(signal.SIGTERM)
+        done = await finish(proc)
+        for writer in held:
+            writer.close()
+    assert done.returncode == 143, done.stderr
+    assert done.stderr.splitlines() == [
+        "runfleet batch: stopped by SIGTERM before any item started"
+    ]
+    assert files(tmp_path) == before

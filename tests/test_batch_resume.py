@@ -112,8 +112,16 @@ async def test_kill_9_in_the_middle_of_tool_rounds_resumes_and_completes(
     ]
 
 
-async def test_ctrl_c_finishes_in_flight_runs_and_exits_130_with_a_hint(
-    start_sim: StartSim, tmp_path: Path
+@pytest.mark.parametrize(
+    ("sig", "status", "said"),
+    [
+        pytest.param(signal.SIGINT, 130, "interrupted", id="ctrl-c"),
+        # What a container runtime or systemd sends: the same graceful stop, its own status.
+        pytest.param(signal.SIGTERM, 143, "stopped by SIGTERM", id="sigterm"),
+    ],
+)
+async def test_a_stop_signal_finishes_in_flight_runs_and_exits_with_a_hint(
+    start_sim: StartSim, tmp_path: Path, sig: signal.Signals, status: int, said: str
 ) -> None:
     inp = write_items(tmp_path / "in.jsonl", 24)
     out = tmp_path / "out.jsonl"
@@ -122,13 +130,13 @@ async def test_ctrl_c_finishes_in_flight_runs_and_exits_130_with_a_hint(
         args = [str(inp), "--out", str(out), "--model", "m", *on(sim)]
         proc = await spawn([*args, "--max-in-flight", "6"])
         await until(lambda: with_ids(journal) >= 6)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         stopped = await finish(proc)
         states = journal_states(journal)
-        assert stopped.returncode == 130, stopped.stderr
+        assert stopped.returncode == status, stopped.stderr
+        assert f"runfleet batch: stopping ({sig.name}): no new items;" in stopped.stderr
         assert stopped.stderr.strip().splitlines()[-1] == (
-            "runfleet batch: interrupted; run the same command again to resume "
-            f"(journal: {journal})"
+            f"runfleet batch: {said}; run the same command again to resume (journal: {journal})"
         )
         assert states.get("running", 0) == 0  # in-flight runs finished within the grace
         assert "submitting" not in states  # nothing journaled that was then not sent
@@ -143,8 +151,13 @@ async def test_ctrl_c_finishes_in_flight_runs_and_exits_130_with_a_hint(
     assert_each_once(out, 24)
 
 
-async def test_second_ctrl_c_stops_now_and_leaves_a_consistent_journal(
-    start_sim: StartSim, tmp_path: Path
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [(signal.SIGINT, signal.SIGINT), (signal.SIGTERM, signal.SIGTERM)],
+    ids=["ctrl-c twice", "sigterm twice"],
+)
+async def test_a_second_stop_signal_stops_now_and_leaves_a_consistent_journal(
+    start_sim: StartSim, tmp_path: Path, first: signal.Signals, second: signal.Signals
 ) -> None:
     inp = write_items(tmp_path / "in.jsonl", 20)
     out = tmp_path / "out.jsonl"
@@ -154,14 +167,15 @@ async def test_second_ctrl_c_stops_now_and_leaves_a_consistent_journal(
         args = [str(inp), "--out", str(out), "--model", "m", *on(sim)]
         proc = await spawn(args)
         await until(lambda: with_ids(journal) == 20)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(first)
         assert proc.stderr is not None
         line = await proc.stderr.readline()
-        while b"stopping" not in line:  # the first Ctrl-C was seen: now the second
+        while line and b"stopping" not in line:  # the first signal was seen: now the second
             line = await proc.stderr.readline()
-        proc.send_signal(signal.SIGINT)
+        assert line, "it ended without saying it was stopping"
+        proc.send_signal(second)
         stopped = await finish(proc)
-        assert stopped.returncode == 130
+        assert stopped.returncode == 128 + first
         assert journal_states(journal) == {"running": 20}  # every id is there to re-attach
         assert "20 handed back" in stopped.stdout
         resumed = await batch(args)

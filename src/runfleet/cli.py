@@ -167,7 +167,8 @@ def _batch_parser(sub: Any) -> None:
         "crash, Ctrl-C or kill -9 without sending any item twice. Exit status, for the whole "
         "file (this run and earlier ones): 0 every item completed, 1 some did not (a failed "
         "or timed-out run, an invalid or duplicate line), 2 nothing could start (an empty "
-        "file, no key, no server), 130 interrupted.",
+        "file, no key, no server, another batch holds the journal), 130 interrupted (Ctrl-C), "
+        "143 stopped by SIGTERM (both after --grace for the runs in flight).",
     )
     batch.add_argument("input", type=Path, metavar="INPUT.jsonl", help="the prompts, one per line")
     batch.add_argument("--out", type=Path, required=True, help="where result lines go (JSONL)")
@@ -229,8 +230,8 @@ def _batch_parser(sub: Any) -> None:
         "--grace",
         type=_positive,
         default=60.0,
-        help="after Ctrl-C, seconds to let in-flight runs finish before handing them back "
-        "to the journal (default: 60)",
+        help="after Ctrl-C or SIGTERM, seconds to let in-flight runs finish before handing "
+        "them back to the journal (default: 60; keep it under a container's stop timeout)",
     )
     batch.add_argument(
         "--progress",
@@ -249,7 +250,7 @@ def _batch_parser(sub: Any) -> None:
 def _batch(args: argparse.Namespace) -> int:
     import anyio
 
-    from .batch.preflight import BatchConfig, BatchError, load_tools, run_batch
+    from .batch.preflight import BatchConfig, BatchError, BatchStopped, load_tools, run_batch
 
     try:
         tools = load_tools(args.tools) if args.tools else ()
@@ -281,16 +282,22 @@ def _batch(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # before the batch took over Ctrl-C (reading, probing)
         print("runfleet batch: interrupted before any item started", file=sys.stderr)
         return 130
+    except BatchStopped as exc:
+        print(f"runfleet batch: {exc}", file=sys.stderr)
+        return 143
     print(summary.text(), flush=True)
     if args.summary_json is not None:
         args.summary_json.write_text(json.dumps(summary.data(), indent=2) + "\n")
     if summary.interrupted:
+        # 128 + the signal, as a shell reports a process that signal ended: scripts and
+        # supervisors tell Ctrl-C (130) from a stop they asked for (SIGTERM: 143).
+        terminated = summary.stopped_by == "SIGTERM"
         print(
-            f"runfleet batch: interrupted; run the same command again to resume "
-            f"(journal: {summary.journal})",
+            f"runfleet batch: {'stopped by SIGTERM' if terminated else 'interrupted'}; "
+            f"run the same command again to resume (journal: {summary.journal})",
             file=sys.stderr,
         )
-        return 130
+        return 143 if terminated else 130
     return 0 if summary.ok else 1
 
 

@@ -193,24 +193,38 @@ class Fleet:
     ) -> bool | None:
         assert self._tg is not None
         self._closing = True
-        engine = self._engine
         try:
-            if exc is None and self._on_exit == "wait":
-                await engine.drained()
-            elif self._on_exit == "cancel":
-                # Shielded and bounded: even when the block is being cancelled, the runs are.
-                with anyio.CancelScope(shield=True), anyio.move_on_after(10):
-                    await engine.cancel_all("fleet closed")
-            reason = "fleet closed" if exc is None else f"fleet closed by {type(exc).__name__}"
-            engine.detach_all(f"{reason}; the run may still be alive on the server")
+            await self._engine.drain(
+                timeout=None if exc is None and self._on_exit == "wait" else 0,
+                then="cancel" if self._on_exit == "cancel" else "detach",
+                reason="fleet closed" if exc is None else f"fleet closed by {type(exc).__name__}",
+            )
         finally:
             self._tg.cancel_scope.cancel()
             await self._tg.__aexit__(None, None, None)
         return None
 
+    async def drain(
+        self,
+        *,
+        timeout: float | None,  # noqa: ASYNC109 - a bound on the wait, then what ``then`` says
+        then: Literal["detach", "cancel"] = "detach",
+    ) -> int:
+        """Start nothing new, wait up to ``timeout`` s for runs in flight, then end the rest.
+
+        For a service's shutdown hook (SIGTERM): ``submit``, ``watch`` and ``map`` now raise
+        :class:`FleetClosed`; runs left at the timeout are handed back (``"detach"``: they end
+        with ``RunDetached``, ids good for ``watch``) or cancelled; return how many were left.
+        """
+        if self._tg is None:
+            raise FleetClosed("the fleet is not running: use it inside `async with Fleet(...)`")
+        drained = self._engine.drain(timeout=timeout, then=then, reason="fleet drained")
+        self._closing = True  # once the arguments have passed: a misuse closes nothing
+        return await drained
+
     def _check_open(self) -> None:
         if self._tg is None or self._closing:
-            raise FleetClosed("the fleet is not running: use it inside `async with Fleet(...)`")
+            raise FleetClosed("the fleet is not running (not yet entered, drained, or closed)")
         if self._engine.broken is not None:
             raise self._engine.broken
 

@@ -3,24 +3,28 @@
 Everything that can refuse a batch happens here, before the first create: the tools, the
 input under ``--strict``, the key, the address (one cheap request, which also tells the
 account's requests-per-minute limit when ``--rpm`` is left out), the output and the journal.
-The files come last: a batch refused for any other reason leaves no file behind, and an
-existing journal (a resume, or one ``--fresh`` is told to forget) is left as it was. The
-session itself — the order of journal writes, resume, Ctrl-C — is
-:mod:`runfleet.batch.session`.
+Then the journal's lock (:mod:`runfleet.batch.lock`): a second batch on the same journal is
+refused, naming the first, before it touches a file. The files come last: a batch refused
+for any other reason leaves no file behind, and an existing journal (a resume, or one
+``--fresh`` is told to forget) is left as it was. The session itself — the order of
+journal writes, resume, Ctrl-C and SIGTERM — is :mod:`runfleet.batch.session`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import importlib
 import importlib.util
 import os
+import signal
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import openai
 from openai import AsyncOpenAI
 
@@ -29,12 +33,14 @@ from ..tools import Tool, ToolRegistry
 from .config import BatchConfig, BatchError
 from .files import InputFile, OutputFile, read_items
 from .journal import Journal, JournalMismatch
+from .lock import JournalBusy, JournalLock
 from .report import BatchSummary
 from .session import BatchSession
 
-__all__ = ["BatchConfig", "BatchError", "load_tools", "probe", "run_batch"]
+__all__ = ["BatchConfig", "BatchError", "BatchStopped", "load_tools", "probe", "run_batch"]
 
 _SQLITE_SIDES = ("-wal", "-shm")  # a journal in WAL mode is three files
+_HOLDER_WAIT = 20  # looks, 50 ms apart, for a holder that has locked but not yet said who
 
 
 def load_tools(target: str) -> tuple[Any, ...]:
@@ -96,12 +102,34 @@ def _one_line(exc: BaseException, *, named: bool = True) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+class BatchStopped(Exception):
+    """Raised when SIGTERM stops a batch before its session began: no item was sent."""
+
+
 async def run_batch(cfg: BatchConfig) -> BatchSummary:
     """Run one batch session to its end (or its interruption); return its summary.
 
+    Until the session takes SIGTERM over (for its graceful stop), SIGTERM cancels pre-flight:
+    what it created is removed on the way out, as for any refusal.
+
     Raises:
         BatchError: the batch cannot start; nothing was sent.
+        BatchStopped: SIGTERM came first.
     """
+    loop = asyncio.get_running_loop()
+    no_signals = (NotImplementedError, RuntimeError, ValueError)  # not the main thread, say
+    with anyio.CancelScope() as preflight:
+        with contextlib.suppress(*no_signals):
+            loop.add_signal_handler(signal.SIGTERM, preflight.cancel)
+        try:
+            return await _preflight(cfg)
+        finally:
+            with contextlib.suppress(*no_signals):
+                loop.remove_signal_handler(signal.SIGTERM)  # a no-op once the session took it
+    raise BatchStopped("stopped by SIGTERM before any item started")
+
+
+async def _preflight(cfg: BatchConfig) -> BatchSummary:
     if bool(cfg.model) == bool(cfg.assistant):
         raise BatchError("pass exactly one of --model NAME or --assistant ASSISTANT_ID")
     if cfg.max_in_flight < 1:
@@ -174,16 +202,42 @@ async def _session(
         rpm = cfg.rpm or learned
         if rpm is None:
             raise BatchError(f"{where} sent no x-ratelimit-limit-requests header: pass --rpm N")
-        out, journal = _open_files(cfg)  # last: a batch refused above leaves no file behind
+        # Then the lock, held to the end: a second batch on this journal is refused before it
+        # writes a byte (a resume after kill -9 takes it: the kernel dropped the dead one's).
+        lock = await _lock(cfg.journal_path)
         try:
-            batch = BatchSession(cfg, source, journal, out, rpm)
+            out, journal = _open_files(cfg)  # last: a batch refused above leaves no file behind
             try:
-                return await batch.run(client)
-            except* (BatchError, AuthError) as group:
-                raise BatchError(str(_first(group))) from None
+                batch = BatchSession(cfg, source, journal, out, rpm)
+                try:
+                    return await batch.run(client)
+                except* (BatchError, AuthError) as group:
+                    raise BatchError(str(_first(group))) from None
+            finally:
+                journal.close()
+                out.close()
         finally:
-            journal.close()
-            out.close()
+            lock.release()
+
+
+async def _lock(journal: Path) -> JournalLock:
+    """Take the journal's lock; refuse the batch, naming the holder, if another has it.
+
+    Raises:
+        BatchError: another process holds the journal, or the lock file cannot be made.
+    """
+    refusal = f"{journal} is in use by another runfleet batch"
+    for _ in range(_HOLDER_WAIT):
+        try:
+            return JournalLock.take(journal)
+        except JournalBusy as busy:
+            if busy.holder is not None:
+                raise BatchError(str(busy)) from None
+            refusal = str(busy)
+        except OSError as exc:
+            raise BatchError(f"cannot lock the journal {journal}: {exc.strerror or exc}") from None
+        await anyio.sleep(0.05)  # locked an instant ago: its holder is writing who it is
+    raise BatchError(refusal)
 
 
 def _unwritable(path: Path) -> str | None:

@@ -154,6 +154,7 @@ class BatchSummary:
     interrupted: bool
     journal: str
     time_scale: float = 1.0
+    stopped_by: str | None = None  # the signal that interrupted it (SIGINT, SIGTERM)
 
     @property
     def ok(self) -> bool:
@@ -210,6 +211,7 @@ class BatchSummary:
             },
             "wall_s": round(self.wall, 2),
             "interrupted": self.interrupted,
+            "stopped_by": self.stopped_by,
             "journal": self.journal,
         }
 

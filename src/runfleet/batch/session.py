@@ -13,8 +13,9 @@ The session owns the order of events per item, which is the point of this module
 
 A resumed batch skips ``done`` items, attaches to ``running`` ones by id (no new create),
 and starts the rest. A run the server no longer knows (a background response is kept about
-10 minutes) is recreated once and its line says ``"recreated": true``. Ctrl-C once: nothing
-new starts and runs in flight get ``--grace`` seconds; twice: stop now, every id journaled.
+10 minutes) is recreated once and its line says ``"recreated": true``. Ctrl-C (or SIGTERM)
+once: nothing new starts and runs in flight get ``--grace`` seconds; twice: stop now, every
+id journaled.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ __all__ = ["BatchSession"]
 
 log = get_logger(__name__)
 _TICK = 0.25
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclass(slots=True)
@@ -85,6 +87,7 @@ class BatchSession:
         self.changed = anyio.Event()  # an item ended or Ctrl-C: the items may have more to say
         self.stop_now = anyio.CancelScope()
         self.interrupts = 0
+        self.stopped_by: str | None = None  # the signal that stopped it: SIGINT or SIGTERM
         self.grace_ends: float | None = None  # when runs in flight are handed back, once stopping
         self.invalid = source.invalid
         self._prepare(source)
@@ -176,6 +179,7 @@ class BatchSession:
             handed_back=sum(1 for f in self.in_flight.values() if f.run_id is not None),
             not_started=len(self.todo),
             interrupted=self.interrupts > 0,
+            stopped_by=self.stopped_by,
             journal=str(self.cfg.journal_path),
             time_scale=self.scale,
         )
@@ -344,31 +348,40 @@ class BatchSession:
             grace_left=None if self.grace_ends is None else self.grace_ends - now,
         )
 
-    # -- Ctrl-C --------------------------------------------------------------------------------
+    # -- Ctrl-C and SIGTERM ---------------------------------------------------------------------
 
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:
-        """First SIGINT: start nothing new, let in-flight runs finish. Second: stop now."""
+        """First SIGINT or SIGTERM: start nothing new, let in-flight runs finish. Second: now.
+
+        SIGTERM is what a container runtime or systemd sends before SIGKILL: without this it
+        would end the process at once, creates on the wire included (as ``kill -9`` does).
+        """
         loop = asyncio.get_running_loop()
-        try:
-            loop.add_signal_handler(signal.SIGINT, self._interrupted)
-            installed = True
-        except (NotImplementedError, RuntimeError, ValueError):
-            installed = False  # not the main thread, or no signals here
+        installed = []
+        for sig in _STOP_SIGNALS:
+            try:
+                loop.add_signal_handler(sig, self._interrupted, sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                continue  # not the main thread, or no such signal here
+            installed.append(sig)
         try:
             yield
         finally:
-            if installed:
-                loop.remove_signal_handler(signal.SIGINT)
+            for sig in installed:
+                loop.remove_signal_handler(sig)
 
-    def _interrupted(self) -> None:
+    def _interrupted(self, sig: signal.Signals) -> None:
         self.interrupts += 1
         if self.interrupts == 1:
+            self.stopped_by = sig.name
             self.stopping.set()
             self.changed.set()  # a generator waiting for ends stops now
+            how = "Ctrl-C again" if sig == signal.SIGINT else f"{sig.name} again"
             print(
-                f"runfleet batch: stopping: no new items; waiting up to {self.cfg.grace:g} s "
-                f"for {len(self.in_flight)} in flight (Ctrl-C again to stop now)",
+                f"runfleet batch: stopping ({sig.name}): no new items; waiting up to "
+                f"{self.cfg.grace:g} s for {len(self.in_flight)} in flight "
+                f"({how} to stop now)",
                 file=sys.stderr,
                 flush=True,
             )

@@ -3,17 +3,19 @@
 :class:`Engine` owns every tracked run and everything that happens to one: its create (retried
 through the one door), the routing of each observation — reschedule, answer tool calls (at most
 once per round: invariant 4), fetch the reply and resolve, or fail — its deadline and stall, and
-its one end (invariant 3: result, failure, timeout or cancellation, also at shutdown and when
-the loop crashes). :class:`~runfleet.fleet.Fleet` is its public face; when each run is polled
-next is :mod:`runfleet.polling.pacing`'s, and the loop is :mod:`runfleet.engine.loop`'s.
+its one end (invariant 3: result, failure, timeout or cancellation, also at shutdown, on a
+drain and when the loop crashes). :class:`~runfleet.fleet.Fleet` is its public face; when each
+run is polled next is :mod:`runfleet.polling.pacing`'s, and the loop is
+:mod:`runfleet.engine.loop`'s.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
 import anyio
@@ -312,6 +314,41 @@ class Engine:
             self.fail_all(error)
             return error
         return refusal(exc)
+
+    def drain(
+        self,
+        *,
+        timeout: float | None,
+        then: Literal["detach", "cancel"],
+        reason: str,
+    ) -> Coroutine[Any, Any, int]:
+        """Check the arguments now; the coroutine waits, then ``then``-s the rest and counts them.
+
+        The check comes before anything changes, so a misuse closes nothing. Starting nothing
+        new is the caller's part (the fleet refuses submissions once the arguments pass).
+
+        Raises:
+            ValueError: ``then`` is neither, or ``timeout`` is negative.
+        """
+        if then not in ("detach", "cancel"):
+            raise ValueError(f"then must be 'detach' or 'cancel', not {then!r}")
+        if timeout is not None and not timeout >= 0:
+            raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+        return self._drain(math.inf if timeout is None else timeout, then, reason)
+
+    async def _drain(self, timeout: float, then: str, reason: str) -> int:  # noqa: ASYNC109
+        """Wait up to ``timeout`` s for every run; end the rest, also if cancelled meanwhile."""
+        try:
+            with anyio.move_on_after(timeout):
+                await self.drained()
+        finally:
+            left = len(self._runs)
+            if then == "cancel" and left:
+                # Shielded and bounded: even when the caller is being cancelled, the runs are.
+                with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                    await self.cancel_all(reason)
+            self.detach_all(f"{reason}; the run may still be alive on the server")
+        return left
 
     def detach_all(self, reason: str) -> None:
         """End every run with ``RunDetached`` without touching the server (hand them back)."""
