@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,7 +103,7 @@ def test_unreadable_scenario_file_is_one_line(tmp_path: Path, content: bytes, me
 
 def test_unknown_name_lists_the_builtins() -> None:
     with pytest.raises(
-        ScenarioError, match="not a built-in \\(ample, faulty, tight, tokens, tools\\)"
+        ScenarioError, match="not a built-in \\(ample, faulty, overnight, tight, tokens, tools\\)"
     ):
         load_scenario("amply")
 
@@ -137,3 +138,33 @@ def test_same_seed_draws_the_same_values() -> None:
     d = Dist(dist="lognormal", median=2, sigma=1)
     a, b = random.Random(5), random.Random(5)
     assert [d.draw(a) for _ in range(10)] == [d.draw(b) for _ in range(10)]
+
+
+def test_window_defaults_are_tens_of_minutes_for_2h_and_hours_for_8h() -> None:
+    w = load_scenario("ample").windows
+    assert 600 <= w.h2.queued.median <= 3600
+    assert 3600 <= w.h8.queued.median <= 4 * 3600
+    assert w.h2.follow_up.median < w.h2.queued.median
+    assert w.h8.follow_up.median < w.h8.queued.median
+    assert w.echo is False
+
+
+def test_setting_one_window_key_keeps_the_others_and_survives_replace() -> None:
+    sc = load_scenario({"windows": {"8h": {"queued": 100}}})
+    assert sc.windows.h8.queued == Dist.fixed(100)
+    assert sc.windows.h8.follow_up == load_scenario("ample").windows.h8.follow_up
+    assert sc.replace(seed=3).windows == sc.windows
+
+
+@pytest.mark.parametrize(
+    ("windows", "match"),
+    [
+        ({"4h": {"queued": 1}}, "unknown key 'windows.4h'"),
+        ({"2h": {"queue": 1}}, "unknown key 'windows.2h.queue'"),
+        ({"8h": {"follow_up": -1}}, "windows.8h.follow_up"),
+    ],
+)
+def test_bad_window_keys_are_one_line_errors(windows: dict[str, Any], match: str) -> None:
+    with pytest.raises(ScenarioError, match=match) as info:
+        load_scenario({"windows": windows})
+    assert "\n" not in str(info.value)

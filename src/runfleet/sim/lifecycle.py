@@ -117,6 +117,10 @@ class Job:
     # While outputs "sink in" after a submission the run still shows the old requires_action.
     lag_until: float = 0.0
     prev_action_since: float = 0.0
+    # A background response's completion window, and whether it was queued as a follow-up
+    # of its continuation (None for runs and foreground responses).
+    window: str | None = None
+    prioritized: bool = False
     # Observation, for the stats endpoint.
     retrieves: int = 0
     last_detected: float | None = None

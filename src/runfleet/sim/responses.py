@@ -7,6 +7,7 @@ from typing import Any
 
 from .lifecycle import TERMINAL, Job, JobStatus, Segment
 from .tokens import response_usage
+from .windows import BackgroundOptions, parse_background_options, place_in_window
 from .world import SimError, World, new_id, not_found
 
 __all__ = ["ResponseStore"]
@@ -19,6 +20,7 @@ class _Response:
     prompt: str
     background: bool
     tools: list[dict[str, Any]]
+    options: BackgroundOptions
     calls: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -56,6 +58,7 @@ class ResponseStore:
                 400, "Background mode requires 'store' to be true.", param="store",
                 code="invalid_value",
             )  # fmt: skip
+        options = parse_background_options(body)
         tools = _function_tools(body.get("tools"))
         parent = self._parent(body, now)
         ident = new_id("resp_", hex_chars=50)
@@ -65,9 +68,13 @@ class ResponseStore:
         if not background:
             # Foreground requests answer when the work is done; the simulator skips the wait.
             job.running_at = job.done_at = now
+        else:
+            job.window = options.window
+            job.prioritized = self._continues(body, options)
+            place_in_window(job, job.window, job.prioritized, self.world.scenario, self.world.rng)
         if segment is not None:
             job.charge(segment)
-        resp = _Response(job, body, _prompt_of(body.get("input")), background, tools)
+        resp = _Response(job, body, _prompt_of(body.get("input")), background, tools, options)
         if job.rounds_left > 0:
             resp.calls = [
                 {
@@ -120,6 +127,15 @@ class ResponseStore:
             )
         return prev if pending else None
 
+    def _continues(self, body: dict[str, Any], options: BackgroundOptions) -> bool:
+        """Return whether a create follows its previous response in the same continuation."""
+        prev = self.items.get(str(body.get("previous_response_id")))
+        return (
+            prev is not None
+            and options.continues(prev.options)
+            and prev.request.get("model") == body.get("model")
+        )
+
     def _get(self, ident: str, now: float) -> _Response:
         resp = self.items.get(ident)
         if resp is None:
@@ -163,7 +179,7 @@ class ResponseStore:
             error = {"code": code, "message": _FAILURES.get(code, "The model failed.")}
         if status in (JobStatus.COMPLETED, JobStatus.INCOMPLETE):
             usage = response_usage(job)
-        return {
+        out = {
             "id": job.id,
             "object": "response",
             "created_at": int(self.epoch + job.created),
@@ -205,6 +221,13 @@ class ResponseStore:
             "prompt_cache_options": None,
             "tool_usage": None,
         }
+        if self.world.scenario.windows.echo and resp.options.window is not None:
+            # Off by default: SDK 3.57's Response declares no such field (see Windows.echo).
+            out["background_options"] = {
+                "completion_window": resp.options.window,
+                "continuation_id": resp.options.continuation_id,
+            }
+        return out
 
     def _message(self, resp: _Response, status: str) -> dict[str, Any]:
         text = self.world.scenario.reply.replace("{prompt}", resp.prompt[:200])

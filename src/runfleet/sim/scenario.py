@@ -40,10 +40,12 @@ __all__ = [
     "TokenRules",
     "Tools",
     "Webhooks",
+    "Window",
+    "Windows",
     "load_scenario",
 ]
 
-BUILTIN_SCENARIOS = ("ample", "faulty", "tight", "tokens", "tools")
+BUILTIN_SCENARIOS = ("ample", "faulty", "overnight", "tight", "tokens", "tools")
 
 
 class ScenarioError(ValueError):
@@ -282,6 +284,53 @@ class Webhooks(_Strict):
         return self
 
 
+# Tens of minutes for 2h and a couple of hours for 8h (scenario seconds); follow-ups a tenth
+# of that or less. OpenAI publishes no figures: these only set the order of magnitude.
+_LOGNORMAL = {"dist": "lognormal", "sigma": 0.6}
+_WINDOW_DEFAULTS: dict[str, dict[str, Any]] = {
+    "2h": {"queued": _LOGNORMAL | {"median": 1200.0}, "follow_up": _LOGNORMAL | {"median": 120.0}},
+    "8h": {"queued": _LOGNORMAL | {"median": 7200.0}, "follow_up": _LOGNORMAL | {"median": 600.0}},
+}
+
+
+class Window(_Strict):
+    """Queue delays of one discounted completion window (``background_options``).
+
+    The API only promises completion within the window, so a draw past it is cut to what
+    still leaves the work time inside it. A follow-up that reuses the window, continuation id
+    and model is queued with priority: hence its own, shorter distribution.
+    """
+
+    queued: Dist
+    follow_up: Dist
+
+
+class Windows(_Strict):
+    """The discounted windows' queue delays; ``soonest`` keeps ``lifecycle.queued``."""
+
+    # Keys as the API spells the windows; populate_by_name lets replace() round-trip them.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    h2: Window = Field(default=Window.model_validate(_WINDOW_DEFAULTS["2h"]), alias="2h")
+    h8: Window = Field(default=Window.model_validate(_WINDOW_DEFAULTS["8h"]), alias="8h")
+    # Whether a response's body echoes its background_options: SDK 3.57's Response declares
+    # no such field, so a client must not need it; turn on to check it tolerates the echo.
+    echo: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill(cls, data: Any) -> Any:
+        # Setting one key of a window keeps the other's default, not a "field required".
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for key, field_name in (("2h", "h2"), ("8h", "h8")):
+            for name in (key, field_name):
+                if isinstance(out.get(name), dict):
+                    out[name] = _WINDOW_DEFAULTS[key] | out[name]
+        return out
+
+
 class Scenario(_Strict):
     """Everything the simulator needs to behave like one kind of account and workload."""
 
@@ -299,11 +348,12 @@ class Scenario(_Strict):
     poll_after_ms: float | None = Field(default=None, ge=0)
     faults: Faults = Faults()
     webhooks: Webhooks = Webhooks()
+    windows: Windows = Windows()
     reply: str = "Simulated reply to: {prompt}"
 
     def replace(self, **changes: Any) -> Scenario:
         """Return a copy with top-level fields changed, validated like a file would be."""
-        return _validate({**self.model_dump(), **changes}, self.name)
+        return _validate({**self.model_dump(by_alias=True), **changes}, self.name)
 
 
 def _validate(data: Any, source: str) -> Scenario:

@@ -20,6 +20,9 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
     return sorted_values[idx]
 
 
+# Background responses' completion windows, in the order the stats list them.
+_WINDOW_ORDER = ("soonest", "2h", "8h")
+
 # The limits a 429 can come from; a storm's are counted apart, as the quota did not cause them.
 _LIMIT_KINDS = ("requests", "tokens", "too_large")
 
@@ -120,20 +123,19 @@ class SimStats:
         if timeline:
             out["timeline"] = self.timeline(tokens.per_second())
         for name, jobs in kinds.items():
-            by_status: Counter[str] = Counter(job.status_at(now)[0].value for job in jobs)
-            lat = sorted(x for job in jobs for x in job.latencies)
-            out[name] = {
-                "total": len(jobs),
-                "by_status": dict(sorted(by_status.items())),
-                "retrieves": sum(job.retrieves for job in jobs),
-                "detection": {
-                    "count": len(lat),
-                    "p50": percentile(lat, 0.5),
-                    "p95": percentile(lat, 0.95),
-                    "max": lat[-1] if lat else None,
-                    "mean": sum(lat) / len(lat) if lat else None,
-                },
-            }
+            out[name] = _summary(jobs, now)
+        # Per completion window: a client that polls an 8h response like a soonest one shows
+        # here as retrieves per response orders of magnitude apart at the same latency.
+        by_window: dict[str, list[Job]] = {w: [] for w in _WINDOW_ORDER}
+        for job in kinds["responses"]:
+            if job.window is not None:
+                by_window.setdefault(job.window, []).append(job)
+        out["responses"]["windows"] = {
+            w: _summary(jobs, now) | {"follow_ups": sum(j.prioritized for j in jobs)}
+            for w, jobs in by_window.items()
+            if jobs
+        }
+        for name, jobs in kinds.items():
             if per_run:
                 out[name]["items"] = [
                     {
@@ -141,7 +143,26 @@ class SimStats:
                         "status": job.status_at(now)[0].value,
                         "retrieves": job.retrieves,
                         "latencies": job.latencies,
+                        "window": job.window,
                     }
                     for job in jobs
                 ]
         return out
+
+
+def _summary(jobs: list[Job], now: float) -> dict[str, Any]:
+    """Return the counts, retrieves and detection latencies of a set of jobs."""
+    by_status: Counter[str] = Counter(job.status_at(now)[0].value for job in jobs)
+    lat = sorted(x for job in jobs for x in job.latencies)
+    return {
+        "total": len(jobs),
+        "by_status": dict(sorted(by_status.items())),
+        "retrieves": sum(job.retrieves for job in jobs),
+        "detection": {
+            "count": len(lat),
+            "p50": percentile(lat, 0.5),
+            "p95": percentile(lat, 0.95),
+            "max": lat[-1] if lat else None,
+            "mean": sum(lat) / len(lat) if lat else None,
+        },
+    }
