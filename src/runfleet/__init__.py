@@ -13,7 +13,6 @@ from __future__ import annotations
 import ast
 import importlib
 from importlib.metadata import version as _version
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -57,7 +56,16 @@ if TYPE_CHECKING:
 
 def _homes() -> dict[str, str]:
     """Map each public name to its module, as the ``if TYPE_CHECKING`` block above imports it."""
-    tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
+    # The loader's source works from a zip as from a directory; a bundle that ships only
+    # compiled files has none, and says so rather than failing somewhere less clear.
+    get_source = getattr(__spec__.loader if __spec__ else None, "get_source", None)
+    source = get_source(__name__) if get_source is not None else None
+    if source is None:
+        raise ImportError(
+            "runfleet reads its public names from its own source (runfleet/__init__.py), "
+            "which this installation does not include; install it with its .py files"
+        )
+    tree = ast.parse(source)
     block = next(
         node.body
         for node in tree.body
