@@ -1,0 +1,99 @@
+"""Discounted completion windows from the fleet's side, over real HTTP against the simulator:
+the window and continuation id are sent and reused by tool rounds, learned apart, and polled on
+the window's scale (an 8h run costs a handful of polls, not hundreds)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from openai import AsyncOpenAI
+
+from runfleet import PollPolicy, tool
+from runfleet.admission.gate import RequestGate
+from runfleet.admission.quota import RequestQuota
+from runfleet.kinds.responses import ResponsesKind, ResponseSpec
+from runfleet.stats import StatsCollector
+
+from .helpers import StartSim, fleet_on
+
+SCALE = 0.0005  # scenario seconds to real ones: an 8h window lasts 14 s
+# Fixed queues so a soonest and an 8h run wait the same time and differ only by their window.
+SAME_QUEUE: dict[str, Any] = {
+    "lifecycle": {"queued": 1200, "in_progress": 30, "resume": 30},
+    "windows": {"2h": {"queued": 1200, "follow_up": 60}, "8h": {"queued": 1200, "follow_up": 60}},
+    "outcomes": {"failed": 0.0},
+    "tools": {"probability": 0.0},
+}
+
+
+@tool
+async def get_weather(city: str) -> str:
+    """Weather for a city."""
+    return f"sunny in {city}"
+
+
+def _kind() -> ResponsesKind:
+    return ResponsesKind(
+        AsyncOpenAI(api_key="sk-x"), RequestGate(RequestQuota(600), StatsCollector(), concurrency=1)
+    )
+
+
+def test_an_unknown_window_is_refused_in_one_line() -> None:
+    with pytest.raises(ValueError, match="completion_window must be one of") as info:
+        ResponseSpec("gpt-5-mini", "x", completion_window="3h")
+    assert "\n" not in str(info.value)
+
+
+def test_the_window_goes_in_background_options_and_each_run_gets_a_continuation_id() -> None:
+    kind = _kind()
+    spec = ResponseSpec.of("gpt-5-mini", "x", None, None, (), {"completion_window": "8h"})
+    first, second = kind.with_tools(spec, ()), kind.with_tools(spec, ())
+    assert first.continuation_id
+    assert second.continuation_id
+    assert first.continuation_id != second.continuation_id  # one per run, not per spec
+    assert kind.with_tools(first, ()).continuation_id == first.continuation_id
+    options = first.create_args()["background_options"]
+    assert options == {"completion_window": "8h", "continuation_id": first.continuation_id}
+    plain = ResponseSpec("gpt-5-mini", "x")
+    assert "background_options" not in kind.with_tools(plain, ()).create_args()
+    given = ResponseSpec("gpt-5-mini", "x", completion_window="2h", continuation_id="mine")
+    assert kind.with_tools(given, ()).continuation_id == "mine"
+
+
+def test_learn_keys_differ_per_window() -> None:
+    kind = _kind()
+    keys = {
+        kind.learn_key(ResponseSpec("gpt-5-mini", "x", completion_window=w))
+        for w in (None, "soonest", "2h", "8h")
+    }
+    assert keys == {
+        ("responses", "gpt-5-mini"),
+        ("responses", "gpt-5-mini", "2h"),
+        ("responses", "gpt-5-mini", "8h"),
+    }
+
+
+async def test_tool_rounds_reuse_the_window_and_continuation_and_get_priority(
+    start_sim: StartSim,
+) -> None:
+    scenario = SAME_QUEUE | {
+        "tools": {"probability": 1.0, "rounds": 2, "calls_per_round": 1, "submit_lag": 1}
+    }
+    policy = PollPolicy().scaled(SCALE)
+    async with (
+        start_sim(scenario, time_scale=SCALE) as sim,
+        fleet_on(sim, tools=[get_weather], policy=policy) as fleet,
+    ):
+        handles = [
+            await fleet.submit_response(
+                model="gpt-5-mini", input=f"Weather {i}?", completion_window="8h"
+            )
+            for i in range(3)
+        ]
+        results = [await h for h in handles]
+    assert all(r.status == "completed" for r in results)
+    windows = sim.stats()["responses"]["windows"]
+    assert set(windows) == {"8h"}  # every request of every chain kept the window
+    assert windows["8h"]["total"] == 9
+    assert windows["8h"]["follow_ups"] == 6  # both rounds of each run, queued with priority
