@@ -97,3 +97,40 @@ async def test_tool_rounds_reuse_the_window_and_continuation_and_get_priority(
     assert set(windows) == {"8h"}  # every request of every chain kept the window
     assert windows["8h"]["total"] == 9
     assert windows["8h"]["follow_ups"] == 6  # both rounds of each run, queued with priority
+
+
+async def test_an_8h_run_costs_a_handful_of_polls_where_a_soonest_one_costs_hundreds(
+    start_sim: StartSim,
+) -> None:
+    # Soonest runs queued 20 min would be stalled at 2 min: lift that, it is not the point.
+    policy = PollPolicy(stall_unlearned=3600.0).scaled(SCALE)
+    async with (
+        start_sim(SAME_QUEUE, time_scale=SCALE) as sim,
+        fleet_on(sim, policy=policy) as fleet,
+    ):
+        eight = [
+            await fleet.submit_response(model="gpt-5-mini", input="x", completion_window="8h")
+            for _ in range(3)
+        ]
+        soonest = [await fleet.submit_response(model="gpt-5-mini", input="x") for _ in range(3)]
+        long_wait = [(await h).figures.polls for h in eight]
+        classic = [(await h).figures.polls for h in soonest]
+    assert max(long_wait) <= 5  # first poll at 6 min, then every 15 min at most
+    # The classic loop, capped at 5 s, on the same 20 min queue: 240 polls in theory, fewer
+    # here because at this time scale each request's round trip is seconds of scenario time.
+    assert min(classic) >= 15 * max(long_wait)
+    assert sim.stats()["responses"]["windows"]["8h"]["total"] == 3
+
+
+async def test_an_8h_run_queued_past_the_soonest_stall_limit_is_not_stalled(
+    start_sim: StartSim,
+) -> None:
+    # The default policy calls a soonest run queued 2 min stalled; an 8h run waits 20 min here.
+    async with (
+        start_sim(SAME_QUEUE, time_scale=SCALE) as sim,
+        fleet_on(sim, policy=PollPolicy().scaled(SCALE)) as fleet,
+    ):
+        handle = await fleet.submit_response(model="gpt-5-mini", input="x", completion_window="8h")
+        result = await handle
+    assert result.status == "completed"
+    assert sim.stats()["responses"]["total"] == 1  # never cancelled and recreated
