@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from openai import AsyncOpenAI
+from structlog.testing import capture_logs
 
 from runfleet import PollPolicy, tool
 from runfleet.admission.gate import RequestGate
@@ -134,3 +135,21 @@ async def test_an_8h_run_queued_past_the_soonest_stall_limit_is_not_stalled(
         result = await handle
     assert result.status == "completed"
     assert sim.stats()["responses"]["total"] == 1  # never cancelled and recreated
+
+
+async def test_a_deadline_shorter_than_the_window_is_warned_about_once(
+    start_sim: StartSim,
+) -> None:
+    async with (
+        start_sim(SAME_QUEUE, time_scale=SCALE) as sim,
+        fleet_on(sim, policy=PollPolicy().scaled(SCALE)) as fleet,
+    ):
+        with capture_logs() as logs:
+            for window in ("8h", "8h", None):
+                handle = await fleet.submit_response(
+                    model="gpt-5-mini", input="x", completion_window=window, timeout=5.0
+                )
+                await handle
+    warned = [e for e in logs if e["event"] == "deadline_within_window"]
+    assert len(warned) == 1
+    assert warned[0]["log_level"] == "warning"
