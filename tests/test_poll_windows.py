@@ -88,3 +88,15 @@ async def test_with_webhooks_an_8h_run_waits_a_quarter_of_its_window_for_the_saf
     due = pace.schedule.due_of(1)
     assert due is not None
     assert 0.8 * 7200.0 <= due <= 1.2 * 7200.0  # 2 h (±20 %), not 60 s
+
+
+def test_unlearned_8h_runs_are_not_held_back_for_scouts() -> None:
+    runs = {i: tracked(i, f"resp_{i}") for i in range(12)}
+    for run in runs.values():
+        run.learn_key = H8
+    pace, _ = pacer(runs, safety_poll=None)
+    for run in runs.values():
+        pace.reschedule(run, 0.0, None)
+    dues = [pace.schedule.due_of(i) for i in runs]
+    # Every run's first poll at 6 min (±20 %): held runs would wait for a scout to see one done.
+    assert all(due is not None and 0.8 * 360.0 <= due <= 1.2 * 360.0 for due in dues)

@@ -128,7 +128,9 @@ class Pacer(Generic[R]):
         age = now - run.phase_start
         delay = times.next_delay(key, age, run.attempt, rng, poll_after=poll_after)
         run.attempt += 1
-        if not times.is_learned(key):
+        # A window key's unlearned polls are minutes apart already: holding them back for
+        # scouts would add the scouts' wait (hours) to the latency of the runs held.
+        if not times.is_learned(key) and window_span(times.policy, key) is None:
 
             def step(at: float, attempt: int) -> float:
                 return times.next_delay(key, at, attempt, rng, poll_after=poll_after)
