@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import pytest
 from openai import AsyncOpenAI
 from structlog.testing import capture_logs
@@ -14,10 +15,13 @@ from runfleet import PollPolicy, tool
 from runfleet.admission.gate import RequestGate
 from runfleet.admission.quota import RequestQuota
 from runfleet.kinds.responses import ResponsesKind, ResponseSpec
+from runfleet.sim.server import serve_asgi
 from runfleet.stats import StatsCollector
+from runfleet.webhooks import WebhookReceiver
 
 from .helpers import StartSim, fleet_on
 
+SECRET = "whsec_bmV3LXNlY3JldC1uZXctc2VjcmV0LTAxMjM0NTY="
 SCALE = 0.0005  # scenario seconds to real ones: an 8h window lasts 14 s
 # Fixed queues so a soonest and an 8h run wait the same time and differ only by their window.
 SAME_QUEUE: dict[str, Any] = {
@@ -153,3 +157,26 @@ async def test_a_deadline_shorter_than_the_window_is_warned_about_once(
     warned = [e for e in logs if e["event"] == "deadline_within_window"]
     assert len(warned) == 1
     assert warned[0]["log_level"] == "warning"
+
+
+async def test_with_webhooks_an_8h_run_is_not_polled_before_a_quarter_of_its_window(
+    start_sim: StartSim,
+) -> None:
+    # Every event is lost and the safety net is 50 ms: only the window keeps the polls away.
+    async with (
+        start_sim(SAME_QUEUE, time_scale=SCALE) as sim,
+        fleet_on(sim, webhooks=True, safety_poll=0.05, policy=PollPolicy().scaled(SCALE)) as f,
+    ):
+        receiver = WebhookReceiver(f, secret=SECRET)
+        async with serve_asgi(receiver) as port:
+            url = f"http://127.0.0.1:{port}/webhooks/openai"
+            hooks = {"url": url, "secret": SECRET, "drop": 1.0}
+            sim.reset(sim.app.scenario.replace(webhooks=hooks))
+            started = anyio.current_time()
+            result = await (
+                await f.submit_response(model="gpt-5-mini", input="x", completion_window="8h")
+            )
+            waited = anyio.current_time() - started
+    assert result.status == "completed"
+    assert result.figures.polls == 1  # the safety net's, at 2 h of scenario time
+    assert waited >= 0.8 * 7200 * SCALE
