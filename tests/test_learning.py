@@ -218,10 +218,23 @@ def test_the_window_gap_stays_under_the_cap_with_jitter_included() -> None:
     model = RunTimes[tuple[str, str]]()
     train(model, [float(seconds) for seconds in range(1, 101)])  # median 50.5 s
 
-    # 0.35 * 50.5 s would be 17.7 s; the gap stops at cap * (1 - jitter).
-    assert window_gap(model) == 4.0
+    # 0.35 * 50.5 s would be 17.7 s; the gap stops at cap * (1 - jitter), the cap being the
+    # classic loop's 5 s or a tenth of the learned median (5.05 s), whichever is longer.
+    assert window_gap(model) == pytest.approx(0.8 * 5.05)
     rng = random.Random(12)
-    assert max(model.next_delay(KEY, 50.0, 0, rng) for _ in range(1000)) <= 5.0
+    assert max(model.next_delay(KEY, 50.0, 0, rng) for _ in range(1000)) <= 5.05
+
+
+def test_the_cap_grows_with_the_learned_median_for_runs_of_minutes() -> None:
+    model = RunTimes[tuple[str, str]]()
+    train(model, [float(seconds) for seconds in range(300, 901, 3)])  # median 600 s
+
+    # A tenth of 600 s: 60 s, not the classic loop's 5 s; 0.35 * 600 s = 210 s stops at 48 s.
+    assert window_gap(model) == pytest.approx(48.0)
+    rng = random.Random(12)
+    tail = [model.next_delay(KEY, 2000.0, 40, rng) for _ in range(1000)]
+    assert max(tail) <= 60.0
+    assert min(tail) > 5.0
 
 
 def test_a_wide_window_gets_at_most_ten_polls() -> None:

@@ -30,6 +30,7 @@ def test_scaled_multiplies_every_duration_and_keeps_the_rest() -> None:
         stall_factor=3.0,
         stall_floor=15.0,
         stall_unlearned=60.0,
+        time_unit=0.5,
     )
 
 

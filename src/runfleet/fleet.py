@@ -282,8 +282,8 @@ class Fleet:
         tag: Any = None,
         **extra: Any,
     ) -> RunHandle:
-        """Start a background response (``responses.create`` arguments); return its handle."""
-        spec = ResponseSpec(model, input, instructions, metadata, tuple(tools), extra)
+        """Start a background response (``ResponseSpec``'s fields); return its handle."""
+        spec = ResponseSpec.of(model, input, instructions, metadata, tuple(tools), extra)
         return await self.submit(spec, timeout=timeout, tag=tag)
 
     async def submit_run(

@@ -27,6 +27,7 @@ from ..kinds.base import Kind, RunRef
 from ..logs import get_logger
 from ..polling.learning import RunTimes
 from ..polling.pacing import Pacer
+from ..polling.windows import window_span
 from ..stats import StatsCollector
 from ..tools import ToolRegistry
 from .creates import Creator, OnAmbiguous
@@ -113,6 +114,7 @@ class Engine:
             exhausted=self.fail_all,
         )
         self._heartbeat = Heartbeat(stats.loop_lagged)
+        self._warned_window = False
 
     @staticmethod
     def now() -> float:
@@ -206,6 +208,7 @@ class Engine:
         """
         spec = kind.with_tools(spec, self._definitions[kind.name])
         run = self._track(kind, spec, RunRef(), kind.learn_key(spec), timeout, tag, on_ids)
+        self._warn_short_deadline(run.learn_key, timeout)
         try:
             obs = await self._creator.create(run, spec)
         except Exception as exc:
@@ -222,6 +225,15 @@ class Engine:
         except Exception as exc:
             self._failed(run, exc)
         return run.handle, None
+
+    def _warn_short_deadline(self, learn_key: tuple[str, ...], timeout: float | None) -> None:
+        """Warn once that a deadline inside a discounted window will likely cancel its run: the
+        API only targets completion within the window, and queues such runs for hours."""
+        span = window_span(self._pacer.times.policy, learn_key)
+        if span is None or timeout is None or timeout >= span or self._warned_window:
+            return
+        self._warned_window = True
+        log.warning("deadline_within_window", timeout=timeout, window=span, key=learn_key)
 
     def attach(
         self,

@@ -8,7 +8,8 @@ The fleet follows the chain under one handle; ``ref.id`` moves to each new respo
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -22,7 +23,10 @@ from ..results import TokenUsage
 from ..tools import ToolCall, ToolOutput
 from .base import Observation, RunRef, RunState, output_reservation, texts_in
 
-__all__ = ["ResponseSpec", "ResponsesKind"]
+__all__ = ["WINDOWS", "ResponseSpec", "ResponsesKind"]
+
+WINDOWS = ("soonest", "2h", "8h")
+"""The completion windows of ``background_options``; ``2h`` and ``8h`` are discounted."""
 
 _STATES = {
     "queued": RunState.QUEUED,
@@ -40,6 +44,13 @@ class ResponseSpec:
 
     ``tools`` are the function definitions sent with every request of the chain; ``extra``
     holds any other ``responses.create`` argument (``reasoning``, ``max_output_tokens``...).
+    ``completion_window`` and ``continuation_id`` are sent as ``background_options``: ``2h``
+    and ``8h`` cost less and wait longer, and the fleet polls them on their own scale. Every
+    request of the chain reuses both, because a follow-up that does is queued with priority;
+    a run with a window and no continuation id gets one of its own for that reason.
+
+    Raises:
+        ValueError: ``completion_window`` is not one of :data:`WINDOWS`.
     """
 
     kind: ClassVar[str] = "responses"
@@ -50,6 +61,54 @@ class ResponseSpec:
     metadata: dict[str, str] | None = None
     tools: tuple[dict[str, Any], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    completion_window: str | None = None
+    continuation_id: str | None = None
+
+    def __post_init__(self) -> None:
+        window = self.completion_window
+        if window is not None and window not in WINDOWS:
+            raise ValueError(
+                f"completion_window must be one of {', '.join(WINDOWS)}, not {window!r}"
+            )
+
+    @classmethod
+    def of(
+        cls,
+        model: str,
+        input: Any,
+        instructions: str | None,
+        metadata: dict[str, str] | None,
+        tools: tuple[dict[str, Any], ...],
+        extra: Mapping[str, Any],
+    ) -> ResponseSpec:
+        """Build a spec from ``submit_response``'s keywords: the window and the continuation id
+        are the spec's own fields, not arguments ``responses.create`` takes as they are."""
+        rest = dict(extra)
+        window = rest.pop("completion_window", None)
+        continuation = rest.pop("continuation_id", None)
+        return cls(model, input, instructions, metadata, tools, rest, window, continuation)
+
+    def create_args(self) -> dict[str, Any]:
+        """Return the arguments of ``responses.create`` but its input, which differs by request:
+        the same for every request of a chain, window and continuation id included."""
+        args: dict[str, Any] = {"model": self.model, "background": True, "store": True}
+        if self.instructions is not None:
+            args["instructions"] = self.instructions
+        if self.metadata:
+            args["metadata"] = self.metadata
+        if self.tools:
+            args["tools"] = list(self.tools)
+        if self.completion_window is not None:
+            options = {"completion_window": self.completion_window}
+            if self.continuation_id is not None:
+                options["continuation_id"] = self.continuation_id
+            args["background_options"] = options
+        return {**self.extra, **args}
+
+    @property
+    def window(self) -> str:
+        """The window runs of this spec wait in: ``soonest`` unless a discounted one is set."""
+        return self.completion_window or "soonest"
 
 
 def poll_after(headers: Any) -> float | None:
@@ -112,8 +171,11 @@ class ResponsesKind:
         self.gate = gate
 
     def learn_key(self, spec: ResponseSpec) -> tuple[str, ...]:
-        """Responses are learned per model."""
-        return (self.name, spec.model)
+        """Responses are learned per model, and apart in a discounted window: its runs wait
+        minutes to hours in the queue, which says nothing of the same model's ``soonest`` runs."""
+        if spec.window == "soonest":
+            return (self.name, spec.model)
+        return (self.name, spec.model, spec.window)
 
     def estimate(self, spec: ResponseSpec) -> TokenCost:
         """A response reads its instructions and input; it reserves ``max_output_tokens``."""
@@ -133,7 +195,13 @@ class ResponsesKind:
             self.gate.settle_tokens(pending, resp.usage.input_tokens, resp.usage.output_tokens)
 
     def with_tools(self, spec: ResponseSpec, tools: tuple[dict[str, Any], ...]) -> ResponseSpec:
-        """A chain sends definitions with every request: the fleet's, unless the spec has some."""
+        """A chain sends definitions with every request: the fleet's, unless the spec has some.
+
+        The engine calls this once per run, so it is also where a run with a window and no
+        continuation id gets its own: its tool rounds then reuse it and are queued first.
+        """
+        if spec.completion_window is not None and spec.continuation_id is None:
+            spec = dataclasses.replace(spec, continuation_id=uuid.uuid4().hex)
         if spec.tools or not tools:
             return spec
         return dataclasses.replace(spec, tools=tuple(dict(t) for t in tools))
@@ -142,19 +210,9 @@ class ResponsesKind:
         """A watched chain continues with the response's own model and the fleet's tools."""
         return self.with_tools(ResponseSpec(raw.model, None), tools)
 
-    def _create_args(self, spec: ResponseSpec) -> dict[str, Any]:
-        args: dict[str, Any] = {"model": spec.model, "background": True, "store": True}
-        if spec.instructions is not None:
-            args["instructions"] = spec.instructions
-        if spec.metadata:
-            args["metadata"] = spec.metadata
-        if spec.tools:
-            args["tools"] = list(spec.tools)
-        return {**spec.extra, **args}
-
     async def start(self, spec: ResponseSpec, ref: RunRef) -> Observation:
         """Create a background response."""
-        args = self._create_args(spec)
+        args = spec.create_args()
         cost = self.estimate(spec)
         tokens = await self.gate.reserve_tokens(cost)
         resp, headers = await self.gate.send(
@@ -184,7 +242,7 @@ class ResponsesKind:
         self, ref: RunRef, spec: ResponseSpec, outputs: Sequence[ToolOutput]
     ) -> Observation:
         """Continue the chain with one ``function_call_output`` per call."""
-        args = self._create_args(spec)
+        args = spec.create_args()
         items: list[Any] = [
             {"type": "function_call_output", "call_id": o.call_id, "output": o.output}
             for o in outputs

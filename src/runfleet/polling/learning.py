@@ -24,6 +24,10 @@ Every delay is jittered by ``±jitter`` of its gap, never below ``min_interval``
 server's poll-after hint, and a window or tail gap never exceeds the cap, jitter included.
 Before ``min_samples`` completions of a key are known, its runs get the classic loop exactly
 (the fleet then lets a few scouts poll for a cohort of them: :mod:`runfleet.polling.scouting`).
+A key of a discounted completion window (``2h``, ``8h``) has its own policy, on the window's
+scale (:mod:`runfleet.polling.windows`): its "classic loop" polls minutes apart. Once learned,
+the cap is also at least a tenth of the learned median, so runs of minutes are not polled
+every 5 s.
 
 Where the first poll goes needs care, because the model only sees what its own polls saw. A run seen
 done at its first poll says only that it finished before it; a run seen later finished between its
@@ -63,6 +67,7 @@ from ..stats import quantile
 from .interval_fit import IntervalFit
 from .policy import PollPolicy
 from .schedule import floor_delay, jittered
+from .windows import window_policy
 
 __all__ = ["RunTimes"]
 
@@ -75,6 +80,9 @@ _MAX_WINDOW_POLLS = 10
 _START_STEP = 0.5
 """How far one observation moves the first poll, as a fraction of the window's gap."""
 _STALL_QUANTILE = 0.99
+_CAP_SHARE = 0.1
+"""The learned cap on gaps as a share of the learned median, where that passes the policy's:
+a tenth of the median keeps the detection latency a small part of the run time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,14 +93,18 @@ class _Plan:
     gap: float
     tail: float
     tail_gap: float
+    cap: float
 
 
 class _KeyTimes:
-    """Observations and derived plan of one key."""
+    """Observations and derived plan of one key, and the policy its runs are polled by."""
 
-    __slots__ = ("done", "earliest", "intervals", "plan", "queue", "stall_after", "start")
+    __slots__ = (
+        "done", "earliest", "intervals", "plan", "policy", "queue", "stall_after", "start",
+    )  # fmt: skip
 
     def __init__(self, policy: PollPolicy) -> None:
+        self.policy = policy
         self.done: deque[float] = deque(maxlen=policy.max_samples)
         self.intervals = IntervalFit(policy.max_samples, tolerance=policy.fit_tolerance)
         self.earliest = math.inf
@@ -148,11 +160,12 @@ class RunTimes(Generic[K]):
             raise ValueError(f"elapsed must be >= 0 seconds, got {elapsed!r}")
         if attempt < 0:
             raise ValueError(f"attempt must be >= 0, got {attempt}")
-        backoff = self._policy.backoff
         times = self._keys.get(key)
         if times is None or times.plan is None:
+            backoff = self.policy_for(key).backoff
             return backoff.next_delay(attempt, rng, poll_after=poll_after)
-        plan, jitter, cap = times.plan, backoff.jitter, backoff.cap
+        backoff = times.policy.backoff
+        plan, jitter, cap = times.plan, backoff.jitter, times.plan.cap
         if elapsed < plan.tail:
             wait = plan.start - elapsed
             if wait > plan.gap:
@@ -204,8 +217,8 @@ class RunTimes(Generic[K]):
         for given in (previous, first_at):
             if given is not None:
                 _check_seconds(given)
-        policy = self._policy
         times = self._touch(key)
+        policy = times.policy
         times.done.append(seconds)
         times.earliest = min(times.earliest, seconds)
         since = None if first_poll else seconds if previous is None else min(previous, seconds)
@@ -218,7 +231,8 @@ class RunTimes(Generic[K]):
         if fit is not None and fit.surprise is None:
             early = fit.quantile(policy.early_share)
             median = fit.quantile(0.5)
-            times.start = min(early + _clamped(policy, _target(policy, values)), median)
+            gap = _clamped(policy, _target(policy, values), _cap(policy, values))
+            times.start = min(early + gap, median)
         elif times.start is None or times.plan is None:
             times.start = low
         else:
@@ -252,8 +266,8 @@ class RunTimes(Generic[K]):
             ValueError: if ``seconds`` is negative or not finite.
         """
         _check_seconds(seconds)
-        policy = self._policy
         times = self._touch(key)
+        policy = times.policy
         times.queue.append(seconds)
         if len(times.queue) >= policy.min_samples:
             q99 = quantile(sorted(times.queue), _STALL_QUANTILE)
@@ -267,8 +281,14 @@ class RunTimes(Generic[K]):
         ``stall_floor``.
         """
         times = self._keys.get(key)
-        limit = self._policy.stall_unlearned if times is None else times.stall_after
+        limit = self.policy_for(key).stall_unlearned if times is None else times.stall_after
         return queued_for > limit
+
+    def policy_for(self, key: K) -> PollPolicy:
+        """Return the policy runs of ``key`` are polled by: the model's, or for a key of a
+        discounted completion window, one on that window's scale (:mod:`.windows`)."""
+        times = self._keys.get(key)
+        return times.policy if times is not None else window_policy(self._policy, key)
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -281,7 +301,7 @@ class RunTimes(Generic[K]):
         """Return the key's record, created if needed and marked most recently used."""
         times = self._keys.get(key)
         if times is None:
-            times = self._keys[key] = _KeyTimes(self._policy)
+            times = self._keys[key] = _KeyTimes(window_policy(self._policy, key))
             if len(self._keys) > self._policy.max_keys:
                 self._keys.popitem(last=False)
         else:
@@ -296,15 +316,22 @@ def _target(policy: PollPolicy, values: Sequence[float]) -> float:
     return policy.latency_fraction * quantile(values, 0.5)
 
 
-def _clamped(policy: PollPolicy, gap: float) -> float:
+def _clamped(policy: PollPolicy, gap: float, cap: float) -> float:
     """Clamp a gap to the floor, and under the cap with jitter included, so that where runs
     finish the learned schedule polls at least as often as the classic loop at its slowest."""
     backoff = policy.backoff
-    return min(max(gap, backoff.min_interval), backoff.cap * (1 - backoff.jitter))
+    return min(max(gap, backoff.min_interval), cap * (1 - backoff.jitter))
+
+
+def _cap(policy: PollPolicy, values: Sequence[float]) -> float:
+    """Return the longest gap of a learned key: the classic loop's cap, or a share of the
+    learned median when that is longer, so runs that take minutes are not polled every 5 s."""
+    return max(policy.backoff.cap, _CAP_SHARE * quantile(values, 0.5))
 
 
 def _plan(policy: PollPolicy, values: Sequence[float], start: float) -> _Plan:
     """Derive a key's schedule from its sorted observed run times and its first poll."""
+    cap = _cap(policy, values)
     tail = quantile(values, policy.high_quantile)
     target = widest = _target(policy, values)
     if policy.latency_target is None:
@@ -312,9 +339,10 @@ def _plan(policy: PollPolicy, values: Sequence[float], start: float) -> _Plan:
     gap = min(widest, max(tail - start, 0.0) / _MIN_WINDOW_POLLS)
     return _Plan(
         start=start,
-        gap=_clamped(policy, gap),
+        gap=_clamped(policy, gap, cap),
         tail=tail,
-        tail_gap=_clamped(policy, target),
+        tail_gap=_clamped(policy, target, cap),
+        cap=cap,
     )
 
 

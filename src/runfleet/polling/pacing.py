@@ -18,6 +18,7 @@ from typing import Generic, Protocol, TypeVar
 from .learning import RunTimes
 from .schedule import PollSchedule, jittered
 from .scouting import Scouting
+from .windows import window_span
 
 __all__ = ["Paced", "Pacer"]
 
@@ -25,6 +26,9 @@ _EARLY_EVENTS = 4096
 """Ids of events that came before their run was waiting (create still in flight), kept so
 the run's first reschedule polls at once; bounded because most unknown ids are not ours."""
 _SAFETY_JITTER = 0.2
+_SAFETY_WINDOW_SHARE = 0.25
+"""A run in a discounted window waits minutes to hours: its safety-net poll comes no sooner than
+this share of the window (2 h for ``8h``), so its event, not a poll, usually tells it ended."""
 
 
 class Paced(Protocol):
@@ -113,6 +117,9 @@ class Pacer(Generic[R]):
                 del self._early[run.run_id]
                 self.poll_at(run, now)
                 return
+            span = window_span(self.times.policy, run.learn_key)
+            if span is not None:
+                safety = max(safety, _SAFETY_WINDOW_SHARE * span)
             delay = max(jittered(safety, _SAFETY_JITTER, self._rng), poll_after or 0.0)
             self.poll_at(run, now + delay)
             return
@@ -121,7 +128,9 @@ class Pacer(Generic[R]):
         age = now - run.phase_start
         delay = times.next_delay(key, age, run.attempt, rng, poll_after=poll_after)
         run.attempt += 1
-        if not times.is_learned(key):
+        # A window key's unlearned polls are minutes apart already: holding them back for
+        # scouts would add the scouts' wait (hours) to the latency of the runs held.
+        if not times.is_learned(key) and window_span(times.policy, key) is None:
 
             def step(at: float, attempt: int) -> float:
                 return times.next_delay(key, at, attempt, rng, poll_after=poll_after)

@@ -53,6 +53,9 @@ class PollPolicy:
     """Seconds queued before a run is stalled while its key's queue waits are not learned."""
     max_keys: int = 1024
     """Keys remembered; the least recently observed is forgotten first."""
+    time_unit: float = 1.0
+    """Real seconds per second of the runs' time: 1 live, the scale against a time-scaled
+    simulator. What is fixed in the runs' time (a completion window's length) is read in it."""
     fit_tolerance: float = 0.03
     """How many more runs (as a share) may be found done at the first poll than the lognormal
     fit predicts, over the latest ``max_samples``, before the fit is distrusted. Tight on
@@ -67,6 +70,7 @@ class PollPolicy:
             "stall_floor",
             "stall_unlearned",
             "fit_tolerance",
+            "time_unit",
         ):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
@@ -74,6 +78,8 @@ class PollPolicy:
         target = self.latency_target
         if target is not None and not (math.isfinite(target) and target > 0):
             raise ValueError(f"PollPolicy.latency_target must be > 0 seconds, got {target!r}")
+        if self.time_unit == 0:
+            raise ValueError("PollPolicy.time_unit must be > 0")
         if self.latency_fraction == 0:
             raise ValueError("PollPolicy.latency_fraction must be > 0")
         if not 0 < self.early_share < 0.5:
@@ -98,7 +104,8 @@ class PollPolicy:
 
         For a simulator whose time is scaled (``scale`` real seconds per scenario second): the
         fleet then waits, stalls and aims at the same scenario times. The backoff's durations,
-        ``latency_target`` and the stall limits are scaled; shares, counts and factors stay.
+        ``latency_target``, the stall limits and ``time_unit`` are scaled; shares, counts and
+        factors stay.
 
         Raises:
             ValueError: if ``scale`` is not a finite number > 0.
@@ -110,4 +117,5 @@ class PollPolicy:
             latency_target=None if target is None else target * scale,
             stall_floor=self.stall_floor * scale,
             stall_unlearned=self.stall_unlearned * scale,
+            time_unit=self.time_unit * scale,
         )

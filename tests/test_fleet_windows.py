@@ -1,0 +1,182 @@
+"""Discounted completion windows from the fleet's side, over real HTTP against the simulator:
+the window and continuation id are sent and reused by tool rounds, learned apart, and polled on
+the window's scale (an 8h run costs a handful of polls, not hundreds)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+from openai import AsyncOpenAI
+from structlog.testing import capture_logs
+
+from runfleet import PollPolicy, tool
+from runfleet.admission.gate import RequestGate
+from runfleet.admission.quota import RequestQuota
+from runfleet.kinds.responses import ResponsesKind, ResponseSpec
+from runfleet.sim.server import serve_asgi
+from runfleet.stats import StatsCollector
+from runfleet.webhooks import WebhookReceiver
+
+from .helpers import StartSim, fleet_on
+
+SECRET = "whsec_bmV3LXNlY3JldC1uZXctc2VjcmV0LTAxMjM0NTY="
+SCALE = 0.0005  # scenario seconds to real ones: an 8h window lasts 14 s
+# Fixed queues so a soonest and an 8h run wait the same time and differ only by their window.
+SAME_QUEUE: dict[str, Any] = {
+    "lifecycle": {"queued": 1200, "in_progress": 30, "resume": 30},
+    "windows": {"2h": {"queued": 1200, "follow_up": 60}, "8h": {"queued": 1200, "follow_up": 60}},
+    "outcomes": {"failed": 0.0},
+    "tools": {"probability": 0.0},
+}
+
+
+@tool
+async def get_weather(city: str) -> str:
+    """Weather for a city."""
+    return f"sunny in {city}"
+
+
+def _kind() -> ResponsesKind:
+    return ResponsesKind(
+        AsyncOpenAI(api_key="sk-x"), RequestGate(RequestQuota(600), StatsCollector(), concurrency=1)
+    )
+
+
+def test_an_unknown_window_is_refused_in_one_line() -> None:
+    with pytest.raises(ValueError, match="completion_window must be one of") as info:
+        ResponseSpec("gpt-5-mini", "x", completion_window="3h")
+    assert "\n" not in str(info.value)
+
+
+def test_the_window_goes_in_background_options_and_each_run_gets_a_continuation_id() -> None:
+    kind = _kind()
+    spec = ResponseSpec.of("gpt-5-mini", "x", None, None, (), {"completion_window": "8h"})
+    first, second = kind.with_tools(spec, ()), kind.with_tools(spec, ())
+    assert first.continuation_id
+    assert second.continuation_id
+    assert first.continuation_id != second.continuation_id  # one per run, not per spec
+    assert kind.with_tools(first, ()).continuation_id == first.continuation_id
+    options = first.create_args()["background_options"]
+    assert options == {"completion_window": "8h", "continuation_id": first.continuation_id}
+    plain = ResponseSpec("gpt-5-mini", "x")
+    assert "background_options" not in kind.with_tools(plain, ()).create_args()
+    given = ResponseSpec("gpt-5-mini", "x", completion_window="2h", continuation_id="mine")
+    assert kind.with_tools(given, ()).continuation_id == "mine"
+
+
+def test_learn_keys_differ_per_window() -> None:
+    kind = _kind()
+    keys = {
+        kind.learn_key(ResponseSpec("gpt-5-mini", "x", completion_window=w))
+        for w in (None, "soonest", "2h", "8h")
+    }
+    assert keys == {
+        ("responses", "gpt-5-mini"),
+        ("responses", "gpt-5-mini", "2h"),
+        ("responses", "gpt-5-mini", "8h"),
+    }
+
+
+async def test_tool_rounds_reuse_the_window_and_continuation_and_get_priority(
+    start_sim: StartSim,
+) -> None:
+    scenario = SAME_QUEUE | {
+        "tools": {"probability": 1.0, "rounds": 2, "calls_per_round": 1, "submit_lag": 1}
+    }
+    policy = PollPolicy().scaled(SCALE)
+    async with (
+        start_sim(scenario, time_scale=SCALE) as sim,
+        fleet_on(sim, tools=[get_weather], policy=policy) as fleet,
+    ):
+        handles = [
+            await fleet.submit_response(
+                model="gpt-5-mini", input=f"Weather {i}?", completion_window="8h"
+            )
+            for i in range(3)
+        ]
+        results = [await h for h in handles]
+    assert all(r.status == "completed" for r in results)
+    windows = sim.stats()["responses"]["windows"]
+    assert set(windows) == {"8h"}  # every request of every chain kept the window
+    assert windows["8h"]["total"] == 9
+    assert windows["8h"]["follow_ups"] == 6  # both rounds of each run, queued with priority
+
+
+async def test_an_8h_run_costs_a_handful_of_polls_where_a_soonest_one_costs_hundreds(
+    start_sim: StartSim,
+) -> None:
+    # Soonest runs queued 20 min would be stalled at 2 min: lift that, it is not the point.
+    policy = PollPolicy(stall_unlearned=3600.0).scaled(SCALE)
+    async with (
+        start_sim(SAME_QUEUE, time_scale=SCALE) as sim,
+        fleet_on(sim, policy=policy) as fleet,
+    ):
+        eight = [
+            await fleet.submit_response(model="gpt-5-mini", input="x", completion_window="8h")
+            for _ in range(3)
+        ]
+        soonest = [await fleet.submit_response(model="gpt-5-mini", input="x") for _ in range(3)]
+        long_wait = [(await h).figures.polls for h in eight]
+        classic = [(await h).figures.polls for h in soonest]
+    assert max(long_wait) <= 5  # first poll at 6 min, then every 15 min at most
+    # The classic loop, capped at 5 s, on the same 20 min queue: 240 polls in theory, fewer
+    # here because at this time scale each request's round trip is seconds of scenario time.
+    assert min(classic) >= 15 * max(long_wait)
+    assert sim.stats()["responses"]["windows"]["8h"]["total"] == 3
+
+
+async def test_an_8h_run_queued_past_the_soonest_stall_limit_is_not_stalled(
+    start_sim: StartSim,
+) -> None:
+    # The default policy calls a soonest run queued 2 min stalled; an 8h run waits 20 min here.
+    async with (
+        start_sim(SAME_QUEUE, time_scale=SCALE) as sim,
+        fleet_on(sim, policy=PollPolicy().scaled(SCALE)) as fleet,
+    ):
+        handle = await fleet.submit_response(model="gpt-5-mini", input="x", completion_window="8h")
+        result = await handle
+    assert result.status == "completed"
+    assert sim.stats()["responses"]["total"] == 1  # never cancelled and recreated
+
+
+async def test_a_deadline_shorter_than_the_window_is_warned_about_once(
+    start_sim: StartSim,
+) -> None:
+    async with (
+        start_sim(SAME_QUEUE, time_scale=SCALE) as sim,
+        fleet_on(sim, policy=PollPolicy().scaled(SCALE)) as fleet,
+    ):
+        with capture_logs() as logs:
+            for window in ("8h", "8h", None):
+                handle = await fleet.submit_response(
+                    model="gpt-5-mini", input="x", completion_window=window, timeout=5.0
+                )
+                await handle
+    warned = [e for e in logs if e["event"] == "deadline_within_window"]
+    assert len(warned) == 1
+    assert warned[0]["log_level"] == "warning"
+
+
+async def test_with_webhooks_an_8h_run_is_not_polled_before_a_quarter_of_its_window(
+    start_sim: StartSim,
+) -> None:
+    # Every event is lost and the safety net is 50 ms: only the window keeps the polls away.
+    async with (
+        start_sim(SAME_QUEUE, time_scale=SCALE) as sim,
+        fleet_on(sim, webhooks=True, safety_poll=0.05, policy=PollPolicy().scaled(SCALE)) as f,
+    ):
+        receiver = WebhookReceiver(f, secret=SECRET)
+        async with serve_asgi(receiver) as port:
+            url = f"http://127.0.0.1:{port}/webhooks/openai"
+            hooks = {"url": url, "secret": SECRET, "drop": 1.0}
+            sim.reset(sim.app.scenario.replace(webhooks=hooks))
+            started = anyio.current_time()
+            result = await (
+                await f.submit_response(model="gpt-5-mini", input="x", completion_window="8h")
+            )
+            waited = anyio.current_time() - started
+    assert result.status == "completed"
+    assert result.figures.polls == 1  # the safety net's, at 2 h of scenario time
+    assert waited >= 0.8 * 7200 * SCALE
