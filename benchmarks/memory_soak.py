@@ -10,17 +10,19 @@ progress 60-120 s uniform at time scale 1), so the quota goes mostly to polls; 1
 planned.
 
 Every ``--every`` seconds it samples RSS (``VmRSS`` in ``/proc/self/status``), the bytes
-``tracemalloc`` traces, and the fleet's retrieves. After ``--warmup`` polls it takes a first
-``tracemalloc`` snapshot and a second at the end, and prints:
+``tracemalloc`` traces (after a full collection, so garbage awaiting one does not count), and
+the fleet's retrieves. From ``--warmup`` polls on it prints:
 
 - the slope: a least-squares line through the samples after warm-up, in MB of RSS and of
   traced memory per 10,000 polls;
-- the allocation sites that grew most between the two snapshots (``--top``, by file and line),
-  and the sizes of the fleet's own structures at both ends (``--frames`` deepens the traceback
-  each site is grouped by, at more cost).
+- the allocation sites that grew most from the first snapshot to a second half-way and a third
+  at the end, in each half (``--top``, by file and line; ``--frames`` deepens the traceback
+  each site is grouped by, at more cost): a leak grows in both halves, a warm-up in the first;
+- the entries of the fleet's own structures (heap, run table, windows, ledger, indexes) at the
+  three points.
 
-``--no-tracemalloc`` measures RSS alone (tracemalloc costs CPU and memory of its own, both
-proportional to live blocks, so it inflates the RSS level but not a flat slope).
+``--no-tracemalloc`` measures RSS alone, for the RSS figure to quote: tracemalloc keeps a trace
+per live block (tens of MB here) and slows each poll.
 """
 
 from __future__ import annotations
@@ -108,7 +110,10 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         path.write_text(json.dumps(SCENARIO))
         proc, url = start_sim("--scenario", str(path), "--time-scale", str(args.time_scale))
     samples: list[dict[str, float]] = []
-    snapshots: list[tracemalloc.Snapshot] = []
+    # Snapshots go to files and are read back at the end: one kept in memory holds a trace
+    # per live block, and its megabytes would show in the RSS being measured.
+    snapshots: list[Path] = []
+    store = tempfile.TemporaryDirectory()
     sizes: list[dict[str, int]] = []
     ended = started = 0
     feed = asyncio.Queue[None]()
@@ -161,7 +166,9 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                     if len(sizes) < 3 and polls >= marks[len(sizes)]:
                         sizes.append(structures(fleet))
                         if args.tracemalloc:
-                            snapshots.append(tracemalloc.take_snapshot())
+                            snapshots.append(Path(store.name) / f"{len(snapshots)}.snapshot")
+                            tracemalloc.take_snapshot().dump(str(snapshots[-1]))
+                            gc.collect()
                     if len(sizes) == 3:
                         task.cancel()
                         break
@@ -185,7 +192,8 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     }
     if len(snapshots) == 3:
         key = "traceback" if args.frames > 1 else "lineno"
-        first, second = (b.compare_to(a, key) for a, b in itertools.pairwise(snapshots))
+        loaded = [tracemalloc.Snapshot.load(str(path)) for path in snapshots]
+        first, second = (b.compare_to(a, key) for a, b in itertools.pairwise(loaded))
         halves = {stat.traceback: stat.size_diff for stat in second}
         out["top"] = [
             {
@@ -198,6 +206,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                 first, key=lambda s: s.size_diff + halves.get(s.traceback, 0), reverse=True
             )[: args.top]
         ]
+    store.cleanup()
     return out
 
 
