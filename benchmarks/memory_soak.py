@@ -193,6 +193,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     if len(snapshots) == 3:
         key = "traceback" if args.frames > 1 else "lineno"
         loaded = [tracemalloc.Snapshot.load(str(path)) for path in snapshots]
+        store.cleanup()
         first, second = (b.compare_to(a, key) for a, b in itertools.pairwise(loaded))
         halves = {stat.traceback: stat.size_diff for stat in second}
         out["top"] = [
@@ -206,7 +207,6 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                 first, key=lambda s: s.size_diff + halves.get(s.traceback, 0), reverse=True
             )[: args.top]
         ]
-    store.cleanup()
     return out
 
 
