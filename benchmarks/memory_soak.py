@@ -22,7 +22,8 @@ the fleet's retrieves. From ``--warmup`` polls on it prints:
   three points.
 
 ``--no-tracemalloc`` measures RSS alone, for the RSS figure to quote: tracemalloc keeps a trace
-per live block (tens of MB here) and slows each poll.
+per live block (tens of MB here), the allocator keeps the arenas each snapshot took (RSS steps
+up there), and it slows each poll.
 """
 
 from __future__ import annotations
@@ -180,7 +181,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {
         "in_flight": args.in_flight,
         "polls": samples[-1]["polls"],
-        "ended": ended,
+        "ended": samples[-1]["ended"],  # not those the fleet's exit ends, detached
         "seconds": samples[-1]["t"],
         "rss_mb": [round(s["rss"] / MB, 1) for s in samples],
         "rss_slope_mb_per_10k_polls": slope([(s["polls"], s["rss"]) for s in after]) * 1e4 / MB,
