@@ -83,3 +83,18 @@ async def test_a_deadline_comes_before_the_next_poll() -> None:
     pace.forget(runs[1])
     assert pace.schedule.due_of(1) is None
     assert "resp_1" not in pace.by_response
+
+
+async def test_events_for_unknown_responses_are_remembered_up_to_a_bound() -> None:
+    """A flood of events for responses this fleet never waits on keeps the newest 4,096."""
+    runs = {1: tracked(1, "resp_0"), 2: tracked(2, "resp_9999")}
+    pace, _ = pacer(runs, safety_poll=60.0)
+    for i in range(10_000):
+        assert pace.notified(f"resp_{i}") is None  # nobody waits yet
+    assert len(pace._early) == 4_096
+    pace.reschedule(runs[1], 1.0, None)  # the oldest event was forgotten: the safety net
+    due = pace.schedule.due_of(1)
+    assert due is not None
+    assert due > 1.0
+    pace.reschedule(runs[2], 1.0, None)  # the newest is still there: polled at once
+    assert pace.schedule.due_of(2) == 1.0

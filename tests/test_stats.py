@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from runfleet.stats import StatsCollector
 
 
@@ -33,3 +35,19 @@ def test_the_peaks_match_a_count_over_every_window() -> None:
 
     assert snap.peak_minute == busiest(60.0)
     assert snap.peak_second == busiest(1.0)
+
+
+def test_what_the_collector_keeps_stays_bounded_however_long_the_fleet_runs() -> None:
+    """A soak's worth of requests, runs and heartbeats: the windows and samples stop growing."""
+    stats = StatsCollector()
+    for i in range(100_000):  # 100 requests a second for 1,000 s
+        stats.request_started("retrieve", i / 100)
+    for i in range(25_000):
+        stats.run_finished("completed", float(i))
+    for _ in range(5_000):
+        stats.loop_lagged(0.01)
+    assert len(stats.recent) <= 60 * 100 + 1  # the last minute only
+    assert len(stats.this_second) <= 100 + 1
+    assert len(stats.latencies) == 10_000  # the latest runs' latencies
+    assert len(stats.lags) == 1_200
+    assert stats.snapshot(1_000.0, {}, None).detection_p50 == pytest.approx(19_999.5)

@@ -127,3 +127,21 @@ async def test_settling_a_run_gives_tokens_back_and_wakes_the_waiter() -> None:
     stats = quota.stats()
     assert (stats.charged, stats.used, stats.given_back) == (22_000, 1_500, 19_500)
     assert stats.ratios == {"m": 1.0}
+
+
+def test_the_learned_ratios_keep_at_most_max_models_the_least_recently_learned_forgotten() -> None:
+    estimates = TokenEstimates(max_models=100)
+    estimates.learn("first", 100, 200)
+    for i in range(5_000):  # e.g. an assistant id per run, where runs name no model
+        estimates.learn(f"asst_{i}", 100, 150)
+        estimates.learn("first", 100, 200)  # learned again and again: never the oldest
+    assert len(estimates.ratios) == 100
+    assert estimates.ratios["first"] == pytest.approx(2.0)
+    assert "asst_4999" in estimates.ratios
+    assert "asst_0" not in estimates.ratios  # forgotten: its estimates start again from 1.0
+    assert estimates.charge(cost(400, model="asst_0"), 100) == 100
+
+
+def test_max_models_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_models"):
+        TokenEstimates(max_models=0)

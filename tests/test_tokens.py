@@ -121,3 +121,17 @@ def test_the_servers_remaining_count_is_believed_over_the_fleets() -> None:
     # Nothing remains on the server's count now (1 s to refill 1,000); the fleet's own bucket
     # (1,000 a second) holds it longer: 1.5 s to drain the 1,500 just sent.
     assert budget.wait_for(1.0, 1_000) == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize("tpm", [None, 1e9])
+def test_the_ledger_holds_the_last_minute_of_requests_however_many_were_sent(
+    tpm: float | None,
+) -> None:
+    """Limited or not, entries older than 60 s leave the ledger as new ones are taken."""
+    budget = TokenBudget(tpm)
+    for i in range(30_000):  # 10 a second for 3,000 s; every tenth given back unused
+        entry = admit(budget, i / 10, 100.0)
+        if i % 10 == 0:
+            budget.release(entry, i / 10)
+    assert len(budget._sent) <= 60 * 10 + 1
+    assert budget.held(3_000.0) == pytest.approx(599 * 100.0 * 0.9, rel=0.01)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -74,13 +75,17 @@ class TokenEstimates:
 
     The server charges its own count of the input; the fleet's rule is a guess at it. After
     each settled run the ratio of the server's input to the fleet's guess moves towards what
-    was seen (a moving average), per model, and later estimates are multiplied by it.
+    was seen (a moving average), per model, and later estimates are multiplied by it. The key
+    is the model, or an Assistants run's assistant id when it names no model, so a service that
+    makes assistants as it goes would add one per run: at most ``max_models`` are kept, the
+    least recently learned forgotten first (it starts again from 1.0).
 
     Args:
         counter: counts the tokens of some text (the character rule by default).
         default_output: the output reserved when a request sets no ``max_output_tokens``: what
             the server reserves then, so the fleet's count and the server's agree until usage
             settles them.
+        max_models: most models whose ratio is kept.
     """
 
     def __init__(
@@ -89,15 +94,19 @@ class TokenEstimates:
         *,
         default_output: int = 1000,
         weight: float = 0.2,
+        max_models: int = 1024,
     ) -> None:
         if isinstance(default_output, bool) or not isinstance(default_output, int):
             raise ValueError(f"default_output must be a whole number, got {default_output!r}")
         if default_output < 1:
             raise ValueError(f"default_output must be at least 1 token, got {default_output!r}")
+        if max_models < 1:
+            raise ValueError(f"max_models must be at least 1, got {max_models!r}")
         self.counter = counter
         self.default_output = default_output
         self.weight = weight
-        self.ratios: dict[str, float] = {}
+        self.max_models = max_models
+        self.ratios: OrderedDict[str, float] = OrderedDict()  # least recently learned first
 
     def raw_input(self, cost: TokenCost) -> int:
         """Return the counter's input tokens for ``cost``, before any learned correction."""
@@ -114,8 +123,11 @@ class TokenEstimates:
         if raw_input <= 0 or real_input <= 0:
             return
         seen = min(10.0, max(0.1, real_input / raw_input))
-        old = self.ratios.get(model)
-        self.ratios[model] = seen if old is None else old + self.weight * (seen - old)
+        ratios = self.ratios
+        old = ratios.pop(model, None)
+        ratios[model] = seen if old is None else old + self.weight * (seen - old)
+        if len(ratios) > self.max_models:
+            ratios.popitem(last=False)
 
 
 class Reservation:
