@@ -368,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .sim.server import run
 
         try:
-            run(
+            stopped_by = run(
                 args.scenario,
                 host=args.host,
                 port=args.port,
@@ -386,6 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         except KeyboardInterrupt:
             return 130
+        return 128 + stopped_by if stopped_by else 0  # a signal the loop's end swallowed
     return 0
 
 

@@ -10,6 +10,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -161,8 +162,11 @@ def run(
     api_key: str | None = None,
     log_level: str = "warning",
     announce: Callable[[str], None] = print,
-) -> None:
+) -> int | None:
     """Serve the simulator in the foreground until Ctrl-C (what ``runfleet sim`` does).
+
+    Returns the signal that stopped it (uvicorn re-raises it after a graceful shutdown, but a
+    signal that lands while the loop winds down can be swallowed: the caller still knows).
 
     Raises:
         ScenarioError: the scenario is unknown or invalid (before anything listens).
@@ -184,8 +188,20 @@ def run(
         f"  export OPENAI_BASE_URL={base} OPENAI_API_KEY={sc.api_key or 'sk-sim'}\n"
         f"  stats: GET {base.removesuffix('/v1')}/_sim/stats   reset: POST .../_sim/reset"
     )
+    server = _Server(config)
     try:
         # Server.run picks uvloop when it is installed: about a third more requests per second.
-        uvicorn.Server(config).run(sockets=[sock])
+        server.run(sockets=[sock])
     finally:
         sock.close()
+    return server.stopped_by
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, remembering which signal asked it to stop."""
+
+    stopped_by: int | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.stopped_by = self.stopped_by or sig
+        super().handle_exit(sig, frame)
