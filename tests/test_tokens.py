@@ -121,3 +121,41 @@ def test_the_servers_remaining_count_is_believed_over_the_fleets() -> None:
     # Nothing remains on the server's count now (1 s to refill 1,000); the fleet's own bucket
     # (1,000 a second) holds it longer: 1.5 s to drain the 1,500 just sent.
     assert budget.wait_for(1.0, 1_000) == pytest.approx(1.5)
+
+
+def test_remaining_is_read_as_a_share_of_a_bucket_whose_size_the_reset_tells() -> None:
+    """A 60,000 TPM account enforced over 10 s: a 10,000-token bucket, half full.
+
+    Its headers say 30,000 remain (half the limit) and 5 s to refill (5,000 at 1,000 a
+    second): 5,000 tokens really remain, and the fleet waits for them, not for 30,000.
+    """
+    budget = TokenBudget(60_000)
+    budget.learn(0.0, RateLimitHeaders(limit=60_000, remaining=30_000, reset=5.0))
+    assert budget.wait_for(0.0, 6_000) == pytest.approx(1.0)
+    # A full bucket's headers say nothing of its size: the size learned before still holds.
+    budget.learn(2.0, RateLimitHeaders(limit=60_000, remaining=60_000, reset=0.0))
+    assert budget.wait_for(2.0, 10_000) == 0.0
+    assert budget.wait_for(2.0, 20_000) == 0.0  # larger than the bucket: it goes when full
+
+
+def test_an_answer_does_not_count_requests_it_came_back_before() -> None:
+    """Tokens admitted since are taken from the server's count until their own answer."""
+    budget = TokenBudget(60_000)
+    budget.learn(0.0, RateLimitHeaders(limit=60_000, remaining=30_000, reset=5.0))
+    entry = budget.take(0.0, 4_000)
+    budget.sent(entry, 0.0)
+    # An answer to an earlier request, with the same count: 5,000 - 4,000 remain for us.
+    budget.learn(0.0, RateLimitHeaders(limit=60_000, remaining=30_000, reset=5.0))
+    assert budget.server_available(0.0) == 1_000
+    budget.answered(entry)  # its own answer counts it from here
+    budget.learn(0.0, RateLimitHeaders(limit=60_000, remaining=6_000, reset=9.0))
+    assert budget.server_available(0.0) == pytest.approx(1_000)
+
+
+def test_a_request_waits_for_its_headroom_and_counts_only_its_estimate() -> None:
+    budget = TokenBudget(60_000)  # the fleet's own bucket: 1,000 a second
+    admit(budget, 0.0, 500)
+    assert budget.wait_for(0.0, 300) == 0.0
+    assert budget.wait_for(0.0, 300, headroom=1_000) == pytest.approx(0.5)
+    entry = budget.take(0.5, 300)
+    assert entry.tokens == 300

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -76,6 +77,14 @@ class TokenEstimates:
     each settled run the ratio of the server's input to the fleet's guess moves towards what
     was seen (a moving average), per model, and later estimates are multiplied by it.
 
+    The mean is what a request is counted at, not what it is admitted by: single requests
+    stray far from it (a workload whose input barely follows its text strays by 50x), and
+    one that costs the server more than the room the fleet waited for is a 429. So the real
+    inputs are also kept (the last ``samples`` per model), and :meth:`headroom` asks for room
+    for a high ``quantile`` of them, or of the ratio times this request's own count,
+    whichever is lower: the first bounds inputs that do not follow the text, the second
+    those that do.
+
     Args:
         counter: counts the tokens of some text (the character rule by default).
         default_output: the output reserved when a request sets no ``max_output_tokens``: what
@@ -89,6 +98,8 @@ class TokenEstimates:
         *,
         default_output: int = 1000,
         weight: float = 0.2,
+        quantile: float = 0.99,
+        samples: int = 200,
     ) -> None:
         if isinstance(default_output, bool) or not isinstance(default_output, int):
             raise ValueError(f"default_output must be a whole number, got {default_output!r}")
@@ -97,7 +108,11 @@ class TokenEstimates:
         self.counter = counter
         self.default_output = default_output
         self.weight = weight
+        self.quantile = quantile
         self.ratios: dict[str, float] = {}
+        self._sums: dict[str, tuple[float, float]] = {}  # decayed real and counted input
+        self._inputs: dict[str, deque[int]] = defaultdict(lambda: deque(maxlen=samples))
+        self._ratios_seen: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=samples))
 
     def raw_input(self, cost: TokenCost) -> int:
         """Return the counter's input tokens for ``cost``, before any learned correction."""
@@ -109,13 +124,42 @@ class TokenEstimates:
         out = cost.output if cost.output is not None else self.default_output
         return max(1, inp + out)
 
+    def headroom(self, cost: TokenCost, raw_input: int) -> int:
+        """Return the room a request must find: a high quantile of its possible real cost.
+
+        Until a model has settled a few runs this is its charge; nothing is known yet.
+        """
+        charge = self.charge(cost, raw_input)
+        inputs = self._inputs.get(cost.model)
+        if inputs is None or len(inputs) < _MIN_SAMPLES:
+            return charge
+        by_ratio = raw_input * _quantile(self._ratios_seen[cost.model], self.quantile)
+        high = min(_quantile(inputs, self.quantile), by_ratio)
+        out = cost.output if cost.output is not None else self.default_output
+        return max(charge, math.ceil(high) + out)
+
     def learn(self, model: str, raw_input: int, real_input: int) -> None:
-        """Move the model's ratio towards ``real_input / raw_input``."""
+        """Move the model's ratio towards ``real_input / raw_input``; keep both for quantiles."""
         if raw_input <= 0 or real_input <= 0:
             return
-        seen = min(10.0, max(0.1, real_input / raw_input))
-        old = self.ratios.get(model)
-        self.ratios[model] = seen if old is None else old + self.weight * (seen - old)
+        seen = min(_MAX_RATIO, max(1 / _MAX_RATIO, real_input / raw_input))
+        # A ratio of (decaying) sums, not a mean of ratios: the mean weighs a short prompt's
+        # lesson as much as a long one's and overcharges whenever input does not follow text.
+        real, raw = self._sums.get(model, (0.0, 0.0))
+        real, raw = real * (1 - self.weight) + raw_input * seen, raw * (1 - self.weight) + raw_input
+        self._sums[model] = (real, raw)
+        self.ratios[model] = real / raw
+        self._inputs[model].append(real_input)
+        self._ratios_seen[model].append(seen)
+
+
+_MIN_SAMPLES = 10  # settled runs before a quantile of them means anything
+_MAX_RATIO = 1000.0  # a bound on one run's lesson, so a 1-character prompt cannot teach 1e6
+
+
+def _quantile(values: Iterable[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
 
 class Reservation:
@@ -135,6 +179,10 @@ class Reservation:
     def sent(self) -> None:
         """The request leaves now: its tokens count 60 s from here."""
         self.quota.stamp(self)
+
+    def answered(self) -> None:
+        """The server's answer came back: the remaining-tokens it sends from now counts it."""
+        self.quota.budget.answered(self.entry)
 
     def release(self) -> None:
         """The server refused the request and charged nothing: give every token back."""
@@ -217,13 +265,16 @@ class TokenQuota:
         raw = self.estimates.raw_input(cost)
         charge = self.estimates.charge(cost, raw)
         self._check_fits(charge)
+        headroom = self.estimates.headroom(cost, raw)
         self._waiting += 1
         try:
             async with self._lock:
                 while True:
                     self._check_fits(charge)
                     now = self._now()
-                    wait = self.budget.wait_for(now, charge)
+                    limit = self.budget.limit
+                    room = headroom if limit is None else min(headroom, limit)
+                    wait = self.budget.wait_for(now, charge, room)
                     if wait == 0.0:
                         break
                     await self._sleep(wait)
@@ -275,7 +326,9 @@ class TokenQuota:
         if self.budget.limit != before:
             log.info("token_limit_learned", limit=self.budget.limit, tpm=self.budget.tpm)
             self._wake()  # a waiter may fit now, or never (then it fails alone)
-        if parsed.limit is None and self.budget.tpm is None and not self._told_unlimited:
+        # Said once: every answer would repeat it. Not for one answer without headers after a
+        # limit is known (an error page from a proxy): the known limit still holds.
+        if parsed.limit is None and self.budget.limit is None and not self._told_unlimited:
             self._told_unlimited = True
             log.info("tokens_not_limited", reason="no tpm set and no token headers sent")
 
