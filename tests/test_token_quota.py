@@ -156,6 +156,18 @@ async def test_settling_a_run_gives_tokens_back_and_wakes_the_waiter() -> None:
 
 
 @pytest.mark.looptime
+async def test_a_request_queued_before_the_first_lesson_is_priced_by_it() -> None:
+    """A batch queues its whole file at once: what the first run taught prices the rest."""
+    quota = TokenQuota(60_000)  # 1,000 tokens a second
+    first = await quota.reserve(cost(4_000))  # 1,000 by the rule: the bucket is full
+    first.sent()
+    queued = asyncio.create_task(quota.reserve(cost(400)))  # 100 by the rule, as it arrives
+    await until(lambda: quota.stats().waiting == 1)
+    quota.settle([first], 3_000, 0)  # the server counted 3 times what the rule said
+    assert (await queued).charged == 300
+
+
+@pytest.mark.looptime
 async def test_a_server_without_token_headers_is_run_on_requests_alone_said_once() -> None:
     quota = RequestQuota(600)
     only_requests = {"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "599"}

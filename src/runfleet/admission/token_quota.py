@@ -265,11 +265,14 @@ class TokenQuota:
         raw = self.estimates.raw_input(cost)
         charge = self.estimates.charge(cost, raw)
         self._check_fits(charge)
-        headroom = self.estimates.headroom(cost, raw)
         self._waiting += 1
         try:
             async with self._lock:
                 while True:
+                    # Priced again at each turn, not once on arrival: a batch queues its
+                    # whole file at the start, before the first run has taught anything.
+                    charge = self.estimates.charge(cost, raw)
+                    headroom = self.estimates.headroom(cost, raw)
                     self._check_fits(charge)
                     now = self._now()
                     limit = self.budget.limit

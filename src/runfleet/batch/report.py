@@ -259,7 +259,7 @@ class BatchSummary:
         if tk:
             limit = "-" if tk["limit"] is None else f"{tk['limit']:.0f}"
             lines.append(
-                f"tokens     {tk['used']} used, {_num(tk['per_minute'])}/min; peak "
+                f"tokens     {tk['used']} used, {tk['per_minute'] or '-'}/min; peak "
                 f"{tk['peak_per_minute']:.0f}/min (limit {limit})"
             )
         lines += [
