@@ -153,9 +153,11 @@ def test_an_answer_does_not_count_requests_it_came_back_before() -> None:
 
 
 def test_a_request_waits_for_its_headroom_and_counts_only_its_estimate() -> None:
-    budget = TokenBudget(60_000)  # the fleet's own bucket: 1,000 a second
-    admit(budget, 0.0, 500)
+    """The server's bucket holds 1,000 of 10,000: room for 300 now, for 2,000 in a second."""
+    budget = TokenBudget(60_000)
+    budget.learn(0.0, RateLimitHeaders(limit=60_000, remaining=6_000, reset=9.0))
     assert budget.wait_for(0.0, 300) == 0.0
-    assert budget.wait_for(0.0, 300, headroom=1_000) == pytest.approx(0.5)
-    entry = budget.take(0.5, 300)
+    assert budget.wait_for(0.0, 300, headroom=2_000) == pytest.approx(1.0)
+    entry = budget.take(1.0, 300)
     assert entry.tokens == 300
+    assert budget.server_available(1.0) == pytest.approx(1_700)

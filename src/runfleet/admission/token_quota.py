@@ -81,9 +81,11 @@ class TokenEstimates:
     stray far from it (a workload whose input barely follows its text strays by 50x), and
     one that costs the server more than the room the fleet waited for is a 429. So the real
     inputs are also kept (the last ``samples`` per model), and :meth:`headroom` asks for room
-    for a high ``quantile`` of them, or of the ratio times this request's own count,
-    whichever is lower: the first bounds inputs that do not follow the text, the second
-    those that do.
+    for a high ``quantile`` of them (or for the estimate, if higher). Asking for more room
+    than a request will use costs no throughput: the buckets keep draining meanwhile, and
+    waiting for a level below the top wastes no refill. A bound by the ratio's own quantile
+    times the request's count was tried and undercut: where input does not follow the text,
+    a short prompt's bound is far too low.
 
     Args:
         counter: counts the tokens of some text (the character rule by default).
@@ -112,7 +114,6 @@ class TokenEstimates:
         self.ratios: dict[str, float] = {}
         self._sums: dict[str, tuple[float, float]] = {}  # decayed real and counted input
         self._inputs: dict[str, deque[int]] = defaultdict(lambda: deque(maxlen=samples))
-        self._ratios_seen: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=samples))
 
     def raw_input(self, cost: TokenCost) -> int:
         """Return the counter's input tokens for ``cost``, before any learned correction."""
@@ -133,13 +134,12 @@ class TokenEstimates:
         inputs = self._inputs.get(cost.model)
         if inputs is None or len(inputs) < _MIN_SAMPLES:
             return charge
-        by_ratio = raw_input * _quantile(self._ratios_seen[cost.model], self.quantile)
-        high = min(_quantile(inputs, self.quantile), by_ratio)
+        high = _quantile(inputs, self.quantile)
         out = cost.output if cost.output is not None else self.default_output
         return max(charge, math.ceil(high) + out)
 
     def learn(self, model: str, raw_input: int, real_input: int) -> None:
-        """Move the model's ratio towards ``real_input / raw_input``; keep both for quantiles."""
+        """Move the model's ratio towards ``real_input / raw_input``; keep the real input."""
         if raw_input <= 0 or real_input <= 0:
             return
         seen = min(_MAX_RATIO, max(1 / _MAX_RATIO, real_input / raw_input))
@@ -150,7 +150,6 @@ class TokenEstimates:
         self._sums[model] = (real, raw)
         self.ratios[model] = real / raw
         self._inputs[model].append(real_input)
-        self._ratios_seen[model].append(seen)
 
 
 _MIN_SAMPLES = 10  # settled runs before a quantile of them means anything

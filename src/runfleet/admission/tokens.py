@@ -120,8 +120,8 @@ class TokenBudget:
     def wait_for(self, now: float, tokens: float, headroom: float | None = None) -> float:
         """Return 0.0 if ``tokens`` may be reserved at ``now``, else the seconds to wait.
 
-        ``headroom`` (at least ``tokens``) is the room the buckets must have first: what the
-        request may really cost. ``math.inf`` means only a change can admit it (an entry
+        ``headroom`` (at least ``tokens``) is the room the server's count must have first:
+        what the request may really cost. ``math.inf`` means only a change can admit it (an entry
         leaving or being settled), not time alone. Callers check that ``tokens`` fits the limit
         at all first.
         """
@@ -134,7 +134,10 @@ class TokenBudget:
         rate = limit / WINDOW
         self._drain(now, rate)
         # The bucket: room for ``tokens`` below one second's share, or empty for a bigger one.
-        room = max(0.0, rate - room_for)
+        # The fleet's own bucket asks room for the estimate only: it counts the output
+        # reservation until usage settles, long after the server gave it back, so asking it
+        # for headroom too would leave refills unspent. The server's count asks for headroom.
+        room = max(0.0, rate - tokens)
         waits = [max(0.0, self._level - room) / rate]
         # The ledger: the oldest sent entries must leave until ``tokens`` fits beside the rest.
         excess = self.held(now) + tokens - limit
