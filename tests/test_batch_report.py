@@ -6,10 +6,12 @@ also read directly, with figures no small test batch reaches.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
 
+from runfleet.admission.token_quota import TokenStats
 from runfleet.batch.progress import ProgressState
 from runfleet.batch.report import BatchSummary, Tally
 from runfleet.stats import StatsCollector
@@ -162,3 +164,33 @@ def test_while_stopping_the_eta_is_for_the_runs_in_flight_only() -> None:
         ended=10, grace_left=4.2,
     )  # fmt: skip
     assert late.line().endswith("ETA 5s (stopping)")  # the grace ends first
+
+
+def test_token_figures_are_in_the_summary_its_json_and_the_progress_line() -> None:
+    """A big token batch: used, per minute, peak against the limit, token 429s; 80 columns."""
+    tokens = TokenStats(
+        tpm=None, server_limit=400_000_000.0, limit=400_000_000.0, last_minute=0.0,
+        peak_window=399_876_543.2, charged=9_876_543_210, given_back=1_234_567.8,
+        used=9_765_432_109, waiting=0, paused_for=0.0, rate_limited=12_345, too_large=7,
+        ratios={},
+    )  # fmt: skip
+    summary = _summary(Tally(total=250_000), requests=3000, rpm=30_000)
+    assert summary.data()["tokens"] is None  # spent none: nothing to report
+    assert summary.stats is not None
+    summary = dataclasses.replace(summary, stats=dataclasses.replace(summary.stats, tokens=tokens))
+    data = summary.data()["tokens"]
+    assert data["used"] == 9_765_432_109
+    assert data["per_minute"] == round(9_765_432_109 / 25.9 * 60)
+    assert (data["peak_per_minute"], data["limit"]) == (399_876_543, 400_000_000.0)
+    assert (data["rate_limited"], data["too_large"]) == (12_345, 7)
+    text = summary.text()
+    assert all(len(line) <= 80 for line in text.splitlines()), text
+    assert "(12345 on tokens)" in text
+    assert "peak 399876543/min (limit 400000000)" in text
+    state = ProgressState(
+        total=10, done=1, in_flight=2, failed=0, rpm=5, quota=600, elapsed=1.0,
+        tpm=31_000, token_limit=40_000,
+    )  # fmt: skip
+    assert "5/600 requests/min, 31000/40000 tokens/min, ETA" in state.line()
+    unlimited = dataclasses.replace(state, token_limit=None)
+    assert "tokens" not in unlimited.line()

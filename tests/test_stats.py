@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from runfleet.stats import StatsCollector
+from runfleet.stats import StatsCollector, quantile
 
 
 def test_the_peaks_are_the_busiest_60_s_and_1_s_windows() -> None:
@@ -51,3 +51,12 @@ def test_what_the_collector_keeps_stays_bounded_however_long_the_fleet_runs() ->
     assert len(stats.latencies) == 10_000  # the latest runs' latencies
     assert len(stats.lags) == 1_200
     assert stats.snapshot(1_000.0, {}, None).detection_p50 == pytest.approx(19_999.5)
+
+
+def test_the_one_quantile_interpolates_or_takes_the_rank_at_or_above() -> None:
+    values = [float(v) for v in range(100, 4_100, 100)]
+    assert quantile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
+    assert quantile([1.0, 2.0, 3.0, 4.0], 0.5, upper=True) == 2.0
+    assert quantile(values, 0.99) == pytest.approx(3_961.0)
+    assert quantile(values, 0.99, upper=True) == 4_000.0  # a value seen, never below it
+    assert quantile([7.0], 0.0, upper=True) == quantile([7.0], 1.0) == 7.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from structlog.testing import capture_logs
 
 from runfleet.admission.quota import Priority, RequestQuota
 from runfleet.admission.token_quota import TokenCost, TokenEstimates, TokenQuota, count_tokens
@@ -40,6 +41,30 @@ def test_estimates_add_the_default_reservation_and_learn_each_models_error() -> 
     estimates.learn("m", 100, 150)  # the server counts 1.5 times what the rule said
     assert estimates.charge(spec, 100) == 150 + 1000
     assert estimates.charge(cost(400, output=16, model="other"), 100) == 116
+
+
+def test_the_ratio_weighs_each_run_by_its_size_not_each_lesson_alike() -> None:
+    """Inputs that do not follow the text: 2,000 tokens whether the prompt counts 10 or 100."""
+    estimates = TokenEstimates(weight=0.5)
+    estimates.learn("m", 10, 2_000)
+    estimates.learn("m", 100, 2_000)
+    # A mean of ratios (200 and 20) would say 65 and charge 6,500 for the long one.
+    assert estimates.ratios["m"] == pytest.approx((1_000 + 2_000) / (5 + 100))
+
+
+def test_headroom_is_a_high_quantile_of_real_inputs_once_some_are_known() -> None:
+    estimates = TokenEstimates(default_output=1000, quantile=0.99)
+    spec = cost(40, output=None)  # 10 tokens by the rule
+    assert estimates.headroom(spec, 10) == estimates.charge(spec, 10)  # nothing learned yet
+    for real in range(100, 4_100, 100):  # 40 runs of 10 counted tokens, 100 to 4,000 real
+        estimates.learn("m", 10, real)
+    # Counted at the expected input, admitted only with room for nearly the largest seen.
+    assert estimates.headroom(spec, 10) == 4_000 + 1000
+    assert estimates.charge(spec, 10) < 4_000 + 1000
+    # A request expected above every input seen asks for its own estimate.
+    assert estimates.headroom(cost(4_000, output=None), 1_000) == estimates.charge(
+        cost(4_000, output=None), 1_000
+    )
 
 
 @pytest.mark.looptime
@@ -145,3 +170,39 @@ def test_the_learned_ratios_keep_at_most_max_models_the_least_recently_learned_f
 def test_max_models_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="max_models"):
         TokenEstimates(max_models=0)
+
+
+@pytest.mark.looptime
+async def test_a_request_queued_before_the_first_lesson_is_priced_by_it() -> None:
+    """A batch queues its whole file at once: what the first run taught prices the rest."""
+    quota = TokenQuota(60_000)  # 1,000 tokens a second
+    first = await quota.reserve(cost(4_000))  # 1,000 by the rule: the bucket is full
+    first.sent()
+    queued = asyncio.create_task(quota.reserve(cost(400)))  # 100 by the rule, as it arrives
+    await until(lambda: quota.stats().waiting == 1)
+    quota.settle([first], 3_000, 0)  # the server counted 3 times what the rule said
+    assert (await queued).charged == 300
+
+
+@pytest.mark.looptime
+async def test_a_server_without_token_headers_is_run_on_requests_alone_said_once() -> None:
+    quota = RequestQuota(600)
+    only_requests = {"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "599"}
+    with capture_logs() as logs:
+        for _ in range(5):
+            quota.observe(only_requests, status=200)
+            await quota.tokens.reserve(cost(4_000_000))  # nothing to wait for
+    told = [e for e in logs if e["event"] == "tokens_not_limited"]
+    assert len(told) == 1
+    assert told[0]["log_level"] == "info"
+    assert quota.tokens.stats().limit is None
+    assert asyncio.get_running_loop().time() == 0.0
+
+
+async def test_an_answer_without_token_headers_after_a_limit_is_known_changes_nothing() -> None:
+    quota = RequestQuota(600)
+    quota.observe({"x-ratelimit-limit-tokens": "30000"}, status=200)
+    with capture_logs() as logs:
+        quota.observe({}, status=502)
+    assert [e for e in logs if e["event"] == "tokens_not_limited"] == []
+    assert quota.tokens.stats().limit == 30_000

@@ -135,3 +135,43 @@ def test_the_ledger_holds_the_last_minute_of_requests_however_many_were_sent(
             budget.release(entry, i / 10)
     assert len(budget._sent) <= 60 * 10 + 1
     assert budget.held(3_000.0) == pytest.approx(599 * 100.0 * 0.9, rel=0.01)
+
+
+def test_remaining_is_read_as_a_share_of_a_bucket_whose_size_the_reset_tells() -> None:
+    """A 60,000 TPM account enforced over 10 s: a 10,000-token bucket, half full.
+
+    Its headers say 30,000 remain (half the limit) and 5 s to refill (5,000 at 1,000 a
+    second): 5,000 tokens really remain, and the fleet waits for them, not for 30,000.
+    """
+    budget = TokenBudget(60_000)
+    budget.learn(0.0, RateLimitHeaders(limit=60_000, remaining=30_000, reset=5.0))
+    assert budget.wait_for(0.0, 6_000) == pytest.approx(1.0)
+    # A full bucket's headers say nothing of its size: the size learned before still holds.
+    budget.learn(2.0, RateLimitHeaders(limit=60_000, remaining=60_000, reset=0.0))
+    assert budget.wait_for(2.0, 10_000) == 0.0
+    assert budget.wait_for(2.0, 20_000) == 0.0  # larger than the bucket: it goes when full
+
+
+def test_an_answer_does_not_count_requests_it_came_back_before() -> None:
+    """Tokens admitted since are taken from the server's count until their own answer."""
+    budget = TokenBudget(60_000)
+    budget.learn(0.0, RateLimitHeaders(limit=60_000, remaining=30_000, reset=5.0))
+    entry = budget.take(0.0, 4_000)
+    budget.sent(entry, 0.0)
+    # An answer to an earlier request, with the same count: 5,000 - 4,000 remain for us.
+    budget.learn(0.0, RateLimitHeaders(limit=60_000, remaining=30_000, reset=5.0))
+    assert budget.server_available(0.0) == 1_000
+    budget.answered(entry)  # its own answer counts it from here
+    budget.learn(0.0, RateLimitHeaders(limit=60_000, remaining=6_000, reset=9.0))
+    assert budget.server_available(0.0) == pytest.approx(1_000)
+
+
+def test_a_request_waits_for_its_headroom_and_counts_only_its_estimate() -> None:
+    """The server's bucket holds 1,000 of 10,000: room for 300 now, for 2,000 in a second."""
+    budget = TokenBudget(60_000)
+    budget.learn(0.0, RateLimitHeaders(limit=60_000, remaining=6_000, reset=9.0))
+    assert budget.wait_for(0.0, 300) == 0.0
+    assert budget.wait_for(0.0, 300, headroom=2_000) == pytest.approx(1.0)
+    entry = budget.take(1.0, 300)
+    assert entry.tokens == 300
+    assert budget.server_available(1.0) == pytest.approx(1_700)

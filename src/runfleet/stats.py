@@ -80,12 +80,15 @@ class FleetStats:
     tokens: Any = None
 
 
-def quantile(ordered: Sequence[float], q: float) -> float:
+def quantile(ordered: Sequence[float], q: float, *, upper: bool = False) -> float:
     """Interpolate the ``q`` quantile of sorted, non-empty ``ordered`` (numpy's default method).
 
     The one quantile of the package: the learned schedule, the stats and the batch summary
-    agree on what "p95" means.
+    agree on what "p95" means. ``upper`` takes the nearest rank at or above instead (a value
+    that was seen, never between two): where erring low costs a 429, as for token headroom.
     """
+    if upper:
+        return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
     position = q * (len(ordered) - 1)
     below = math.floor(position)
     if below + 1 >= len(ordered):

@@ -201,6 +201,7 @@ class RequestGate:
         except openai.APIStatusError as exc:
             self.stats.request_done(classify(exc))
             if tokens is not None:
+                tokens.answered()
                 tokens.release()  # a refused request is charged nothing
             # A 429 pauses what its limit covers until its retry-after (the quota reads it).
             hit = limit_hit(exc.type, exc.message) if exc.status_code == 429 else "requests"
@@ -214,6 +215,8 @@ class RequestGate:
             # A dropped or cancelled request may have been charged: its tokens stay counted.
             self.stats.request_done(classify(exc))
             raise
+        if tokens is not None:
+            tokens.answered()  # before the headers that count it are read
         self.quota.observe(raw.headers, status=raw.status_code)
         try:
             parsed = raw.parse()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +27,7 @@ import anyio
 
 from ..errors import RequestTooLarge
 from ..logs import get_logger
+from ..stats import quantile
 from .headers import parse_rate_limit_headers
 from .tokens import TokenBudget, TokenEntry
 
@@ -80,6 +81,16 @@ class TokenEstimates:
     makes assistants as it goes would add one per run: at most ``max_models`` are kept, the
     least recently learned forgotten first (it starts again from 1.0).
 
+    The mean is what a request is counted at, not what it is admitted by: single requests
+    stray far from it (a workload whose input barely follows its text strays by 50x), and
+    one that costs the server more than the room the fleet waited for is a 429. So the real
+    inputs are also kept (the last ``samples`` per model), and :meth:`headroom` asks for room
+    for a high ``quantile`` of them (or for the estimate, if higher). Asking for more room
+    than a request will use costs no throughput: the buckets keep draining meanwhile, and
+    waiting for a level below the top wastes no refill. A bound by the ratio's own quantile
+    times the request's count was tried and undercut: where input does not follow the text,
+    a short prompt's bound is far too low.
+
     Args:
         counter: counts the tokens of some text (the character rule by default).
         default_output: the output reserved when a request sets no ``max_output_tokens``: what
@@ -95,6 +106,8 @@ class TokenEstimates:
         default_output: int = 1000,
         weight: float = 0.2,
         max_models: int = 1024,
+        quantile: float = 0.99,
+        samples: int = 200,
     ) -> None:
         if isinstance(default_output, bool) or not isinstance(default_output, int):
             raise ValueError(f"default_output must be a whole number, got {default_output!r}")
@@ -106,7 +119,10 @@ class TokenEstimates:
         self.default_output = default_output
         self.weight = weight
         self.max_models = max_models
+        self.quantile = quantile
         self.ratios: OrderedDict[str, float] = OrderedDict()  # least recently learned first
+        self._sums: dict[str, tuple[float, float]] = {}  # decayed real and counted input
+        self._inputs: dict[str, deque[int]] = defaultdict(lambda: deque(maxlen=samples))
 
     def raw_input(self, cost: TokenCost) -> int:
         """Return the counter's input tokens for ``cost``, before any learned correction."""
@@ -118,16 +134,40 @@ class TokenEstimates:
         out = cost.output if cost.output is not None else self.default_output
         return max(1, inp + out)
 
+    def headroom(self, cost: TokenCost, raw_input: int) -> int:
+        """Return the room a request must find: a high quantile of its possible real cost.
+
+        Until a model has settled a few runs this is its charge; nothing is known yet.
+        """
+        charge = self.charge(cost, raw_input)
+        inputs = self._inputs.get(cost.model)
+        if inputs is None or len(inputs) < _MIN_SAMPLES:
+            return charge
+        high = quantile(sorted(inputs), self.quantile, upper=True)
+        out = cost.output if cost.output is not None else self.default_output
+        return max(charge, math.ceil(high) + out)
+
     def learn(self, model: str, raw_input: int, real_input: int) -> None:
-        """Move the model's ratio towards ``real_input / raw_input``."""
+        """Move the model's ratio towards ``real_input / raw_input``; keep the real input."""
         if raw_input <= 0 or real_input <= 0:
             return
-        seen = min(10.0, max(0.1, real_input / raw_input))
-        ratios = self.ratios
-        old = ratios.pop(model, None)
-        ratios[model] = seen if old is None else old + self.weight * (seen - old)
-        if len(ratios) > self.max_models:
-            ratios.popitem(last=False)
+        seen = min(_MAX_RATIO, max(1 / _MAX_RATIO, real_input / raw_input))
+        # A ratio of (decaying) sums, not a mean of ratios: the mean weighs a short prompt's
+        # lesson as much as a long one's and overcharges whenever input does not follow text.
+        real, raw = self._sums.get(model, (0.0, 0.0))
+        real, raw = real * (1 - self.weight) + raw_input * seen, raw * (1 - self.weight) + raw_input
+        self._sums[model] = (real, raw)
+        self.ratios.pop(model, None)
+        self.ratios[model] = real / raw  # the most recently learned last
+        self._inputs[model].append(real_input)
+        if len(self.ratios) > self.max_models:
+            forgotten, _ = self.ratios.popitem(last=False)
+            self._sums.pop(forgotten, None)
+            self._inputs.pop(forgotten, None)
+
+
+_MIN_SAMPLES = 10  # settled runs before a quantile of them means anything
+_MAX_RATIO = 1000.0  # a bound on one run's lesson, so a 1-character prompt cannot teach 1e6
 
 
 class Reservation:
@@ -147,6 +187,10 @@ class Reservation:
     def sent(self) -> None:
         """The request leaves now: its tokens count 60 s from here."""
         self.quota.stamp(self)
+
+    def answered(self) -> None:
+        """The server's answer came back: the remaining-tokens it sends from now counts it."""
+        self.quota.budget.answered(self.entry)
 
     def release(self) -> None:
         """The server refused the request and charged nothing: give every token back."""
@@ -233,9 +277,15 @@ class TokenQuota:
         try:
             async with self._lock:
                 while True:
+                    # Priced again at each turn, not once on arrival: a batch queues its
+                    # whole file at the start, before the first run has taught anything.
+                    charge = self.estimates.charge(cost, raw)
+                    headroom = self.estimates.headroom(cost, raw)
                     self._check_fits(charge)
                     now = self._now()
-                    wait = self.budget.wait_for(now, charge)
+                    limit = self.budget.limit
+                    room = headroom if limit is None else min(headroom, limit)
+                    wait = self.budget.wait_for(now, charge, room)
                     if wait == 0.0:
                         break
                     await self._sleep(wait)
@@ -287,7 +337,9 @@ class TokenQuota:
         if self.budget.limit != before:
             log.info("token_limit_learned", limit=self.budget.limit, tpm=self.budget.tpm)
             self._wake()  # a waiter may fit now, or never (then it fails alone)
-        if parsed.limit is None and self.budget.tpm is None and not self._told_unlimited:
+        # Said once: every answer would repeat it. Not for one answer without headers after a
+        # limit is known (an error page from a proxy): the known limit still holds.
+        if parsed.limit is None and self.budget.limit is None and not self._told_unlimited:
             self._told_unlimited = True
             log.info("tokens_not_limited", reason="no tpm set and no token headers sent")
 

@@ -21,10 +21,22 @@ Two checks, each for its own reason:
 Reconciliation moves an entry's tokens to what the run really used, in the ledger while the
 entry is in it and in the bucket's level: the difference is given back (or taken) at once.
 
-The server's ``x-ratelimit-remaining-tokens`` is believed over the fleet's own count: it also
-sees other processes on the account and the fleet's estimation error. What remained at the last
-response, refilled since at the rate its reset implies, minus what this budget admitted since,
-must cover a request before it goes.
+The server's ``x-ratelimit-remaining-tokens`` is believed over the fleet's own count, on every
+answer: it also sees other processes on the account and the real input of every request the
+server admitted, which the fleet only learns when a run ends. The header is read as a fraction
+of the server's bucket (``remaining / limit``), whose size is inferred from ``reset``: the bucket
+refills at ``limit / 60`` a second, so ``reset * limit / 60`` tokens are missing from it. That
+reading is exact both for a bucket that holds a whole minute (OpenAI's documented shape, where
+it gives ``remaining`` back) and for one enforced over a shorter window (the simulator's
+``window``, where ``remaining`` alone would claim up to 60 / window times too much). What the
+server held at its last answer, refilled since, minus what this budget admitted that the answer
+cannot have counted (requests not yet answered), must cover a request's *headroom* before it
+goes.
+
+Headroom, not the estimate: a request's estimate is the expected cost, and the real cost of the
+next one can be far above it. Waiting for room for a high quantile of the real costs seen, while
+counting only the expected cost, keeps the server's bucket from running short and still spends
+the whole limit: the level only swings below the bucket's top, so no refill is wasted.
 """
 
 from __future__ import annotations
@@ -44,22 +56,23 @@ _SLIVER = 1e-9  # waits shorter than the clock can represent are admitted (see b
 class TokenEntry:
     """The tokens one request holds against the budget; ``stamp`` is None until it is sent."""
 
-    __slots__ = ("live", "stamp", "tokens")
+    __slots__ = ("answered", "live", "stamp", "tokens")
 
     def __init__(self, tokens: float) -> None:
         self.tokens = tokens
         self.stamp: float | None = None
         self.live = True  # still counted in the ledger (not expired, not released)
+        self.answered = False  # the server's answer to its request came back
 
 
 @dataclass(slots=True)
 class _ServerView:
     """What the last response said of the account's tokens, and what was taken since."""
 
-    remaining: float
-    refill: float  # tokens per second until the reset
+    available: float  # tokens in the server's bucket at its answer
+    capacity: float  # the size of the server's bucket, as inferred (see the module docstring)
     at: float
-    taken: float = 0.0
+    taken: float = 0.0  # admitted here that the answer did not count
 
 
 class TokenBudget:
@@ -87,6 +100,8 @@ class TokenBudget:
         self._level = 0.0
         self._as_of = -math.inf
         self._server: _ServerView | None = None
+        self._unanswered = 0.0  # tokens of requests admitted whose answer has not come back
+        self._capacity: float | None = None  # the server bucket's size, once inferred
 
     @property
     def limit(self) -> float | None:
@@ -102,12 +117,15 @@ class TokenBudget:
         self._expire(now)
         return self._pending + self._sent_sum
 
-    def wait_for(self, now: float, tokens: float) -> float:
+    def wait_for(self, now: float, tokens: float, headroom: float | None = None) -> float:
         """Return 0.0 if ``tokens`` may be reserved at ``now``, else the seconds to wait.
 
-        ``math.inf`` means only a change can admit it (an entry leaving or being settled), not
-        time alone. Callers check that ``tokens`` fits the limit at all first.
+        ``headroom`` (at least ``tokens``) is the room the server's count must have first:
+        what the request may really cost. ``math.inf`` means only a change can admit it (an entry
+        leaving or being settled), not time alone. Callers check that ``tokens`` fits the limit
+        at all first.
         """
+        room_for = tokens if headroom is None else max(tokens, headroom)
         limit = self.limit
         if limit is None:
             return 0.0
@@ -116,13 +134,16 @@ class TokenBudget:
         rate = limit / WINDOW
         self._drain(now, rate)
         # The bucket: room for ``tokens`` below one second's share, or empty for a bigger one.
+        # The fleet's own bucket asks room for the estimate only: it counts the output
+        # reservation until usage settles, long after the server gave it back, so asking it
+        # for headroom too would leave refills unspent. The server's count asks for headroom.
         room = max(0.0, rate - tokens)
         waits = [max(0.0, self._level - room) / rate]
         # The ledger: the oldest sent entries must leave until ``tokens`` fits beside the rest.
         excess = self.held(now) + tokens - limit
         if excess > _SLIVER:
             waits.append(self._until_freed(now, excess))
-        waits.append(self._server_wait(now, tokens))
+        waits.append(self._server_wait(now, room_for))
         wait = max(waits)
         return wait if wait > _SLIVER else 0.0
 
@@ -134,6 +155,7 @@ class TokenBudget:
             self._drain(now, limit / WINDOW)
             self._level += tokens
         self._pending += tokens
+        self._unanswered += tokens
         if self._server is not None:
             self._server.taken += tokens
         entry = TokenEntry(tokens)
@@ -148,9 +170,19 @@ class TokenBudget:
             self._sent.append(entry)
             self._sent_sum += entry.tokens
 
+    def answered(self, entry: TokenEntry) -> None:
+        """The server answered the entry's request: later answers count its tokens themselves."""
+        if not entry.answered:
+            entry.answered = True
+            self._unanswered -= entry.tokens
+            if self._unanswered < _SLIVER:
+                self._unanswered = 0.0  # float drift cannot outlive the last answer
+
     def settle(self, entry: TokenEntry, tokens: float, now: float) -> float:
         """Move the entry to the tokens really used; return what was given back (or taken)."""
         delta = entry.tokens - tokens
+        if not entry.answered:
+            self._unanswered -= delta
         if entry.live:
             if entry.stamp is None:
                 self._pending -= delta
@@ -170,13 +202,17 @@ class TokenBudget:
         """Adopt the server's limit and believe its count of what remains."""
         if headers.limit is not None:
             self.server_limit = headers.limit
-        if headers.remaining is None:
-            return
         limit = headers.limit if headers.limit is not None else self.limit
-        refill = math.inf
-        if limit is not None and headers.reset is not None and headers.reset > 0:
-            refill = max(0.0, limit - headers.remaining) / headers.reset
-        self._server = _ServerView(headers.remaining, refill, now)
+        if headers.remaining is None or headers.reset is None or not limit:
+            return
+        fraction = min(1.0, max(0.0, headers.remaining / limit))
+        missing = headers.reset * limit / WINDOW
+        if fraction <= 0.95:
+            # Nearer full, a header rounded to whole tokens and milliseconds says too little.
+            self._capacity = missing / (1.0 - fraction)
+        capacity = self._capacity if self._capacity is not None else limit
+        available = max(0.0, capacity - missing) if fraction < 1.0 else capacity
+        self._server = _ServerView(available, capacity, now, taken=self._unanswered)
 
     def on_rate_limited(self, now: float, retry_after: float | None) -> None:
         """Pause token admissions for the retry-after (polls cost none and go on)."""
@@ -186,16 +222,24 @@ class TokenBudget:
             pause = min(max(retry_after, 0.0), self.max_pause)
         self.paused_until = max(self.paused_until, now + pause)
 
-    def _server_wait(self, now: float, tokens: float) -> float:
+    def server_available(self, now: float) -> float | None:
+        """Return the tokens the server's bucket holds for this budget at ``now``, if known."""
         view = self._server
-        if view is None or view.refill == math.inf:
+        limit = self.limit
+        if view is None or not limit:
+            return None
+        refilled = view.available + (now - view.at) * limit / WINDOW
+        return min(view.capacity, refilled) - view.taken
+
+    def _server_wait(self, now: float, tokens: float) -> float:
+        available = self.server_available(now)
+        if available is None or self._server is None or not self.limit:
             return 0.0
-        available = view.remaining + (now - view.at) * view.refill - view.taken
-        if available >= tokens:
+        # A request larger than the bucket goes when it is full (the server takes it into debt).
+        need = min(tokens, self._server.capacity)
+        if available >= need:
             return 0.0
-        if view.refill <= 0.0:
-            return 0.0  # a full bucket that says nothing of its refill: nothing to believe
-        return (tokens - available) / view.refill
+        return (need - available) / (self.limit / WINDOW)
 
     def _until_freed(self, now: float, excess: float) -> float:
         freed = 0.0

@@ -32,6 +32,8 @@ class ProgressState:
     invalid: int = 0
     ended: int | None = None
     grace_left: float | None = None
+    tpm: int = 0  # tokens held against the token limit now
+    token_limit: float | None = None  # None: tokens are not limited, and not shown
 
     @property
     def eta(self) -> float | None:
@@ -56,8 +58,15 @@ class ProgressState:
         return (
             f"runfleet batch: {self.done}/{self.total} done, {self.in_flight} in flight, "
             f"{self.failed} failed, {self.invalid} invalid, "
-            f"{self.rpm}/{self.quota:.0f} requests/min, ETA {self.eta_text}"
+            f"{self.rpm}/{self.quota:.0f} requests/min, {self.tokens_text}ETA {self.eta_text}"
         )
+
+    @property
+    def tokens_text(self) -> str:
+        """Tokens this minute against the limit, as a clause of the line; empty if unlimited."""
+        if self.token_limit is None:
+            return ""
+        return f"{self.tpm}/{self.token_limit:.0f} tokens/min, "
 
 
 class ProgressView(Protocol):
@@ -84,13 +93,14 @@ class BarProgress:
             TextColumn("failed {task.fields[failed]}"),
             TextColumn("invalid {task.fields[invalid]}"),
             TextColumn("{task.fields[rpm]} req/min"),
+            TextColumn("{task.fields[tpm]}"),
             TimeElapsedColumn(),
             TextColumn("ETA {task.fields[eta]}"),
             console=console,
             transient=False,
         )
         self._task = self._progress.add_task(
-            "batch", total=None, in_flight=0, failed=0, invalid=0, rpm="-", eta="-"
+            "batch", total=None, in_flight=0, failed=0, invalid=0, rpm="-", tpm="", eta="-"
         )
         self._progress.start()
 
@@ -104,6 +114,7 @@ class BarProgress:
             failed=state.failed,
             invalid=state.invalid,
             rpm=f"{state.rpm}/{state.quota:.0f}",
+            tpm=state.tokens_text.removesuffix(", "),
             eta=state.eta_text,
         )
 

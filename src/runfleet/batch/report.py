@@ -196,6 +196,7 @@ class BatchSummary:
                 "quota_rpm": self.quota_rpm,
                 "quota_per_second": round(self.quota_rpm / 60, 2),
             },
+            "tokens": _tokens(s, self.wall),
             "latency_s": {
                 "p50": _quantile(t.latencies, 0.5),
                 "p95": _quantile(t.latencies, 0.95),
@@ -219,7 +220,7 @@ class BatchSummary:
         """Return the summary as a user reads it, no line wider than 80 columns."""
         d = self.data()
         it, run, rq, lat = d["items"], d["this_run"], d["requests"], d["latency_s"]
-        cl = d["classic_estimate"]
+        cl, tk = d["classic_estimate"], d["tokens"]
 
         def sec(v: float | None) -> str:
             return "-" if v is None else f"{v:.1f} s"
@@ -250,9 +251,18 @@ class BatchSummary:
         lines += [
             f"requests   {rq['total']} ({kinds})",
             f"per item   {_num(rq['per_item'])} requests, {_num(rq['polls_per_item'])} polls",
-            f"429s       {rq['rate_limited']}",
+            f"429s       {rq['rate_limited']}"
+            + (f" ({tk['rate_limited']} on tokens)" if tk else ""),
             f"peak       {rq['peak_per_minute']} requests/min (quota {rq['quota_rpm']:.0f}); "
             f"busiest second {rq['peak_per_second']} (share {rq['quota_per_second']:g})",
+        ]
+        if tk:
+            limit = "-" if tk["limit"] is None else f"{tk['limit']:.0f}"
+            lines.append(
+                f"tokens     {tk['used']} used, {tk['per_minute'] or '-'}/min; peak "
+                f"{tk['peak_per_minute']:.0f}/min (limit {limit})"
+            )
+        lines += [
             f"latency    p50 {sec(lat['p50'])}, p95 {sec(lat['p95'])} "
             f"(noticed late: p50 {sec(lat['detection_p50'])}, p95 {sec(lat['detection_p95'])})",
             f"wall       {d['wall_s']:.1f} s",
@@ -281,6 +291,23 @@ def invalid_report(invalid: Sequence[InvalidLine], out: str, *, cap: int = 20) -
 
 
 _WIDTH, _INDENT = 80, " " * 11
+
+
+def _tokens(stats: FleetStats | None, wall: float) -> dict[str, Any] | None:
+    """The token figures of a batch, or None when it spent none (nothing to report)."""
+    t = stats.tokens if stats is not None else None
+    if t is None or not t.charged:
+        return None
+    return {
+        "used": t.used,
+        "charged": t.charged,
+        "given_back": round(t.given_back),
+        "per_minute": round(t.used / wall * 60) if wall > 0 else None,
+        "peak_per_minute": round(t.peak_window),
+        "limit": t.limit,
+        "rate_limited": t.rate_limited,
+        "too_large": t.too_large,
+    }
 
 
 def _fit(line: str) -> list[str]:

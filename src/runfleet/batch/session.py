@@ -346,6 +346,8 @@ class BatchSession:
             elapsed=now - start,
             ended=self.tally.ended,
             grace_left=None if self.grace_ends is None else self.grace_ends - now,
+            tpm=round(stats.tokens_last_minute) if stats else 0,
+            token_limit=stats.token_limit if stats else None,
         )
 
     # -- Ctrl-C and SIGTERM ---------------------------------------------------------------------
