@@ -121,12 +121,9 @@ class StatsCollector:
         self.recent.append(now)
         # A window that ends on a request holds the most: checked here, each timestamp leaves
         # its deque once, so the exact peak costs O(1) amortised, not a sort at the end.
-        self.peak_minute = max(self.peak_minute, self.last_minute(now))
-        second, horizon = self.this_second, now - 1.0
-        second.append(now)
-        while second[0] <= horizon:
-            second.popleft()
-        self.peak_second = max(self.peak_second, len(second))
+        self.this_second.append(now)
+        self.peak_minute = max(self.peak_minute, _within(self.recent, now - 60.0))
+        self.peak_second = max(self.peak_second, _within(self.this_second, now - 1.0))
 
     def request_done(self, outcome: str) -> None:
         """Count how a request ended."""
@@ -151,10 +148,7 @@ class StatsCollector:
 
     def last_minute(self, now: float) -> int:
         """Return the requests sent in the 60 s before ``now``."""
-        recent, horizon = self.recent, now - 60.0
-        while recent and recent[0] <= horizon:
-            recent.popleft()
-        return len(recent)
+        return _within(self.recent, now - 60.0)
 
     def snapshot(
         self, now: float, in_flight: Mapping[str, int], quota: Any, tokens: Any = None
@@ -189,3 +183,10 @@ class StatsCollector:
             token_limit=tokens.limit if tokens is not None else None,
             tokens=tokens,
         )
+
+
+def _within(times: deque[float], horizon: float) -> int:
+    """Drop the times at or before ``horizon`` from the left of ``times``; count the rest."""
+    while times and times[0] <= horizon:
+        times.popleft()
+    return len(times)

@@ -42,8 +42,8 @@ __all__ = ["AdmissionQueue", "Priority"]
 
 
 class Priority(enum.IntEnum):
-    """Which request goes first when the quota is saturated; a higher value goes first (a
-    create only before polls that waited less than ``RequestQuota(create_head_start=)``).
+    """Which request goes first when the quota is saturated; a higher value goes first, except
+    that creates and polls share what is left (``RequestQuota(create_share=)``).
 
     Tool outputs and result fetches finish work a caller is waiting for; polls only look, so
     they are what waits (invariant 5). Cancels stop spending and come before creating more work.

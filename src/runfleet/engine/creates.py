@@ -13,11 +13,10 @@ a refusal is no ambiguity: those follow :mod:`runfleet.engine.failures`.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import secrets
+from collections.abc import Awaitable
 from typing import Any, Literal
 
-import anyio
 import httpx2
 import openai
 
@@ -25,7 +24,7 @@ from ..errors import AmbiguousCreate, UnreadableBody
 from ..kinds.base import TRY_KEY, Observation, marked
 from ..logs import get_logger
 from ..stats import StatsCollector
-from .failures import Retrier, transient
+from .failures import Retrier
 from .run import Tracked
 
 __all__ = ["Creator", "OnAmbiguous", "ambiguity"]
@@ -73,27 +72,32 @@ class Creator:
                 not to send it again.
             Exception: the last try's error when none was ambiguous.
         """
-        for attempt in itertools.count():
-            nonce = secrets.token_hex(8)
-            sent = dataclasses.replace(spec, metadata=marked(spec.metadata, **{TRY_KEY: nonce}))
+        nonces: list[str] = []
+
+        def one_try() -> Awaitable[Observation]:
+            nonces.append(secrets.token_hex(8))
+            sent = dataclasses.replace(
+                spec, metadata=marked(spec.metadata, **{TRY_KEY: nonces[-1]})
+            )
+            return run.kind.start(sent, run.ref)
+
+        def counted() -> None:
             run.requests += 1
-            try:
-                return await run.kind.start(sent, run.ref)
-            except Exception as exc:
-                why = ambiguity(exc)
-                last = not transient(exc) or attempt >= self._retrier.max_retries
-                if why is not None:
-                    self._stats.ambiguous_creates += 1
-                    log.warning(
-                        "create_ambiguous", kind=run.kind.name, nonce=nonce, reason=why,
-                        policy=self._on_ambiguous, error=str(exc),
-                    )  # fmt: skip
-                    if last or self._on_ambiguous == "fail":
-                        raise AmbiguousCreate(run.ref.id or "-", why) from exc
-                    # The next try may start a second copy: the run says so from now on.
-                    run.recreated_why = run.recreated_why or why
-                if last:
-                    raise
-                log.info("request_retried", run_id="-", attempt=attempt + 1, error=str(exc))
-                await anyio.sleep(self._retrier.delay(attempt + 1))
-        raise AssertionError("unreachable")
+
+        def failed(exc: Exception, last: bool) -> None:
+            why = ambiguity(exc)
+            if why is None:
+                return
+            self._stats.ambiguous_creates += 1
+            log.warning(
+                "create_ambiguous", kind=run.kind.name, nonce=nonces[-1], reason=why,
+                policy=self._on_ambiguous, error=str(exc),
+            )  # fmt: skip
+            if last or self._on_ambiguous == "fail":
+                raise AmbiguousCreate(run.ref.id or "-", why) from exc
+            # The next try may start a second copy: the run says so from now on.
+            run.recreated_why = run.recreated_why or why
+
+        return await self._retrier.call(
+            one_try, run_id=lambda: run.ref.id or "-", on_try=counted, on_error=failed
+        )

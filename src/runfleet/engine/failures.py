@@ -108,15 +108,23 @@ class Retrier:
         *,
         run_id: Callable[[], str],
         on_try: Callable[[], None] | None = None,
+        on_error: Callable[[Exception, bool], None] | None = None,
     ) -> T:
-        """Return ``call()``, tried again on transient errors; ``on_try`` counts each try."""
+        """Return ``call()``, tried again on transient errors; ``on_try`` counts each try.
+
+        ``on_error(exc, last)`` sees each failure first (``last``: no try follows) and may
+        raise instead, e.g. to stop on a failure that sending again could make worse.
+        """
         for attempt in itertools.count():
             if on_try is not None:
                 on_try()
             try:
                 return await call()
             except Exception as exc:
-                if not transient(exc) or attempt >= self.max_retries:
+                last = not transient(exc) or attempt >= self.max_retries
+                if on_error is not None:
+                    on_error(exc, last)
+                if last:
                     raise
                 log.info("request_retried", run_id=run_id(), attempt=attempt + 1, error=str(exc))
                 await anyio.sleep(self.delay(attempt + 1))

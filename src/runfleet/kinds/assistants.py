@@ -122,10 +122,9 @@ class AssistantsKind:
         """Settle every pass of a run once its usage (all passes summed) is reported."""
         if run.usage is None:
             return
-        ref.usage[run.id] = TokenUsage(run.usage.prompt_tokens, run.usage.completion_tokens)
-        if ref.tokens:
-            pending, ref.tokens = ref.tokens, []
-            self.gate.settle_tokens(pending, run.usage.prompt_tokens, run.usage.completion_tokens)
+        used = TokenUsage(run.usage.prompt_tokens, run.usage.completion_tokens)
+        if pending := ref.reported(run.id, used):
+            self.gate.settle_tokens(pending, used.input_tokens, used.output_tokens)
 
     def with_tools(
         self, spec: AssistantRunSpec, tools: tuple[dict[str, Any], ...]

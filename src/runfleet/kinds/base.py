@@ -125,6 +125,13 @@ class RunRef:
     cost: TokenCost | None = None
     usage: dict[str, TokenUsage] = field(default_factory=dict)
 
+    def reported(self, key: str, usage: TokenUsage) -> list[Reservation]:
+        """Record the usage the server reported for ``key``; return the reservations it settles
+        (each once: a second look at the same answer returns none)."""
+        self.usage[key] = usage
+        pending, self.tokens = self.tokens, []
+        return pending
+
     @property
     def used(self) -> TokenUsage | None:
         """The run's tokens so far, every response of a chain summed; None if none reported."""

@@ -189,10 +189,9 @@ class ResponsesKind:
         """Settle the tokens of a response that ended; each response of a chain once."""
         if resp.usage is None or resp.status in ("queued", "in_progress"):
             return
-        ref.usage[resp.id] = TokenUsage(resp.usage.input_tokens, resp.usage.output_tokens)
-        if ref.tokens:
-            pending, ref.tokens = ref.tokens, []
-            self.gate.settle_tokens(pending, resp.usage.input_tokens, resp.usage.output_tokens)
+        used = TokenUsage(resp.usage.input_tokens, resp.usage.output_tokens)
+        if pending := ref.reported(resp.id, used):
+            self.gate.settle_tokens(pending, used.input_tokens, used.output_tokens)
 
     def with_tools(self, spec: ResponseSpec, tools: tuple[dict[str, Any], ...]) -> ResponseSpec:
         """A chain sends definitions with every request: the fleet's, unless the spec has some.
