@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
 from types import TracebackType
@@ -18,6 +17,7 @@ from .admission.quota import RequestQuota
 from .engine.feeder import Submission, feed
 from .engine.handle import RunHandle
 from .engine.lifecycle import Engine
+from .engine.options import check_fleet_options
 from .errors import FleetClosed, RunfleetError, key_hint
 from .kinds.assistants import AssistantRunSpec, AssistantsKind
 from .kinds.base import Kind, RunRef
@@ -117,26 +117,17 @@ class Fleet:
         webhooks: bool = False,
         safety_poll: float = 60.0,
     ) -> None:
-        if not isinstance(rpm, int | float) or not rpm > 0 or math.isinf(rpm):
-            raise ValueError(f"rpm must be a positive number, got {rpm!r}")
-        if timeout is not None and not timeout > 0:
-            raise ValueError(f"timeout must be positive or None, got {timeout!r}")
-        if not (isinstance(safety_poll, int | float) and 0 < safety_poll < math.inf):
-            raise ValueError(f"safety_poll must be a positive number, got {safety_poll!r}")
-        if on_ambiguous_create not in ("retry", "fail"):
-            raise ValueError(
-                f"on_ambiguous_create must be 'retry' or 'fail', not {on_ambiguous_create!r}"
-            )
-        if on_exit not in ("wait", "cancel", "detach"):
-            raise ValueError(f"on_exit must be 'wait', 'cancel' or 'detach', not {on_exit!r}")
-        if not getattr(client, "api_key", None):
-            raise ValueError(
-                "the client has no API key: set OPENAI_API_KEY (or pass api_key=) "
-                "before creating it; the key is read when the client is created"
-            )
+        check_fleet_options(
+            client=client,
+            rpm=rpm,
+            tpm=tpm,
+            timeout=timeout,
+            safety_poll=safety_poll,
+            on_exit=on_exit,
+            on_ambiguous_create=on_ambiguous_create,
+            shared_quota=quota is not None,
+        )
         self._client = client.with_options(max_retries=0)
-        if quota is not None and tpm is not None:
-            raise ValueError("tpm cannot be set beside a shared quota: set it on the quota")
         self._quota = quota if quota is not None else RequestQuota(rpm, burst=burst, tpm=tpm)
         self._stats = StatsCollector()
         gate = RequestGate(self._quota, self._stats, concurrency=concurrency)
