@@ -13,6 +13,7 @@ import pytest
 from runfleet.sim import SimServer, serve
 
 from .helpers import StartSim
+from .redis_server import RedisServer
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -59,3 +60,18 @@ def start_sim() -> StartSim:
 def http(request: pytest.FixtureRequest) -> str:
     """Run a test once with the SDK's default httpx client and once with aiohttp."""
     return str(request.param)
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real Redis server of the test's own, on a free port; stopped after the test."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The URL of a fresh real Redis server (``redis://127.0.0.1:PORT/0``)."""
+    return redis_server.url
