@@ -40,7 +40,7 @@ def test_a_completed_line_is_written_byte_for_byte_as_before() -> None:
         figures=FIGURES,
         usage=TokenUsage(12, 30),
     )
-    line = OutputLine.of_result(ITEM, result, recreated=False, resumed=True)
+    line = OutputLine.of_result(ITEM, result, recreated=None, resumed=True)
     assert OutputLine.from_data(line.data()) == line
     assert encode_line(line) == (
         '{"id":"q1","line":3,"kind":"responses","recreated":false,"resumed":true,'
@@ -79,7 +79,7 @@ def test_an_invalid_line_keeps_its_short_shape() -> None:
 def test_an_error_line_says_the_errors_outcome(
     error: RunfleetError, status: str, code: str
 ) -> None:
-    line = OutputLine.of_error(ITEM, "assistants", error, recreated=True, resumed=False)
+    line = OutputLine.of_error(ITEM, "assistants", error, recreated="gone", resumed=False)
     data = line.data()
     assert (data["status"], data["error"]["code"]) == (status, code)
     assert data["error"]["message"] == str(error)
@@ -95,17 +95,17 @@ def test_an_error_line_says_the_errors_outcome(
 def test_an_error_line_names_the_run_and_its_figures() -> None:
     error = RunFailed("resp_9", "server_error", "oops")
     error.figures = FIGURES
-    data = OutputLine.of_error(ITEM, "responses", error, recreated=False, resumed=False).data()
+    data = OutputLine.of_error(ITEM, "responses", error, recreated=None, resumed=False).data()
     assert (data["response_id"], data["run_id"]) == ("resp_9", None)
     assert data["figures"]["total_s"] == 1.124
-    assert OutputLine.of_error(ITEM, "responses", AuthError(401, "1234", "no"), recreated=False,
+    assert OutputLine.of_error(ITEM, "responses", AuthError(401, "1234", "no"), recreated=None,
                                resumed=False).response_id is None  # fmt: skip
 
 
 @pytest.mark.parametrize(
     "line",
     [
-        OutputLine.of_error(ITEM, "responses", RunRejected(400, "x"), recreated=True, resumed=True),
+        OutputLine.of_error(ITEM, "responses", RunRejected(400, "x"), recreated="x", resumed=True),
         InvalidLine(2, "duplicate id 'q1'", "q1").output(),
         OutputLine("q1", 3, "completed", kind="assistants", text="é", thread_id="thread_1",
                    run_id="run_1", figures=RunFigures(2, 1, 0.5, 1.25, 1.75, 0.125)),

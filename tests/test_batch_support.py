@@ -64,6 +64,16 @@ async def batch(args: Sequence[str], *, api_key: str | None = API_KEY) -> Finish
     return await finish(await spawn(args, api_key=api_key))
 
 
+async def kill_9_when(args: Sequence[str], predicate: Callable[[], bool]) -> None:
+    """Start ``runfleet batch ARGS`` and ``kill -9`` it once ``predicate()`` holds."""
+    proc = await spawn(args)
+    try:
+        await until(predicate)
+    finally:
+        proc.kill()
+        await finish(proc)
+
+
 def write_items(path: Path, count: int, prefix: str = "item") -> Path:
     """Write ``count`` valid input lines."""
     lines = [json.dumps({"id": f"{prefix}{i}", "prompt": f"question {i}"}) for i in range(count)]

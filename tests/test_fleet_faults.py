@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from runfleet import AmbiguousCreate, Fleet, RunRejected
+from runfleet import AmbiguousCreate, Fleet, RunRejected, tool
 from runfleet.kinds.base import marked
 
 from .helpers import StartSim, fleet_on, sdk, start
@@ -99,3 +99,35 @@ async def test_on_ambiguous_create_is_checked(start_sim: StartSim) -> None:
     async with start_sim(FAST) as sim, sdk(sim) as client:
         with pytest.raises(ValueError, match="on_ambiguous_create must be 'retry' or 'fail'"):
             Fleet(client, rpm=60, on_ambiguous_create="maybe")  # type: ignore[arg-type]
+
+
+async def test_ambiguous_tool_round_follow_ups_are_marked(start_sim: StartSim) -> None:
+    """A tool round's next response is a create too: a copy of it is marked like a first one."""
+    scenario = {
+        **FAST,
+        "tools": {"probability": 1.0, "rounds": 2, "calls_per_round": 1},
+        "faults": {"malformed": 0.3, "bad_bodies_on": ["create"]},
+    }
+
+    @tool
+    def lookup(q: str) -> str:
+        """Look it up."""
+        return q
+
+    async with start_sim(scenario) as sim, fleet_on(sim, tools=[lookup]) as fleet:
+        handles = [
+            await fleet.submit_response(
+                model="m", input=f"q{i}", metadata={"runfleet_item": f"item{i}"}
+            )
+            for i in range(12)
+        ]
+        results = await asyncio.gather(*(h.result() for h in handles))
+        stats = fleet.stats()
+    items = sim.stats()["items"]
+    marked_items = {f"item{i}" for i, r in enumerate(results) if r.figures.recreated}
+    assert items["extra_followups"] >= 1
+    assert set(items["refollowed"]) | set(items["repeated"]) <= marked_items
+    assert stats.ambiguous_creates >= items["extra_followups"] + items["extra_creates"]
+    assert stats.finished == {"completed": 12}
+    for result in results:  # every response of the chain carries its own nonce
+        assert len(result.raw.metadata["runfleet_try"]) == 16

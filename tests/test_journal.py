@@ -68,7 +68,7 @@ def test_recreated_is_remembered_across_a_new_submission(tmp_path: Path) -> None
     journal.recreated("a")
     journal.submitting("a", 1, "responses")
     journal.started("a", response_id="resp_2")
-    assert reopen(journal).entries()["a"].recreated
+    assert reopen(journal).entries()["a"].recreated == "gone from the server"
 
 
 def test_a_journal_of_another_batch_is_refused(tmp_path: Path) -> None:
@@ -97,3 +97,38 @@ def test_input_ids_default_to_line_numbers_and_blank_lines_are_skipped(tmp_path:
     source = read_items(path)
     assert [(i.id, i.line, i.model) for i in source.items] == [("1", 1, None), ("7", 3, "m")]
     assert source.invalid == []
+
+
+def test_a_mark_goes_with_the_ids_and_an_answering_intent_until_the_next_id(
+    tmp_path: Path,
+) -> None:
+    """The mark is written with the ids in one statement; the first reason stays."""
+    journal = Journal(tmp_path / "j")
+    journal.submitting("a", 1, "responses")
+    journal.started("a", response_id="resp_1", recreated="connection lost")
+    journal.answering("a")
+    journal = reopen(journal)
+    entry = journal.entries()["a"]
+    assert (entry.recreated, entry.answering) == ("connection lost", True)
+    journal.moved({"a": "resp_2"}, recreated="timed out")
+    entry = reopen(journal).entries()["a"]
+    assert (entry.recreated, entry.answering, entry.response_id) == (
+        "connection lost", False, "resp_2"
+    )  # fmt: skip
+
+
+def test_an_older_journal_gains_the_new_columns(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE items (id TEXT PRIMARY KEY, line INTEGER NOT NULL, state TEXT NOT NULL, "
+        "kind TEXT, response_id TEXT, thread_id TEXT, run_id TEXT, "
+        "recreated INTEGER NOT NULL DEFAULT 0, output TEXT, updated REAL NOT NULL);"
+        "INSERT INTO items VALUES ('a', 1, 'running', 'responses', 'resp_1', NULL, NULL, 1, "
+        "NULL, 0);"
+    )
+    db.close()
+    entry = Journal(path).entries()["a"]
+    assert (entry.recreated, entry.answering, entry.attachable) == (
+        "gone from the server", False, True
+    )  # fmt: skip

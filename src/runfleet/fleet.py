@@ -232,7 +232,8 @@ class Fleet:
         """Start a run now (its create request passes the quota); return its handle.
 
         ``on_ids(handle)`` is called as soon as the run's ids exist and each time a Responses
-        chain moves to a new id, before anything else happens to the run (to journal them).
+        chain moves to a new id, before anything else happens to the run (to journal them);
+        also just before a chain's next response is created (``handle.creating``).
 
         Raises:
             RunRejected: the server refused the create request (4xx).

@@ -7,8 +7,10 @@ stops. WAL with ``synchronous=NORMAL`` survives a killed process (not a power cu
 fraction of the cost of a full sync per item.
 
 States of an item: ``submitting`` (its create request may be on the wire; no id yet),
-``running`` (its ids are known), ``done`` (its output line is recorded here first, then
-appended to the output file).
+``running`` (its ids are known; ``answering`` says a tool round's new response may be on the
+wire), ``done`` (its output line is recorded here first, then appended to the output file).
+An item that may have been created twice says so (``recreated``) with the reason, from the
+moment it is known: a crash cannot lose the mark.
 
 A journal is bound to the kind of batch and its target (the model or the assistant): resuming
 with another of either would attach runs to the wrong thing. The input file is not bound:
@@ -44,6 +46,8 @@ CREATE TABLE IF NOT EXISTS items (
     updated REAL NOT NULL
 );
 """
+# Columns added since the first journals; an older journal gets them when opened.
+_ADDED = {"recreated_reason": "TEXT", "answering": "INTEGER NOT NULL DEFAULT 0"}
 
 
 class JournalMismatch(Exception):
@@ -61,8 +65,9 @@ class JournalEntry:
     response_id: str | None
     thread_id: str | None
     run_id: str | None
-    recreated: bool
+    recreated: str | None  # why it may have been created twice, or None
     output: OutputLine | None
+    answering: bool = False  # stopped while a tool round's new response was on the wire
 
     @property
     def attachable(self) -> bool:
@@ -96,6 +101,10 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(items)")}
+        for column, decl in _ADDED.items():
+            if column not in have:
+                self._db.execute(f"ALTER TABLE items ADD COLUMN {column} {decl}")
 
     def bind(self, meta: Mapping[str, str]) -> None:
         """Record what this batch is; refuse a journal recorded for a different one.
@@ -115,8 +124,8 @@ class Journal:
     def entries(self) -> dict[str, JournalEntry]:
         """Return every item the journal knows, by id."""
         rows = self._db.execute(
-            "SELECT id, line, state, kind, response_id, thread_id, run_id, recreated, output "
-            "FROM items"
+            "SELECT id, line, state, kind, response_id, thread_id, run_id, recreated, output, "
+            "recreated_reason, answering FROM items"
         ).fetchall()
         return {
             row[0]: JournalEntry(
@@ -127,8 +136,9 @@ class Journal:
                 row[4],
                 row[5],
                 row[6],
-                bool(row[7]),
+                (row[9] or "gone from the server") if row[7] else None,
                 OutputLine.from_data(json.loads(row[8])) if row[8] is not None else None,
+                bool(row[10]),
             )
             for row in rows
         }
@@ -138,7 +148,8 @@ class Journal:
         self._db.execute(
             "INSERT INTO items (id, line, state, kind, updated) VALUES (?, ?, 'submitting', ?, ?) "
             "ON CONFLICT(id) DO UPDATE SET state='submitting', kind=excluded.kind, "
-            "response_id=NULL, thread_id=NULL, run_id=NULL, updated=excluded.updated",
+            "response_id=NULL, thread_id=NULL, run_id=NULL, answering=0, "
+            "updated=excluded.updated",
             (item_id, line, kind, time.time()),
         )
 
@@ -149,27 +160,48 @@ class Journal:
         response_id: str | None = None,
         thread_id: str | None = None,
         run_id: str | None = None,
+        recreated: str | None = None,
     ) -> None:
-        """Record the ids of the item's run, the moment they exist."""
+        """Record the ids of the item's run, the moment they exist, and in the same write
+        why it may exist twice (``recreated``: its create was ambiguous and sent again)."""
         self._db.execute(
-            "UPDATE items SET state='running', response_id=?, thread_id=?, run_id=?, updated=? "
-            "WHERE id=?",
-            (response_id, thread_id, run_id, time.time(), item_id),
+            "UPDATE items SET state='running', response_id=?, thread_id=?, run_id=?, updated=?, "
+            "answering=0, recreated=max(recreated, ?), "
+            "recreated_reason=coalesce(recreated_reason, ?) WHERE id=?",
+            (response_id, thread_id, run_id, time.time(), recreated is not None, recreated,
+             item_id),
+        )  # fmt: skip
+
+    def answering(self, item_id: str) -> None:
+        """Record that a tool round's new response is about to be created (write-ahead)."""
+        self._db.execute(
+            "UPDATE items SET answering=1, updated=? WHERE id=? AND state='running'",
+            (time.time(), item_id),
         )
 
-    def moved(self, changes: Mapping[str, str]) -> None:
-        """Record new response ids of Responses chains (a tool round makes a new response)."""
+    def moved(self, changes: Mapping[str, str], recreated: str | None = None) -> None:
+        """Record new response ids of Responses chains (a tool round makes a new response);
+        ``recreated``: why that round's response may exist twice (one item's change only)."""
         if not changes:
             return
         now = time.time()
+        sql = "UPDATE items SET response_id=?, updated=?, answering=0"
+        args: tuple[Any, ...] = ()
+        if recreated is not None:
+            sql += ", recreated=1, recreated_reason=coalesce(recreated_reason, ?)"
+            args = (recreated,)
         self._many(
-            "UPDATE items SET response_id=?, updated=? WHERE id=? AND state='running'",
-            [(rid, now, item_id) for item_id, rid in changes.items()],
+            sql + " WHERE id=? AND state='running'",
+            [(rid, now, *args, item_id) for item_id, rid in changes.items()],
         )
 
-    def recreated(self, item_id: str) -> None:
-        """Mark the item as recreated (its run was gone from the server)."""
-        self._db.execute("UPDATE items SET recreated=1 WHERE id=?", (item_id,))
+    def recreated(self, item_id: str, reason: str = "gone from the server") -> None:
+        """Mark the item as created more than once, maybe, and why (the first reason stays)."""
+        self._db.execute(
+            "UPDATE items SET recreated=1, recreated_reason=coalesce(recreated_reason, ?) "
+            "WHERE id=?",
+            (reason, item_id),
+        )
 
     def finished(self, item_id: str, record: OutputLine) -> None:
         """Record the item's output line; from now on it is never sent again.

@@ -100,7 +100,7 @@ class OutputLine:
 
     @classmethod
     def of_result(
-        cls, item: BatchItem, result: RunResult, *, recreated: bool, resumed: bool
+        cls, item: BatchItem, result: RunResult, *, recreated: str | None, resumed: bool
     ) -> OutputLine:
         """Return the line of an item whose run completed."""
         rounds = tuple(
@@ -130,7 +130,13 @@ class OutputLine:
 
     @classmethod
     def of_error(
-        cls, item: BatchItem, kind: str, error: RunfleetError, *, recreated: bool, resumed: bool
+        cls,
+        item: BatchItem,
+        kind: str,
+        error: RunfleetError,
+        *,
+        recreated: str | None,
+        resumed: bool,
     ) -> OutputLine:
         """Return the line of an item whose run ended without a result (status: its outcome)."""
         run_id = error.run_id if isinstance(error, RunError) and error.run_id != "-" else None
@@ -252,12 +258,13 @@ def _rounded(f: RunFigures) -> RunFigures:
     )
 
 
-def _recreated_why(figures: RunFigures | None, gone: bool) -> str | None:
-    """Why the item's run was created more than once (None: once): the fleet's word (an
-    ambiguous create, a stall), else the batch's (its run was gone from the server)."""
-    if figures is not None and figures.recreated is not None:
-        return figures.recreated
-    return "gone from the server" if gone else None
+def _recreated_why(figures: RunFigures | None, batch: str | None) -> str | None:
+    """Why the item's run may have been created more than once (None: once): the batch's
+    word, first known (it stopped mid-create, the run was gone from the server), else the
+    fleet's (an ambiguous create, a stall)."""
+    if batch is not None:
+        return batch
+    return figures.recreated if figures is not None else None
 
 
 def _error_code(error: RunfleetError) -> str:

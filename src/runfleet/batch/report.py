@@ -87,6 +87,7 @@ class Tally:
     statuses: Counter[str] = field(default_factory=Counter)
     before: Counter[str] = field(default_factory=Counter)
     recreated: int = 0
+    recreated_why: Counter[str] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
     detections: list[float] = field(default_factory=list)
     classic: int = 0
@@ -97,6 +98,8 @@ class Tally:
         """Count one record written in this session (``classic``: its classic estimate)."""
         self.statuses[record.status] += 1
         self.recreated += record.recreated
+        if record.recreated:
+            self.recreated_why[record.recreated_reason or "-"] += 1
         figures = record.figures
         if figures is not None:
             self.latencies.append(figures.total)
@@ -177,6 +180,7 @@ class BatchSummary:
                 "by_status": dict(sorted(whole.items())),
                 "already_done": t.already_done,
                 "recreated": t.recreated,
+                "recreated_by_reason": dict(sorted(t.recreated_why.items())),
                 "handed_back": self.handed_back,
                 "not_started": self.not_started,
             },

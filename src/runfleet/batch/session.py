@@ -54,6 +54,14 @@ __all__ = ["BatchSession"]
 log = get_logger(__name__)
 _TICK = 0.25
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Why an item is created again on resume: the last session stopped (kill -9, a crash) while
+# its create, or its tool round's new response, was on the wire. It may exist already.
+MID_CREATE = "stopped while creating"
+MID_ROUND = "stopped while answering tools"
+_RESTARTED = (
+    'items stopped while a create was on the wire; each is created again and marked "recreated":'
+    " true (a first copy may exist on the server, paid for)"
+)
 
 
 @dataclass(slots=True)
@@ -61,9 +69,10 @@ class _Flight:
     """An item handed to the fleet and not yet written."""
 
     item: BatchItem
-    recreated: bool
+    recreated: str | None  # why it may exist twice on the server (first reason), or None
     resumed: bool
     run_id: str | None = None  # the id last journaled; None while its create is on the wire
+    lost_once: bool = False  # its run was gone from the server once and recreated
 
 
 class BatchSession:
@@ -79,6 +88,7 @@ class BatchSession:
         self.scale = cfg.sim_time_scale
         self.tally = Tally(total=len(source.items) + len(source.invalid))
         self.todo: deque[BatchItem] = deque()
+        self.restarted: dict[str, str] = {}  # item id -> why it may exist already
         self.attach: deque[tuple[BatchItem, JournalEntry]] = deque()
         self.lost: deque[tuple[_Flight, RunNotFound]] = deque()  # to recreate, once each
         self.in_flight: dict[str, _Flight] = {}
@@ -122,15 +132,23 @@ class BatchSession:
             if found is not None and found.state == "done":
                 self._before(found)
             elif found is not None and found.attachable:
+                if found.answering and found.kind == "responses" and found.recreated is None:
+                    # Its tool round will be answered again: the first answer may exist.
+                    self._restart(item.id, MID_ROUND)
                 self.attach.append((item, found))
             else:
                 if found is not None and found.state == "submitting":
-                    log.warning(
-                        "batch_item_restarted",
-                        item=item.id,
-                        why="it stopped while its create was on the wire; a run may exist",
-                    )
+                    self._restart(item.id, found.recreated or MID_CREATE)
                 self.todo.append(item)
+        if n := len(self.restarted):
+            print(f"runfleet batch: {n} {_RESTARTED}", file=sys.stderr)
+
+    def _restart(self, item_id: str, why: str) -> None:
+        """Mark an item that may exist twice once this session creates it again: journaled
+        before anything is sent, so another crash keeps the mark."""
+        log.info("batch_item_restarted", item=item_id, why=why)
+        self.journal.recreated(item_id, why)
+        self.restarted[item_id] = why
 
     def _before(self, entry: JournalEntry) -> None:
         """Count an item an earlier session finished: the summary is the whole file's."""
@@ -217,11 +235,12 @@ class BatchSession:
                 flight, error = self.lost.popleft()
                 log.warning("batch_item_recreated", item=flight.item.id, gone=error.run_id)
                 self.journal.recreated(flight.item.id)
-                flight.recreated = True
+                flight.recreated = flight.recreated or "gone from the server"
+                flight.lost_once = True
                 yield self._created(flight)
             elif self.todo:
                 item = self.todo.popleft()
-                yield self._created(_Flight(item, recreated=False, resumed=False))
+                yield self._created(_Flight(item, self.restarted.get(item.id), resumed=False))
             elif self.in_flight:
                 self.changed = anyio.Event()
                 await self.changed.wait()
@@ -230,14 +249,17 @@ class BatchSession:
         while self.lost:  # stopped before recreating them: reported lost, as they were
             flight, error = self.lost.popleft()
             item, kind, resumed = flight.item, self.cfg.kind, flight.resumed
-            line = OutputLine.of_error(item, kind, error, recreated=False, resumed=resumed)
+            line = OutputLine.of_error(
+                item, kind, error, recreated=flight.recreated, resumed=resumed
+            )
             self._write(flight, line)
 
     def _attached(self, item: BatchItem, entry: JournalEntry) -> Submission:
         """Re-attach to a run that exists on the server: no new create, no new cost."""
         responses = entry.kind == "responses"
         run_id = entry.response_id if responses else entry.run_id
-        flight = _Flight(item, entry.recreated, resumed=True, run_id=run_id)
+        why = self.restarted.get(item.id, entry.recreated)
+        flight = _Flight(item, why, resumed=True, run_id=run_id)
         self.in_flight[item.id] = flight
         return Submission(
             # A response that asks for tools continues with the item's model and tools.
@@ -261,15 +283,22 @@ class BatchSession:
         """Journal a run's ids the moment they exist, and each new id of a Responses chain."""
 
         def journal_ids(handle: RunHandle) -> None:
+            item_id = flight.item.id
+            if handle.creating:  # a tool round's new response is about to be sent
+                self.journal.answering(item_id)
+                return
+            # An ambiguous create sent again: the mark goes in with the ids, in one write.
+            why = None if flight.recreated else handle.recreated
+            flight.recreated = flight.recreated or why
             if flight.run_id is None:
                 if handle.kind == "responses":
-                    self.journal.started(flight.item.id, response_id=handle.id)
+                    self.journal.started(item_id, response_id=handle.id, recreated=why)
                 else:
                     self.journal.started(
-                        flight.item.id, thread_id=handle.thread_id, run_id=handle.id
+                        item_id, thread_id=handle.thread_id, run_id=handle.id, recreated=why
                     )
             elif handle.id != flight.run_id:
-                self.journal.moved({flight.item.id: handle.id})
+                self.journal.moved({item_id: handle.id}, recreated=why)
             flight.run_id = handle.id
 
         return journal_ids
@@ -301,7 +330,7 @@ class BatchSession:
         if flight is None or isinstance(error, RunDetached):
             return  # stays "running" in the journal: the next session re-attaches it
         item = flight.item
-        if isinstance(error, RunNotFound) and not flight.recreated and not self.stopping.is_set():
+        if isinstance(error, RunNotFound) and not flight.lost_once and not self.stopping.is_set():
             # A background response is kept about 10 minutes: it aged out. Once, and said so.
             self.lost.append((flight, error))
         elif error is None:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from collections.abc import Awaitable
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, TypeVar
 
 import httpx2
 import openai
@@ -31,6 +31,7 @@ __all__ = ["Creator", "OnAmbiguous", "ambiguity"]
 
 log = get_logger(__name__)
 OnAmbiguous = Literal["retry", "fail"]
+T = TypeVar("T")
 
 # Failures that happen before a byte of the request left: nothing can have been applied.
 _NEVER_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
@@ -72,14 +73,25 @@ class Creator:
                 not to send it again.
             Exception: the last try's error when none was ambiguous.
         """
+        return await self.send(run, spec, lambda sent: run.kind.start(sent, run.ref))
+
+    async def send(self, run: Tracked, spec: Any, send: Callable[[Any], Awaitable[T]]) -> T:
+        """Return ``send(spec)``, each try with its own nonce in ``spec``'s metadata.
+
+        ``send`` is any request that starts a run: the first create, or the follow-up that
+        continues a Responses chain after a tool round (a new response, as costly).
+
+        Raises:
+            AmbiguousCreate: as :meth:`create`.
+        """
         nonces: list[str] = []
 
-        def one_try() -> Awaitable[Observation]:
+        def one_try() -> Awaitable[T]:
             nonces.append(secrets.token_hex(8))
             sent = dataclasses.replace(
                 spec, metadata=marked(spec.metadata, **{TRY_KEY: nonces[-1]})
             )
-            return run.kind.start(sent, run.ref)
+            return send(sent)
 
         def counted() -> None:
             run.requests += 1

@@ -53,6 +53,17 @@ class RunHandle:
         return self._run.status
 
     @property
+    def recreated(self) -> str | None:
+        """Why the run may exist twice on the server (an ambiguous create...), or None."""
+        return self._run.recreated_why
+
+    @property
+    def creating(self) -> bool:
+        """Whether a create that continues the run (a tool round's response) is on the wire:
+        ``on_ids`` is told before it is sent, so a journal can note the intent."""
+        return self._run.creating
+
+    @property
     def tag(self) -> Any:
         """Whatever was attached at submission."""
         return self._run.tag

@@ -43,7 +43,8 @@ __all__ = ["Engine"]
 
 log = get_logger(__name__)
 OnIds = Callable[[RunHandle], None]
-"""The submitter's hook: a run's ids exist now, or a Responses chain moved to a new id."""
+"""The submitter's hook: a run's ids exist now, a Responses chain is about to move
+(``handle.creating``), or moved to a new id."""
 Started = tuple[RunHandle, RunfleetError | None]
 """A started run's handle, and the error its create was refused with (the handle ends so)."""
 

@@ -139,7 +139,19 @@ class Router:
             await self.cancel_quietly(run)
             self.end(run, None, exc)
             return
-        new = await self.retrying(run, lambda: kind.answer(run.ref, run.spec, outputs))
+        if kind.answer_creates:
+            # A new response: sent like a first create (each try marked, an ambiguous one
+            # counted and the run marked recreated), its intent told to the submitter first.
+            run.creating = True
+            run.ids_changed()
+            try:
+                new = await self._creator.send(
+                    run, run.spec, lambda spec: kind.answer(run.ref, spec, outputs)
+                )
+            finally:
+                run.creating = False
+        else:
+            new = await self.retrying(run, lambda: kind.answer(run.ref, run.spec, outputs))
         # Only now: a submission that failed for good must be answered again on the next poll.
         run.answered = frozenset(c.call_id for c in calls)
         if new is None:  # the server no longer waits for them: a poll tells what happened

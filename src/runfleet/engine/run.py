@@ -54,6 +54,7 @@ class Tracked:
     woken: bool = False  # someone asked for a poll while it was busy
     recreated: bool = False  # by the stall policy: once at most
     recreated_why: str | None = None  # created more than once, maybe: why (figures say it)
+    creating: bool = False  # a follow-up create is on the wire (its id is not known yet)
     stall_reported: bool = False
     errors: int = 0  # consecutive transient failures
     scout: bool | None = None  # polls for its unlearned key's cohort (None: not decided yet)

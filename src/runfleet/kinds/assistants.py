@@ -100,6 +100,7 @@ class AssistantsKind:
     name = "assistants"
     reply_requests = 1
     webhooks = False
+    answer_creates = False
 
     def __init__(self, client: AsyncOpenAI, gate: RequestGate) -> None:
         self.client = client

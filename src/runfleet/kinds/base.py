@@ -167,6 +167,9 @@ class Kind(Protocol):
     name: str
     reply_requests: int  # requests ``reply`` makes: 0 when the reply is in the final body
     webhooks: bool  # whether the platform sends events when its runs end
+    # Whether answering tools starts a new run (a Responses follow-up: a create, as costly and
+    # as ambiguous as the first), rather than resuming the same one (Assistants).
+    answer_creates: bool
 
     def learn_key(self, spec: Any) -> tuple[str, ...]:
         """Return what the run times of ``spec``'s runs are learned by (model, assistant...)."""

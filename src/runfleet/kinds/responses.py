@@ -165,6 +165,7 @@ class ResponsesKind:
     name = "responses"
     reply_requests = 0
     webhooks = True
+    answer_creates = True
 
     def __init__(self, client: AsyncOpenAI, gate: RequestGate) -> None:
         self.client = client

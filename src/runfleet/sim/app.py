@@ -238,10 +238,15 @@ class SimApp:
         return drop
 
     def _count_created(self, data: dict[str, Any]) -> None:
-        """Count an applied create by the item its metadata names; a chain's next is no create."""
+        """Count an applied create by the item its metadata names; a chain's next apart."""
         meta = data.get("metadata")
         item = meta.get(ITEM_KEY) if isinstance(meta, dict) else None
-        if isinstance(item, str) and not data.get("previous_response_id"):
+        if not isinstance(item, str):
+            return
+        previous = data.get("previous_response_id")
+        if isinstance(previous, str) and previous:
+            self.stats.record_followup(item, previous)
+        else:
             self.stats.record_created(item)
 
     def _spoil(

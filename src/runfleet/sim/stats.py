@@ -42,10 +42,18 @@ class SimStats:
         self.per_second: Counter[int] = Counter()
         self.limited_per_second: Counter[int] = Counter()
         self.created: Counter[str] = Counter()
+        self.followups: Counter[str] = Counter()  # applied follow-ups by previous response
+        self.refollowed: Counter[str] = Counter()  # follow-ups beyond the first, by item
 
     def record_created(self, item: str) -> None:
         """Count one applied create of a run that names its item (``runfleet_item``)."""
         self.created[item] += 1
+
+    def record_followup(self, item: str, previous: str) -> None:
+        """Count one applied tool-round follow-up of ``previous``; a second one is a copy."""
+        self.followups[previous] += 1
+        if self.followups[previous] > 1:
+            self.refollowed[item] += 1
 
     def record(self, endpoint: str, now: float) -> None:
         """Count one API request as it arrives."""
@@ -66,13 +74,17 @@ class SimStats:
         """Return the creates counted per item: how many items, and those created more than once.
 
         A client that marks each create with its item's id (in ``metadata``) can be held to
-        "nothing created twice silently": ``repeated`` must match what it says it re-created.
+        "nothing created twice silently": ``repeated`` must match what it says it re-created,
+        and ``refollowed`` (items whose tool round was continued twice) too.
         """
         repeated = {item: n for item, n in sorted(self.created.items()) if n > 1}
         return {
             "created": len(self.created),
             "extra_creates": sum(n - 1 for n in repeated.values()),
             "repeated": repeated,
+            # A tool round answered twice: two responses with one previous_response_id.
+            "extra_followups": sum(self.refollowed.values()),
+            "refollowed": dict(sorted(self.refollowed.items())),
         }
 
     def timeline(self, tokens: Counter[int] | None = None) -> dict[str, list[int]]:
