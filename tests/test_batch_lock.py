@@ -105,6 +105,31 @@ async def test_a_second_batch_on_the_same_output_is_refused_and_the_first_comple
     assert not (tmp_path / "out.jsonl.journal.lock").exists()  # released at the end
 
 
+async def test_a_second_batch_on_the_same_output_with_its_own_journal_is_refused(
+    start_sim: StartSim, tmp_path: Path
+) -> None:
+    """Two journals would each send every item and write each line twice into one file."""
+    inp = write_items(tmp_path / "in.jsonl", 10)
+    out = tmp_path / "out.jsonl"
+    (tmp_path / "link.jsonl").symlink_to(out)  # the same output by another name
+    async with start_sim(GATED) as sim:
+        args = [str(inp), "--model", "m", *on(sim), *gated(tmp_path)]
+        first = await spawn([*args, "--out", str(out)])
+        await until(lambda: with_ids(tmp_path / "out.jsonl.journal") > 0)  # it is sending
+        second = await batch([*args, "--out", str(tmp_path / "link.jsonl"), "--journal",
+                              str(tmp_path / "other.journal")])  # fmt: skip
+        open_gate(tmp_path)
+        done = await finish(first)
+        stats = sim.stats()
+    assert second.returncode == 2, second.stderr
+    refusal(second.stderr, first.pid, out)
+    assert not (tmp_path / "other.journal").exists()  # it wrote nothing
+    assert done.returncode == 0, done.stderr
+    assert creates(stats) == 2 * 10
+    assert_each_once(out, 10)
+    assert not (tmp_path / "out.jsonl.lock").exists()
+
+
 async def test_two_batches_started_at_once_one_runs_and_the_other_is_refused(
     start_sim: StartSim, tmp_path: Path
 ) -> None:

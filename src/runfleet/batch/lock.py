@@ -1,8 +1,9 @@
-"""One batch per journal: an OS lock on ``JOURNAL.lock``, held for the batch's whole life.
+"""One batch per journal and per output: an OS lock on ``PATH.lock``, held for its whole life.
 
-Two batches on one journal would both send every unfinished item and append to one output,
-so the second is refused, naming the first (pid, host, start time, written into the lock
-file once it is taken).
+Two batches on one journal would both send every unfinished item and append to one output;
+two on one output (each with its own ``--journal``) would write every item twice into it. So
+a batch locks both, and a second one is refused, naming the first (pid, host, start time,
+written into the lock file once it is taken).
 
 Why ``flock`` on a file beside the journal, not SQLite's own locking:
 
@@ -47,7 +48,7 @@ class Holder:
 
 
 class JournalBusy(Exception):
-    """Raised when another process holds the journal's lock.
+    """Raised when another process holds the lock of a journal (or an output).
 
     ``holder`` is None while the holder has locked the file but not yet written who it is.
     """
@@ -80,7 +81,7 @@ class JournalLock:
 
     @classmethod
     def take(cls, journal: Path) -> JournalLock:
-        """Lock ``journal`` for this process and write who holds it; never wait.
+        """Lock ``journal`` (or an output) for this process and write who holds it; never wait.
 
         Raises:
             JournalBusy: another process holds it.

@@ -202,10 +202,12 @@ async def _session(
         rpm = cfg.rpm or learned
         if rpm is None:
             raise BatchError(f"{where} sent no x-ratelimit-limit-requests header: pass --rpm N")
-        # Then the lock, held to the end: a second batch on this journal is refused before it
-        # writes a byte (a resume after kill -9 takes it: the kernel dropped the dead one's).
-        lock = await _lock(cfg.journal_path)
-        try:
+        # Then the locks, held to the end: a second batch on this output or on this journal
+        # is refused before it writes a byte (a resume after kill -9 takes them: the kernel
+        # dropped the dead one's). The output's is taken by its real path (symlinks too).
+        with contextlib.ExitStack() as held:
+            for path in (cfg.journal_path, cfg.out.resolve()):
+                held.callback((await _lock(path)).release)
             out, journal = _open_files(cfg)  # last: a batch refused above leaves no file behind
             try:
                 batch = BatchSession(cfg, source, journal, out, rpm)
@@ -216,26 +218,25 @@ async def _session(
             finally:
                 journal.close()
                 out.close()
-        finally:
-            lock.release()
 
 
-async def _lock(journal: Path) -> JournalLock:
-    """Take the journal's lock; refuse the batch, naming the holder, if another has it.
+async def _lock(path: Path) -> JournalLock:
+    """Take the lock of the journal or output ``path``; refuse the batch, naming the holder,
+    if another has it.
 
     Raises:
-        BatchError: another process holds the journal, or the lock file cannot be made.
+        BatchError: another process holds it, or the lock file cannot be made.
     """
-    refusal = f"{journal} is in use by another runfleet batch"
+    refusal = f"{path} is in use by another runfleet batch"
     for _ in range(_HOLDER_WAIT):
         try:
-            return JournalLock.take(journal)
+            return JournalLock.take(path)
         except JournalBusy as busy:
             if busy.holder is not None:
                 raise BatchError(str(busy)) from None
             refusal = str(busy)
         except OSError as exc:
-            raise BatchError(f"cannot lock the journal {journal}: {exc.strerror or exc}") from None
+            raise BatchError(f"cannot lock {path}: {exc.strerror or exc}") from None
         await anyio.sleep(0.05)  # locked an instant ago: its holder is writing who it is
     raise BatchError(refusal)
 

@@ -6,6 +6,7 @@ A run stops in ``requires_action``; all outputs of a round go back in one
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -20,7 +21,7 @@ from ..errors import UnreadableBody
 from ..logs import get_logger
 from ..results import TokenUsage
 from ..tools import ToolCall, ToolOutput
-from .base import Observation, RunRef, RunState, output_reservation, texts_in
+from .base import TRY_KEY, Observation, RunRef, RunState, output_reservation, texts_in
 from .responses import poll_after
 
 __all__ = ["AssistantRunSpec", "AssistantsKind"]
@@ -46,6 +47,9 @@ class AssistantRunSpec:
 
     With a ``prompt`` and no thread, one ``create_and_run`` request does it all (instead of
     create thread, add message, create run). ``tools`` override the assistant's own when set.
+    ``own_thread`` creates the thread first (one request more): a run create on a known
+    thread whose answer was lost is then looked for on it and adopted, never sent twice. The
+    fleet sets it itself after an ambiguous ``create_and_run``.
     """
 
     kind: ClassVar[str] = "assistants"
@@ -58,6 +62,7 @@ class AssistantRunSpec:
     metadata: dict[str, str] | None = None
     tools: tuple[dict[str, Any], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    own_thread: bool = False
 
 
 def observe_run(run: Run, headers: Any, request: str) -> Observation:
@@ -149,8 +154,12 @@ class AssistantsKind:
         message = {"role": "user", "content": spec.prompt}
         threads = self.client.beta.threads
         cost = self.estimate(spec)
+        thread_id = spec.thread_id
+        if thread_id is None and spec.own_thread:
+            thread_id = ref.thread_id or await self._own_thread(spec, message, ref)
+            spec = dataclasses.replace(spec, prompt=None)  # it is in the thread now
         tokens = await self.gate.reserve_tokens(cost)
-        if spec.thread_id is None:
+        if thread_id is None:
             if spec.prompt is not None:
                 args["thread"] = {"messages": [message]}
             run, headers = await self.gate.send(
@@ -163,7 +172,6 @@ class AssistantsKind:
         else:
             if spec.prompt is not None:
                 args["additional_messages"] = [message]
-            thread_id = spec.thread_id
             run, headers = await self.gate.send(
                 RequestKind.CREATE,
                 lambda: threads.runs.with_raw_response.create(
@@ -178,6 +186,41 @@ class AssistantsKind:
         ref.cost = cost
         self._settle(ref, run)
         return obs
+
+    async def _own_thread(self, spec: AssistantRunSpec, message: Any, ref: RunRef) -> str:
+        """Create the run's thread (no run, no tokens: a lost answer leaves an empty thread)."""
+        messages = [message] if spec.prompt is not None else []
+        thread, _ = await self.gate.send(
+            RequestKind.CREATE,
+            lambda: self.client.beta.threads.with_raw_response.create(messages=messages),
+        )
+        ref.thread_id = thread.id
+        return str(thread.id)
+
+    def findable(self, spec: AssistantRunSpec) -> tuple[bool, AssistantRunSpec]:
+        """A run on a known thread can be found by listing the thread's runs; one started
+        with its thread (``create_and_run``) cannot, so later tries create their thread first."""
+        if spec.thread_id is not None or spec.own_thread:
+            return True, spec
+        return False, dataclasses.replace(spec, own_thread=True)
+
+    async def find(self, spec: AssistantRunSpec, ref: RunRef, nonce: str) -> Observation | None:
+        """Look for the run whose metadata carries ``nonce`` among its thread's latest runs."""
+        thread_id = spec.thread_id or ref.thread_id
+        if thread_id is None:  # its thread was never made: no run can have started
+            return None
+        page, headers = await self.gate.send(
+            RequestKind.FETCH,
+            lambda: self.client.beta.threads.runs.with_raw_response.list(
+                thread_id, limit=20, order="desc"
+            ),
+        )
+        for run in page.data:
+            if (run.metadata or {}).get(TRY_KEY) == nonce:
+                obs = observe_run(run, headers, RequestKind.FETCH)
+                ref.id, ref.thread_id = run.id, run.thread_id
+                return obs
+        return None
 
     def _thread(self, ref: RunRef) -> str:
         if ref.thread_id is None:

@@ -191,6 +191,15 @@ class Kind(Protocol):
         """Create the run, fill ``ref`` with its ids, return the first observation."""
         ...
 
+    def findable(self, spec: Any) -> tuple[bool, Any]:
+        """Return whether a create of ``spec`` can be looked for (:meth:`find`) after an
+        ambiguous try, and the spec later tries should send so that theirs can be."""
+        ...
+
+    async def find(self, spec: Any, ref: RunRef, nonce: str) -> Observation | None:
+        """Return the run the try marked ``nonce`` started (``ref`` filled), None if none did."""
+        ...
+
     async def observe(self, ref: RunRef, ticket: Ticket | None = None) -> Observation:
         """Retrieve the run once (spending ``ticket`` when the poll was admitted already)."""
         ...

@@ -228,6 +228,15 @@ class ResponsesKind:
         self._settle(ref, resp)
         return obs
 
+    def findable(self, spec: ResponseSpec) -> tuple[bool, ResponseSpec]:
+        """Responses cannot be listed: a copy of an ambiguous create is never found."""
+        return False, spec
+
+    async def find(self, spec: ResponseSpec, ref: RunRef, nonce: str) -> Observation | None:
+        """Never called (see :meth:`findable`)."""
+        del spec, ref, nonce
+        raise NotImplementedError("responses cannot be listed")
+
     async def observe(self, ref: RunRef, ticket: Ticket | None = None) -> Observation:
         """Retrieve the current response of the chain."""
         resp, headers = await self.gate.send(

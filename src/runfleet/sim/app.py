@@ -284,6 +284,7 @@ class SimApp:
             ("POST", "/v1/threads/{tid}/messages", "messages.create", a["create_message"]),
             ("GET", "/v1/threads/{tid}/messages", "messages.list", a["list_messages"]),
             ("POST", "/v1/threads/{tid}/runs", "runs.create", a["create_run"]),
+            ("GET", "/v1/threads/{tid}/runs", "runs.list", a["list_runs"]),
             ("GET", run, "runs.retrieve", a["retrieve_run"]),
             ("POST", run + "/submit_tool_outputs", "runs.submit_tool_outputs", a["submit"]),
             ("POST", run + "/cancel", "runs.cancel", a["cancel_run"]),
@@ -344,6 +345,9 @@ class SimApp:
         async def list_messages(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
             return s().list_messages(req.path_params["tid"], dict(req.query_params), now), None
 
+        async def list_runs(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
+            return s().list_runs(req.path_params["tid"], dict(req.query_params), now), None
+
         async def create_run(req: Request, now: float) -> tuple[dict[str, Any], Job | None]:
             body = await read_body(req)
             return ran(s().create_run(req.path_params["tid"], body, now, _segment(req)))
@@ -365,6 +369,7 @@ class SimApp:
             "retrieve_thread": retrieve_thread,
             "create_message": create_message,
             "list_messages": list_messages,
+            "list_runs": list_runs,
             "create_run": create_run,
             "retrieve_run": retrieve_run,
             "submit": submit,

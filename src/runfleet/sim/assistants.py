@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .lifecycle import TERMINAL, Job, JobStatus, Segment
+from .paging import listing, paged
 from .tokens import run_usage
 from .world import SimError, World, new_id, not_found
 
@@ -94,38 +95,18 @@ class AssistantStore:
         """List messages, newest first by default, with ``run_id``/``limit``/cursor filters."""
         thread = self._thread(thread_id)
         self._settle(thread, now)
-        try:
-            limit = int(query.get("limit", "20"))
-        except ValueError:
-            raise SimError(
-                400, "Invalid value for 'limit': expected an integer.", param="limit"
-            ) from None
-        if not 1 <= limit <= 100:
-            raise SimError(
-                400, "Invalid value for 'limit': must be between 1 and 100.", param="limit"
-            )
-        order = query.get("order", "desc")
-        if order not in ("asc", "desc"):
-            raise SimError(
-                400, "Invalid value for 'order': expected 'asc' or 'desc'.", param="order"
-            )
-        msgs = thread.messages if order == "asc" else thread.messages[::-1]
+        msgs = thread.messages
         if run_id := query.get("run_id"):
             msgs = [m for m in msgs if m.run_id == run_id]
-        for cursor, keep_after in (("after", True), ("before", False)):
-            if ident := query.get(cursor):
-                idx = next((i for i, m in enumerate(msgs) if m.id == ident), None)
-                if idx is None:
-                    raise SimError(400, f"Invalid '{cursor}': no message {ident}.", param=cursor)
-                msgs = msgs[idx + 1 :] if keep_after else msgs[:idx]
-        page = msgs[:limit]
-        return {
-            "object": "list",
-            "data": [self._message_body(thread, m) for m in page],
-            "first_id": page[0].id if page else None,
-            "last_id": page[-1].id if page else None,
-            "has_more": len(msgs) > limit,
-        }
+        page, more = paged(msgs, query, lambda m: m.id)
+        return listing([self._message_body(thread, m) for m in page], more)
+
+    def list_runs(self, thread_id: str, query: dict[str, str], now: float) -> dict[str, Any]:
+        """List a thread's runs, newest first by default (how a client finds its own copy of
+        an ambiguous create: by the nonce in its metadata)."""
+        thread = self._thread(thread_id)
+        page, more = paged([self.runs[r] for r in thread.runs], query, lambda r: r.job.id)
+        return listing([self._run_body(r, now) for r in page], more)
 
     # runs
 
