@@ -52,11 +52,15 @@ bench: $(STAMP)
 bench-sim: $(STAMP)
 	$(BIN)/python benchmarks/sim_throughput.py
 
-# The long checks `make test` leaves out. Memory: 3,000 runs kept in flight for 200,000 polls
-# against the simulator (about 20 minutes); prints RSS and traced memory per 10,000 polls after
-# warm-up and the allocation sites that grew (benchmarks/README.md, "Memory over a soak").
+# The long checks `make test` leaves out (README, "Reliability"; a few hours on 2 cores). The
+# reliability suite's long versions: the faults soak (10,000 runs), 50 kill -9 trials of 1,000
+# items, SIGTERM with 500 in flight; each prints its figures. Memory: 3,000 runs kept in flight
+# for 200,000 polls (about 20 minutes), RSS and traced memory per 10,000 polls after warm-up.
+# Event-loop lag (max and p99) with 10,000 runs in flight.
 soak: $(STAMP)
+	$(BIN)/pytest -m soak -s -p no:cacheprovider tests/reliability
 	$(BIN)/python benchmarks/memory_soak.py --in-flight 3000 --polls 200000 --warmup 50000
+	$(BIN)/python benchmarks/fleet_scale.py --runs 10000 --http httpx --no-profile
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo
