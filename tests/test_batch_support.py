@@ -64,11 +64,13 @@ async def batch(args: Sequence[str], *, api_key: str | None = API_KEY) -> Finish
     return await finish(await spawn(args, api_key=api_key))
 
 
-async def kill_9_when(args: Sequence[str], predicate: Callable[[], bool]) -> None:
+async def kill_9_when(
+    args: Sequence[str], predicate: Callable[[], bool], within: float = 20.0
+) -> None:
     """Start ``runfleet batch ARGS`` and ``kill -9`` it once ``predicate()`` holds."""
     proc = await spawn(args)
     try:
-        await until(predicate)
+        await until(predicate, within)
     finally:
         proc.kill()
         await finish(proc)

@@ -19,8 +19,9 @@ import pytest
 
 from ..helpers import StartSim
 from ..test_batch_resume import with_ids
-from ..test_batch_support import batch, kill_9_when, on, read_output, write_items
+from ..test_batch_support import finish, kill_9_when, on, read_output, spawn, write_items
 
+WAIT = 600.0  # seconds a batch may take to reach its kill point or end, on a loaded machine
 SCENARIO: dict[str, Any] = {
     "lifecycle": {"queued": 1.0, "in_progress": {"dist": "uniform", "low": 20, "high": 120}},
     "outcomes": {"failed": 0.0},
@@ -48,13 +49,13 @@ async def test_kill_9_at_random_points_loses_and_doubles_nothing_unmarked(
         async with start_sim(SCENARIO) as sim:
             args = [str(inp), "--out", str(out), "--model", "m", *on(sim)]
             first = rng.randint(1, items // 2)
-            await kill_9_when(args, lambda: with_ids(journal) >= first)  # noqa: B023
+            await kill_9_when(args, lambda: with_ids(journal) >= first, WAIT)  # noqa: B023
             kills = 1
             if trials > 2:  # the long version kills the resumed batch too
                 second = rng.randint(first + 1, items - 1)
-                await kill_9_when(args, lambda: with_ids(journal) >= second)  # noqa: B023
+                await kill_9_when(args, lambda: with_ids(journal) >= second, WAIT)  # noqa: B023
                 kills += 1
-            done = await batch(args)
+            done = await finish(await spawn(args), within=WAIT)
             created = sim.stats()["items"]
         assert done.returncode == 0, done.stderr
         lines = read_output(out)  # a torn line fails here
