@@ -3,9 +3,10 @@
 Anyone can open connections to a public webhook endpoint, send headers and a few bytes of
 body, and stall, before any signature is checked. The receiver (served by uvicorn, as in
 production) must answer each held body 408 after ``body_timeout``, turn away new ones past
-``max_pending`` with 503 without reading them (a file descriptor is not held for long), and
-answer a valid delivery at once meanwhile: 200, or 503 while full, which OpenAI retries. Forged, replayed, stale and oversized deliveries are in
-``tests/test_webhooks_forgery.py`` (over 1,000 forgeries, each refused, nothing changed).
+``max_pending`` with 503 without reading them (no file descriptor held for long), and
+answer a valid delivery at once meanwhile: 200, or 503 while full, which OpenAI retries.
+Forged, replayed, stale and oversized deliveries are in ``tests/test_webhooks_forgery.py``
+(over 1,000 forgeries, each refused, nothing changed).
 """
 
 from __future__ import annotations
