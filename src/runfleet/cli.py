@@ -164,10 +164,13 @@ def _batch_parser(sub: Any) -> None:
         "background response (--model) or an Assistants run (--assistant), through one "
         "rate-limited fleet. Results are appended to --out as they finish, one JSON line per "
         "item. A SQLite journal beside the output makes the same command resume after a "
-        "crash, Ctrl-C or kill -9 without sending any item twice. Exit status, for the whole "
-        "file (this run and earlier ones): 0 every item completed, 1 some did not (a failed "
-        "or timed-out run, an invalid or duplicate line), 2 nothing could start (an empty "
-        "file, no key, no server, another batch holds the journal), 130 interrupted (Ctrl-C), "
+        "crash, Ctrl-C or kill -9: finished items are not sent again, runs in flight are "
+        "re-attached by id, and an item that may have been created twice (its create's answer "
+        'was lost) says "recreated": true in its line, never silently. Exit status, for the '
+        "whole file (this run and earlier ones): 0 every item completed, 1 some did not (a "
+        "failed or timed-out run, an invalid or duplicate line), 2 nothing could start (an "
+        "empty file, no key, no server, another batch holds the journal or the output), 130 "
+        "interrupted (Ctrl-C), "
         "143 stopped by SIGTERM (both after --grace for the runs in flight).",
     )
     batch.add_argument("input", type=Path, metavar="INPUT.jsonl", help="the prompts, one per line")
