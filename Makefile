@@ -57,6 +57,7 @@ bench-sim: $(STAMP)
 # warm-up and the allocation sites that grew (benchmarks/README.md, "Memory over a soak").
 soak: $(STAMP)
 	$(BIN)/python benchmarks/memory_soak.py --in-flight 3000 --polls 200000 --warmup 50000
+	$(BIN)/pytest -m soak -q
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo

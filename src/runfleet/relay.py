@@ -251,11 +251,18 @@ class WebhookRelay:
                 log.warning("relay_heartbeat_failed", error=str(exc))
 
     async def _beat(self) -> None:
+        """Say this replica is alive; if Redis had forgotten it (restarted empty, or the beat
+        came too late), write its owner records again, as they may be gone too."""
         ttl = int(self._owner_ttl * 1000)
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(self._key("replica", self.replica), b"1", px=ttl)
+            pipe.set(self._key("replica", self.replica), b"1", px=ttl, get=True)
             pipe.pexpire(self._key("stream", self.replica), ttl)
-            await pipe.execute()
+            was, _ = await pipe.execute()
+        if was is None and self._owned:
+            log.info("relay_owners_rewritten", replica=self.replica, owned=len(self._owned))
+            for response_id in self._owned:
+                self._changes.setdefault(response_id, True)
+            self._changed.set()
 
     async def _read_inbox(self) -> None:
         stream, last = self._key("stream", self.replica), "0"
