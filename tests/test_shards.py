@@ -20,20 +20,9 @@ import pytest
 from runfleet.batch.files import read_items
 from runfleet.batch.shards import Shard, merge_outputs
 
+from . import test_batch_support as support
 from .helpers import StartSim
 from .test_batch_resume import with_ids
-from .test_batch_support import (
-    ROOT,
-    batch,
-    creates,
-    finish,
-    journal_states,
-    on,
-    read_output,
-    spawn,
-    until,
-    write_items,
-)
 
 SLOW = {
     "lifecycle": {"queued": 1.0, "in_progress": {"dist": "uniform", "low": 50, "high": 150}},
@@ -47,7 +36,7 @@ MERGE = [sys.executable, "-m", "runfleet.cli", "merge"]
 def test_a_bad_shard_spec_is_refused_in_one_line(spec: str, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="K/N"):
         Shard.parse(spec)
-    inp = write_items(tmp_path / "in.jsonl", 3)
+    inp = support.write_items(tmp_path / "in.jsonl", 3)
     done = subprocess.run(
         [*MERGE[:-1], "batch", str(inp), "--out", "o.jsonl", "--model", "m", f"--shard={spec}"],
         capture_output=True,
@@ -98,7 +87,7 @@ def test_merge_keeps_each_line_once_and_names_the_missing_and_twice_seen(tmp_pat
     one.write_text(line(2) + line(0))
     two.write_text(line(0) + line(1) + '{"id": "i3", "li')  # a torn last line
     report = merge_outputs(tmp_path / "all.jsonl", [one, two], input=inp)
-    merged = read_output(tmp_path / "all.jsonl")
+    merged = support.read_output(tmp_path / "all.jsonl")
     assert [r["id"] for r in merged] == ["i0", "i1", "i2"]  # input order, i0 once
     assert report.duplicates == [("i0", 1)]
     assert report.missing == [("i3", 4)]
@@ -111,25 +100,25 @@ def test_merge_keeps_each_line_once_and_names_the_missing_and_twice_seen(tmp_pat
 async def run_shards(
     start_sim: StartSim, tmp_path: Path, count: int, scenario: Mapping[str, object]
 ) -> None:
-    inp = write_items(tmp_path / "in.jsonl", count)
+    inp = support.write_items(tmp_path / "in.jsonl", count)
     out = tmp_path / "out.jsonl"
     async with start_sim(scenario) as sim:
-        base = [str(inp), "--out", str(out), "--model", "gpt-5-mini", *on(sim)]
-        procs = [await spawn([*base, "--shard", f"{k}/3"]) for k in (1, 2, 3)]
-        done = [await finish(p, within=240) for p in procs]
-        made = creates(sim.stats())
+        base = [str(inp), "--out", str(out), "--model", "gpt-5-mini", *support.on(sim)]
+        procs = [await support.spawn([*base, "--shard", f"{k}/3"]) for k in (1, 2, 3)]
+        done = [await support.finish(p, within=240) for p in procs]
+        made = support.creates(sim.stats())
     assert [d.returncode for d in done] == [0, 0, 0], [d.stderr[-500:] for d in done]
     assert made == count  # each item created by exactly one shard
     parts = [tmp_path / f"out.{k}of3.jsonl" for k in (1, 2, 3)]
-    assert all(len(read_output(p)) > count // 5 for p in parts)  # each did its share
+    assert all(len(support.read_output(p)) > count // 5 for p in parts)  # each did its share
     merge = await asyncio.create_subprocess_exec(
         *MERGE, str(tmp_path / "all.jsonl"), *map(str, parts), "--input", str(inp),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=support.ROOT,
     )  # fmt: skip
-    merged = await finish(merge)
+    merged = await support.finish(merge)
     assert merged.returncode == 0, merged.stderr
     assert "lines merged" in merged.stdout
-    lines = read_output(tmp_path / "all.jsonl")
+    lines = support.read_output(tmp_path / "all.jsonl")
     assert [r["id"] for r in lines] == [i.id for i in read_items(inp).items]
     assert all(r["status"] == "completed" for r in lines)
 
@@ -151,29 +140,29 @@ async def test_three_shard_processes_finish_3000_items_with_each_item_once(
 async def test_a_shard_killed_with_kill_9_reruns_elsewhere_and_reattaches(
     start_sim: StartSim, tmp_path: Path
 ) -> None:
-    inp = write_items(tmp_path / "in.jsonl", 60)
+    inp = support.write_items(tmp_path / "in.jsonl", 60)
     here, elsewhere = tmp_path / "host-a", tmp_path / "host-b"
     here.mkdir()
     elsewhere.mkdir()
     ours = [i for i in read_items(inp).items if Shard(2, 3).owns(i.id)]
     journal = here / "out.2of3.jsonl.journal"
     async with start_sim(SLOW) as sim:
-        args = ["--model", "gpt-5-mini", *on(sim), "--shard", "2/3"]
-        proc = await spawn([str(inp), "--out", str(here / "out.jsonl"), *args])
+        args = ["--model", "gpt-5-mini", *support.on(sim), "--shard", "2/3"]
+        proc = await support.spawn([str(inp), "--out", str(here / "out.jsonl"), *args])
         try:
             # Every item has its run id journaled, and some still run: none is on the wire.
-            await until(lambda: with_ids(journal) == len(ours), within=60)
+            await support.until(lambda: with_ids(journal) == len(ours), within=60)
         finally:
             proc.kill()
-            await finish(proc)
-        assert journal_states(journal).get("running", 0) > 0  # it died with runs in flight
+            await support.finish(proc)
+        assert support.journal_states(journal).get("running", 0) > 0  # it died with runs in flight
         # Another host: the shard's output and journal (with SQLite's sides) moved there.
         for path in here.iterdir():
             shutil.move(path, elsewhere / path.name)
-        rerun = await batch([str(inp), "--out", str(elsewhere / "out.jsonl"), *args])
-        made = creates(sim.stats())
+        rerun = await support.batch([str(inp), "--out", str(elsewhere / "out.jsonl"), *args])
+        made = support.creates(sim.stats())
     assert rerun.returncode == 0, rerun.stderr
-    lines = read_output(elsewhere / "out.2of3.jsonl")
+    lines = support.read_output(elsewhere / "out.2of3.jsonl")
     assert sorted(r["id"] for r in lines) == sorted(i.id for i in ours)
     assert made == len(ours)  # the runs in flight at the kill were re-attached, not created
     assert any(r["resumed"] for r in lines)

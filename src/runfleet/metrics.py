@@ -35,7 +35,16 @@ from .stats import Buckets, FleetStats
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-__all__ = ["Metrics", "expose", "fleet_metrics", "receiver_metrics", "serve_metrics"]
+__all__ = [
+    "FLEET_FAMILIES",
+    "RECEIVER_FAMILIES",
+    "LoopCollector",
+    "Metrics",
+    "expose",
+    "fleet_metrics",
+    "receiver_metrics",
+    "serve_metrics",
+]
 
 log = get_logger(__name__)
 Metrics = bool | CollectorRegistry
@@ -45,15 +54,40 @@ _SCRAPE_TIMEOUT = 5.0
 """Seconds a scrape from another thread waits for the loop; a loop that busy is the news."""
 
 
+FLEET_FAMILIES = (
+    ("runfleet_runs_in_flight", "gauge"),
+    ("runfleet_runs_finished", "counter"),
+    ("runfleet_requests", "counter"),
+    ("runfleet_rate_limited", "counter"),
+    ("runfleet_quota_wait_seconds", "histogram"),
+    ("runfleet_detection_latency_seconds", "histogram"),
+    ("runfleet_ratelimit_remaining_requests", "gauge"),
+    ("runfleet_ratelimit_remaining_tokens", "gauge"),
+    ("runfleet_quota_requests_per_minute", "gauge"),
+    ("runfleet_quota_tokens_per_minute", "gauge"),
+    ("runfleet_requests_last_minute", "gauge"),
+    ("runfleet_loop_lag_max_seconds", "gauge"),
+)
+"""A fleet's families, for the registry's check that no two collectors share a name."""
+RECEIVER_FAMILIES = (("runfleet_webhook_events", "counter"),)
+
+
 class LoopCollector(Collector):
     """A collector whose families are built on the event loop that owns what they read."""
 
-    def __init__(self, families: Callable[[], Iterable[Metric]]) -> None:
+    def __init__(
+        self, families: Callable[[], Iterable[Metric]], names: Iterable[tuple[str, str]]
+    ) -> None:
         self._families = families
+        self._names = tuple(names)
         try:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:  # built outside a loop: it is scraped on the loop it runs in
             self._loop = None
+
+    def describe(self) -> list[Metric]:
+        """Name the families without a snapshot (registering reads no clock, no loop)."""
+        return [Metric(name, "", kind) for name, kind in self._names]
 
     def collect(self) -> Iterator[Metric]:
         """Yield the families, taken on the owning loop; nothing once that loop has closed."""
@@ -79,7 +113,11 @@ class LoopCollector(Collector):
             log.warning("metrics_scrape_timeout", timeout=_SCRAPE_TIMEOUT)
 
 
-def expose(families: Callable[[], Iterable[Metric]], metrics: Metrics) -> None:
+def expose(
+    families: Callable[[], Iterable[Metric]],
+    metrics: Metrics,
+    names: Iterable[tuple[str, str]] = FLEET_FAMILIES,
+) -> None:
     """Register ``families`` in ``metrics`` (True: the default registry; False: nowhere).
 
     Raises:
@@ -90,7 +128,7 @@ def expose(families: Callable[[], Iterable[Metric]], metrics: Metrics) -> None:
         return
     registry = REGISTRY if metrics is True else metrics
     try:
-        registry.register(LoopCollector(families))
+        registry.register(LoopCollector(families, names))
     except ValueError as exc:
         raise ValueError(
             f"{exc}: these metrics are registered already; give each fleet or receiver its "

@@ -46,7 +46,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from .logs import get_logger
-from .metrics import Metrics, expose, receiver_metrics
+from .metrics import RECEIVER_FAMILIES, Metrics, expose, receiver_metrics
 
 if TYPE_CHECKING:
     from .fleet import Fleet
@@ -165,7 +165,7 @@ class WebhookReceiver:
         self._rejected: Counter[str] = Counter()
         self._events: Counter[tuple[str, str]] = Counter()
         self._relay = relay
-        expose(receiver_metrics(self.stats), metrics)
+        expose(receiver_metrics(self.stats), metrics, RECEIVER_FAMILIES)
 
     def __repr__(self) -> str:
         c = self._counts

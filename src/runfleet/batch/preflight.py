@@ -204,9 +204,7 @@ async def _session(
     try:  # the port is bound before a request goes out
         registry = serving.enter_context(serve_metrics(cfg.metrics_port))
     except OSError as exc:
-        raise BatchError(
-            f"cannot serve metrics on port {cfg.metrics_port}: {exc.strerror}"
-        ) from None
+        raise BatchError(f"cannot serve metrics on :{cfg.metrics_port}: {exc.strerror}") from None
     client = AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0)
     async with client, contextlib.AsyncExitStack() as stack:
         stack.enter_context(serving)  # the metrics server stops with the session
