@@ -13,13 +13,16 @@ and says which lines are missing or came twice.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .files import InputFile, read_items
+if TYPE_CHECKING:  # not at run time: `runfleet --help` imports this, and files imports openai
+    from .files import InputFile
 
 __all__ = ["MergeReport", "Shard", "merge_outputs"]
 
@@ -59,7 +62,8 @@ class Shard:
 
     def select(self, source: InputFile) -> InputFile:
         """Return this shard's part of an input file: its items and its invalid lines."""
-        return InputFile(
+        return dataclasses.replace(
+            source,
             items=[item for item in source.items if self.owns(item.id)],
             invalid=[bad for bad in source.invalid if self.owns(bad.output().id)],
         )
@@ -123,6 +127,8 @@ def merge_outputs(out: Path, parts: list[Path], *, input: Path | None = None) ->
             else:
                 lines[key] = raw
     if input is not None:
+        from .files import read_items  # imports the SDK: only when checking
+
         source = read_items(input)
         expected = [(i.id, i.line) for i in source.items]
         expected += [(bad.output().id, bad.line) for bad in source.invalid]
