@@ -168,3 +168,22 @@ async def test_a_shard_killed_with_kill_9_reruns_elsewhere_and_reattaches(
     assert made == len(ours)  # the runs in flight at the kill were re-attached, not created
     assert any(r["resumed"] for r in lines)
     assert not any(r["recreated"] for r in lines)
+
+
+def test_merge_on_the_command_line_exits_by_what_it_found(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inp = support.write_items(tmp_path / "in.jsonl", 2)
+    part = tmp_path / "out.1of2.jsonl"
+    part.write_text(json.dumps({"id": "item0", "line": 1, "status": "completed"}) + "\n")
+    assert main(["merge", str(tmp_path / "all.jsonl"), str(part)]) == 0
+    assert capsys.readouterr().out == "runfleet merge: 1 line merged\n"
+    assert main(["merge", str(tmp_path / "all.jsonl"), str(part), "--input", str(inp)]) == 1
+    assert capsys.readouterr().err == (
+        "runfleet merge: 1 line merged; 1 missing (first: 'item1' (line 2))\n"
+    )
+    assert main(["merge", str(tmp_path / "all.jsonl"), str(tmp_path / "nope.jsonl")]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"runfleet merge: {tmp_path / 'nope.jsonl'}: No such file or directory\n"
+    )

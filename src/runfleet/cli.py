@@ -384,7 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             report = merge_outputs(args.out, args.parts, input=args.input)
         except (OSError, ValueError) as exc:
-            print(f"runfleet merge: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+            why = f"{exc.filename}: {exc.strerror}" if isinstance(exc, OSError) else exc
+            print(f"runfleet merge: {why}", file=sys.stderr)
             return 2
         print(f"runfleet merge: {report.text()}", file=sys.stdout if report.ok else sys.stderr)
         return 0 if report.ok else 1

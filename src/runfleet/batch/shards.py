@@ -90,7 +90,7 @@ class MergeReport:
 
     def text(self) -> str:
         """Return the one-paragraph summary the CLI prints."""
-        parts = [f"{self.written:,} lines merged"]
+        parts = [f"{self.written:,} line{'' if self.written == 1 else 's'} merged"]
         if self.duplicates:
             first = ", ".join(f"{i!r} (line {n})" for i, n in self.duplicates[:3])
             parts.append(f"{len(self.duplicates)} seen twice and kept once (first: {first})")
