@@ -20,6 +20,7 @@ LAYER: dict[str, float] = {
     "batch": 1,
     "bench": 1,
     "webhooks": 1.5,
+    "relay": 1.7,  # the receiver publishes through it; it wakes the fleet (by duck type)
     "fleet": 2,
     "engine": 3,
     "kinds": 4,
@@ -27,6 +28,7 @@ LAYER: dict[str, float] = {
     "admission": 5,
     "tools": 5,
     "results": 4.5,
+    "metrics": 6,  # the fleet and the receiver register their snapshots' metrics
     "logs": 6.5,  # a leaf everyone may log through; it takes key_hint from errors
     "stats": 7,
     "errors": 7,

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from .kinds.responses import ResponseSpec as ResponseSpec
     from .polling.policy import PollPolicy as PollPolicy
     from .polling.schedule import Backoff as Backoff
+    from .relay import RelayError as RelayError
+    from .relay import WebhookRelay as WebhookRelay
     from .results import RunFigures as RunFigures
     from .results import RunResult as RunResult
     from .results import ToolRound as ToolRound

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import logs
+from .batch.shards import Shard, merge_outputs
 from .sim.scenario import BUILTIN_SCENARIOS, ScenarioError
 
 __all__ = ["main"]
@@ -39,6 +40,13 @@ def _port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be 0-65535, got {text}")
     return value
+
+
+def _shard(text: str) -> Shard:
+    try:
+        return Shard.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,6 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--api-key", help="accept only this key (default: any non-empty key)")
     sim.add_argument("--log-level", default="warning", help="uvicorn's log level")
     _batch_parser(sub)
+    merge = sub.add_parser("merge", help="join `batch --shard` outputs, each line once")
+    merge.add_argument("out", type=Path, metavar="OUT.jsonl")
+    merge.add_argument("parts", type=Path, nargs="+", metavar="SHARD.jsonl")
+    merge.add_argument("--input", type=Path, help="the batch's input: report missing lines")
     _bench_parser(sub)
     for command in sub.choices.values():
         _logging_options(command)
@@ -242,6 +254,8 @@ def _batch_parser(sub: Any) -> None:
         default="auto",
         help="a live bar on a terminal, periodic lines otherwise (default: auto)",
     )
+    batch.add_argument("--shard", type=_shard, metavar="K/N", help="K of N: OUT.KofN.jsonl")
+    batch.add_argument("--metrics-port", type=_port, help="serve Prometheus metrics on it")
     batch.add_argument(
         "--progress-every",
         type=_positive,
@@ -277,6 +291,8 @@ def _batch(args: argparse.Namespace) -> int:
             progress_every=args.progress_every,
             sim=args.sim,
             sim_time_scale=args.sim_time_scale,
+            shard=args.shard,
+            metrics_port=args.metrics_port,
         )
         summary = anyio.run(run_batch, cfg)
     except BatchError as exc:
@@ -367,6 +383,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _batch(args)
     if args.command == "bench":
         return _bench(args)
+    if args.command == "merge":
+        try:
+            report = merge_outputs(args.out, args.parts, input=args.input)
+        except (OSError, ValueError) as exc:
+            why = f"{exc.filename}: {exc.strerror}" if isinstance(exc, OSError) else exc
+            print(f"runfleet merge: {why}", file=sys.stderr)
+            return 2
+        print(f"runfleet merge: {report.text()}", file=sys.stdout if report.ok else sys.stderr)
+        return 0 if report.ok else 1
     if args.command == "sim":
         from .sim.server import run
 

@@ -23,6 +23,7 @@ from .kinds.assistants import AssistantRunSpec, AssistantsKind
 from .kinds.base import Kind, RunRef
 from .kinds.responses import ResponsesKind, ResponseSpec
 from .logs import get_logger
+from .metrics import Metrics, expose, fleet_metrics
 from .polling.learning import RunTimes
 from .polling.policy import PollPolicy
 from .results import RunResult
@@ -89,6 +90,7 @@ class Fleet:
             ``safety_poll`` seconds (±20 %), so a lost event costs latency, never the run.
             Assistants runs have no events and keep the normal schedule.
         safety_poll: seconds between safety-net polls of a run covered by webhooks.
+        metrics: expose this fleet to Prometheus (True: the default registry, or a registry).
 
     Raises:
         ValueError: ``rpm``, ``tpm``, ``burst``, ``concurrency`` or ``safety_poll`` out of
@@ -116,6 +118,7 @@ class Fleet:
         seed: int | None = None,
         webhooks: bool = False,
         safety_poll: float = 60.0,
+        metrics: Metrics = False,
     ) -> None:
         check_fleet_options(
             client=client,
@@ -153,6 +156,7 @@ class Fleet:
         self._on_exit = on_exit
         self._tg: TaskGroup | None = None
         self._closing = False
+        expose(fleet_metrics(self.stats), metrics)
 
     def __repr__(self) -> str:
         state = "open" if self._tg is not None and not self._closing else "closed"
@@ -391,6 +395,10 @@ class Fleet:
         before its create returned is remembered, and the run is polled as soon as it waits.
         """
         return self._engine.notify(response_id)
+
+    def on_waiting(self, hook: Callable[[str, bool], None] | None) -> None:
+        """Tell ``hook(response_id, waiting)`` as runs start/stop waiting (a webhook relay)."""
+        self._engine.on_waiting(hook)
 
     @property
     def client(self) -> AsyncOpenAI:

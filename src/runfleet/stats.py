@@ -6,18 +6,23 @@ bounded deques; percentiles are computed when someone asks for a snapshot.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FleetStats", "StatsCollector", "quantile"]
+__all__ = ["Buckets", "FleetStats", "StatsCollector", "quantile"]
 
 # Enough finished runs for stable percentiles, few enough that a snapshot (a progress bar
 # takes four a second) sorts them in about a millisecond: 100,000 took 12-18 ms. A fleet that
 # runs for days reports its recent latency, not its first day's.
 _KEEP = 10_000
+# Upper bounds (seconds) of the cumulative histograms: from a simulator's tenth of a second to
+# the hours a discounted window runs.
+_BOUNDS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 7200.0)
 # Heartbeats kept for the loop-lag p95: five minutes at four a second; sorting them for a
 # snapshot takes a fraction of a millisecond.
 _BEATS = 1_200
@@ -53,6 +58,9 @@ class FleetStats:
             sent in the last 60 s (settled to their real usage once known) or still in flight.
         token_limit: the tokens per minute in force (configured or learned), or None.
         tokens: the token budget's own snapshot (``TokenStats``), or None.
+        by_kind_outcome: requests by (kind, outcome).
+        detection: every finished run's detection latency, as a cumulative histogram.
+        quota_wait: how long requests waited for the request quota, as a histogram.
     """
 
     requests: Mapping[str, int]
@@ -78,6 +86,40 @@ class FleetStats:
     tokens_last_minute: float = 0.0
     token_limit: float | None = None
     tokens: Any = None
+    by_kind_outcome: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    detection: Buckets | None = None
+    quota_wait: Buckets | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Buckets:
+    """A cumulative histogram since the start, in Prometheus' shape: unlike the bounded deques
+    behind the percentiles, it forgets nothing, so a scraper can take rates of it.
+
+    Attributes:
+        bounds: the buckets' upper bounds (seconds), ascending; ``+Inf`` is implied.
+        counts: observations at or under each bound (cumulative), then the total.
+        total: the sum of all observations.
+    """
+
+    bounds: tuple[float, ...]
+    counts: tuple[int, ...]
+    total: float
+
+
+class _Histogram:
+    """Counts per bucket, kept on the hot path at the cost of a bisect."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(_BOUNDS) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(_BOUNDS, value)] += 1
+        self.total += value
+
+    def snapshot(self) -> Buckets:
+        return Buckets(_BOUNDS, tuple(itertools.accumulate(self.counts)), self.total)
 
 
 def quantile(ordered: Sequence[float], q: float, *, upper: bool = False) -> float:
@@ -114,6 +156,9 @@ class StatsCollector:
         self.lags: deque[float] = deque(maxlen=_BEATS)
         self.lag_max = 0.0
         self.tool_blocks: Counter[str] = Counter()
+        self.by_kind_outcome: Counter[tuple[str, str]] = Counter()
+        self.detection = _Histogram()
+        self.quota_wait = _Histogram()
 
     def request_started(self, kind: str, now: float) -> None:
         """Count a request as it leaves (after the quota admitted it), at loop time ``now``."""
@@ -125,15 +170,21 @@ class StatsCollector:
         self.peak_minute = max(self.peak_minute, _within(self.recent, now - 60.0))
         self.peak_second = max(self.peak_second, _within(self.this_second, now - 1.0))
 
-    def request_done(self, outcome: str) -> None:
-        """Count how a request ended."""
+    def request_done(self, outcome: str, kind: str = "") -> None:
+        """Count how a request (of ``kind``) ended."""
         self.outcomes[str(outcome)] += 1
+        self.by_kind_outcome[str(kind), str(outcome)] += 1
+
+    def quota_waited(self, seconds: float) -> None:
+        """Record how long a request waited for the request quota to admit it."""
+        self.quota_wait.observe(seconds)
 
     def run_finished(self, how: str, latency: float | None) -> None:
         """Count a finished run and remember its detection latency."""
         self.finished[how] += 1
         if latency is not None:
             self.latencies.append(latency)
+            self.detection.observe(latency)
 
     def loop_lagged(self, lag: float) -> None:
         """Record how late a heartbeat woke: that long, the loop could run nothing else."""
@@ -182,6 +233,9 @@ class StatsCollector:
             tokens_last_minute=tokens.last_minute if tokens is not None else 0.0,
             token_limit=tokens.limit if tokens is not None else None,
             tokens=tokens,
+            by_kind_outcome=dict(self.by_kind_outcome),
+            detection=self.detection.snapshot(),
+            quota_wait=self.quota_wait.snapshot(),
         )
 
 

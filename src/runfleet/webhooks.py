@@ -22,6 +22,10 @@ the result. Everything else here is about not being fooled and not being retried
 - A duplicate or an event for a response this fleet does not track is acknowledged (2xx):
   a 4xx or 5xx would only make OpenAI deliver it again for days. For the same reason a
   failure while waking the run is logged and acknowledged; the safety-net poll covers it.
+- With a :class:`~runfleet.relay.WebhookRelay`, an event for a response this fleet does not
+  track is published to Redis for the replica that owns it (or whoever waits on it later);
+  if Redis cannot take it, the answer is 503 and the id is forgotten, so OpenAI's retry is
+  applied, not taken for a duplicate.
 
 Nothing logged carries a header value but the (truncated) ``webhook-id``; never a secret.
 """
@@ -33,7 +37,7 @@ import math
 import os
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -42,9 +46,11 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from .logs import get_logger
+from .metrics import RECEIVER_FAMILIES, Metrics, expose, receiver_metrics
 
 if TYPE_CHECKING:
     from .fleet import Fleet
+    from .relay import WebhookRelay
 
 __all__ = ["RESPONSE_EVENTS", "ReceiverStats", "WebhookReceiver"]
 
@@ -75,6 +81,12 @@ class ReceiverStats:
     """Verified events whose ``webhook-id`` was seen before: acknowledged, not applied."""
     rejected: dict[str, int]
     """Refused requests by reason (``signature``, ``too_large``, ``content_type``...)."""
+    relayed: int = 0
+    """Accepted events this fleet does not track, published through the relay to their owner
+    (or left for whoever waits on them later)."""
+    events: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Requests by (event type, result): ``unverified`` and the refusal's reason, or the
+    verified event's type and ``woke``, ``relayed``, ``unknown`` or ``duplicate``."""
 
 
 class _Reject(Exception):
@@ -107,6 +119,8 @@ class WebhookReceiver:
         max_ids: most ``webhook-id`` values remembered for deduplication.
         body_timeout: seconds to read a body before answering 408.
         max_pending: bodies read at once; a request past it gets 503 without being read.
+        relay: routes events for runs this fleet does not own to the replica that does.
+        metrics: expose the receiver's counts to Prometheus (True: the default registry).
 
     Raises:
         ValueError: no secret given nor in the environment, or a limit out of range.
@@ -121,6 +135,8 @@ class WebhookReceiver:
         max_ids: int = 100_000,
         body_timeout: float = 10.0,
         max_pending: int = 256,
+        relay: WebhookRelay | None = None,
+        metrics: Metrics = False,
     ) -> None:
         if secret is None:
             secret = os.environ.get("OPENAI_WEBHOOK_SECRET", "").split(",")
@@ -147,6 +163,9 @@ class WebhookReceiver:
         self._seen: OrderedDict[str, float] = OrderedDict()
         self._counts: Counter[str] = Counter()
         self._rejected: Counter[str] = Counter()
+        self._events: Counter[tuple[str, str]] = Counter()
+        self._relay = relay
+        expose(receiver_metrics(self.stats), metrics, RECEIVER_FAMILIES)
 
     def __repr__(self) -> str:
         c = self._counts
@@ -169,6 +188,8 @@ class WebhookReceiver:
             unknown=c["unknown"],
             duplicates=c["duplicates"],
             rejected=dict(self._rejected),
+            relayed=c["relayed"],
+            events=dict(self._events),
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -182,6 +203,7 @@ class WebhookReceiver:
             status, answer = await self._handle(scope, receive)
         except _Reject as rej:
             self._rejected[rej.reason] += 1
+            self._events["unverified", rej.reason] += 1
             log.info("webhook_rejected", reason=rej.reason, status=rej.status)
             status, answer = rej.status, {"error": rej.reason}
         await _respond(send, status, answer)
@@ -208,7 +230,33 @@ class WebhookReceiver:
         except UnicodeDecodeError:
             raise _Reject(400, "encoding") from None
         event = self._verify(body, headers)
-        return 200, self._apply(headers["webhook-id"], event)
+        answer = self._apply(headers["webhook-id"], event)
+        if answer["status"] == "unknown" and self._relay is not None:
+            return await self._publish(headers["webhook-id"], event)
+        result = "woke" if answer["status"] == "ok" else answer["status"]
+        self._events[str(getattr(event, "type", None)), result] += 1
+        return 200, answer
+
+    async def _publish(self, webhook_id: str, event: Any) -> tuple[int, dict[str, Any]]:
+        """Hand an event this fleet does not own to the relay; 503 if Redis cannot take it."""
+        assert self._relay is not None
+        kind, response_id = str(getattr(event, "type", None)), _response_id(event)
+        if kind not in RESPONSE_EVENTS or not response_id:
+            self._events[kind, "unknown"] += 1
+            return 200, {"status": "unknown"}
+        try:
+            owner = await self._relay.publish(response_id, kind)
+        except Exception:
+            self._seen.pop(webhook_id, None)  # OpenAI's retry must not look like a duplicate
+            self._counts["accepted"] -= 1
+            self._counts["unknown"] -= 1
+            log.exception("webhook_relay_failed", response_id=response_id)
+            raise _Reject(503, "relay") from None
+        self._counts["unknown"] -= 1
+        self._counts["relayed"] += 1
+        self._events[kind, "relayed"] += 1
+        log.debug("webhook_relayed", response_id=response_id, owner=owner)
+        return 200, {"status": "relayed"}
 
     def _verify(self, body: bytes, headers: dict[str, str]) -> Any:
         """Return the event if any secret's signature holds; nothing parses it before."""

@@ -130,11 +130,17 @@ class RequestGate:
         ticket = Ticket(self, kind)
         await self.limiter.acquire_on_behalf_of(ticket)
         try:
-            await self.quota.acquire(_PRIORITY[kind])
+            await self._acquire(kind)
         except BaseException:
             ticket.release()
             raise
         return ticket
+
+    async def _acquire(self, kind: RequestKind) -> None:
+        """Pass the request quota behind ``kind``'s priority; the wait goes to the stats."""
+        start = asyncio.get_running_loop().time()
+        await self.quota.acquire(_PRIORITY[kind])
+        self.stats.quota_waited(asyncio.get_running_loop().time() - start)
 
     async def reserve_tokens(self, cost: TokenCost) -> Reservation:
         """Wait until a request estimated at ``cost`` may spend its tokens; hold them.
@@ -179,7 +185,7 @@ class RequestGate:
             finally:
                 kind.release()
         try:
-            await self.quota.acquire(_PRIORITY[kind])
+            await self._acquire(kind)
         except BaseException:
             if tokens is not None:
                 tokens.release()
@@ -199,7 +205,7 @@ class RequestGate:
         try:
             raw = await call()
         except openai.APIStatusError as exc:
-            self.stats.request_done(classify(exc))
+            self.stats.request_done(classify(exc), kind)
             if tokens is not None:
                 tokens.answered()
                 tokens.release()  # a refused request is charged nothing
@@ -213,7 +219,7 @@ class RequestGate:
             raise
         except openai.APIError as exc:
             # A dropped or cancelled request may have been charged: its tokens stay counted.
-            self.stats.request_done(classify(exc))
+            self.stats.request_done(classify(exc), kind)
             raise
         if tokens is not None:
             tokens.answered()  # before the headers that count it are read
@@ -222,7 +228,7 @@ class RequestGate:
             parsed = raw.parse()
         except (ValueError, openai.APIResponseValidationError) as exc:
             # A 2xx whose body is garbled or cut: the server did the work, we cannot read it.
-            self.stats.request_done(Outcome.UNREADABLE)
+            self.stats.request_done(Outcome.UNREADABLE, kind)
             raise UnreadableBody(str(kind), f"{type(exc).__name__}: {exc}") from exc
-        self.stats.request_done(Outcome.OK)
+        self.stats.request_done(Outcome.OK, kind)
         return parsed, raw.headers

@@ -214,6 +214,7 @@ class TokenStats:
         rate_limited: token 429s received.
         too_large: requests refused because they alone exceed the limit.
         ratios: per model, the server's input over the fleet's estimate, as learned.
+        server_remaining: the last ``x-ratelimit-remaining-tokens`` the server sent.
     """
 
     tpm: float | None
@@ -229,6 +230,7 @@ class TokenStats:
     rate_limited: int
     too_large: int
     ratios: Mapping[str, float]
+    server_remaining: float | None = None
 
 
 class TokenQuota:
@@ -375,6 +377,7 @@ class TokenQuota:
             rate_limited=budget.rate_limited,
             too_large=self._too_large,
             ratios=dict(self.estimates.ratios),
+            server_remaining=budget.server_remaining,
         )
 
     def _check_fits(self, charge: int) -> None:

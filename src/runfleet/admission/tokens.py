@@ -89,6 +89,7 @@ class TokenBudget:
     ) -> None:
         self.tpm = tpm
         self.server_limit: float | None = None
+        self.server_remaining: float | None = None
         self.default_pause = default_pause
         self.max_pause = max_pause
         self.paused_until = -math.inf
@@ -202,6 +203,8 @@ class TokenBudget:
         """Adopt the server's limit and believe its count of what remains."""
         if headers.limit is not None:
             self.server_limit = headers.limit
+        if headers.remaining is not None:
+            self.server_remaining = headers.remaining  # as said, for the operators' metrics
         limit = headers.limit if headers.limit is not None else self.limit
         if headers.remaining is None or headers.reset is None or not limit:
             return

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .shards import Shard
+
 __all__ = ["BatchConfig", "BatchError"]
 
 
@@ -37,6 +39,8 @@ class BatchConfig:
     progress_every: float = 10.0
     sim: str | None = None
     sim_time_scale: float = 1.0
+    shard: Shard | None = None
+    metrics_port: int | None = None
 
     @property
     def journal_path(self) -> Path:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import importlib
 import importlib.util
@@ -29,6 +30,7 @@ import openai
 from openai import AsyncOpenAI
 
 from ..errors import AuthError, key_hint
+from ..metrics import serve_metrics
 from ..tools import Tool, ToolRegistry
 from .config import BatchConfig, BatchError
 from .files import InputFile, OutputFile, read_items
@@ -141,6 +143,9 @@ async def _preflight(cfg: BatchConfig) -> BatchSummary:
     if not source.items and not source.invalid:
         # Nothing to start and nothing to report line by line: refused before any file exists.
         raise BatchError(f"{cfg.input}: no items (the file is empty or blank), nothing sent")
+    if cfg.shard is not None:  # its own part of the file, its own output and journal
+        source = cfg.shard.select(source)
+        cfg = dataclasses.replace(cfg, out=cfg.shard.output(cfg.out))
     if cfg.strict and source.invalid:
         first = source.invalid[0]
         raise BatchError(
@@ -195,8 +200,14 @@ async def _session(
     for path, what in ((cfg.out, "write"), (cfg.journal_path, "use the journal")):
         if (why := _unwritable(path)) is not None:  # said before a request goes out
             raise BatchError(f"cannot {what} {path}: {why}")
+    serving = contextlib.ExitStack()
+    try:  # the port is bound before a request goes out
+        registry = serving.enter_context(serve_metrics(cfg.metrics_port))
+    except OSError as exc:
+        raise BatchError(f"cannot serve metrics on :{cfg.metrics_port}: {exc.strerror}") from None
     client = AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0)
-    async with client:
+    async with client, contextlib.AsyncExitStack() as stack:
+        stack.enter_context(serving)  # the metrics server stops with the session
         where = str(client.base_url)
         learned = await probe(client.with_options(timeout=15.0), where)
         rpm = cfg.rpm or learned
@@ -210,7 +221,7 @@ async def _session(
                 held.callback((await _lock(path)).release)
             out, journal = _open_files(cfg)  # last: a batch refused above leaves no file behind
             try:
-                batch = BatchSession(cfg, source, journal, out, rpm)
+                batch = BatchSession(cfg, source, journal, out, rpm, metrics=registry)
                 try:
                     return await batch.run(client)
                 except* (BatchError, AuthError) as group:
@@ -270,7 +281,8 @@ def _open_files(cfg: BatchConfig) -> tuple[OutputFile, Journal]:
     journal = None
     try:
         journal = Journal(journal_path)
-        journal.bind({"kind": cfg.kind, "target": cfg.model or cfg.assistant or ""})
+        meta = {"kind": cfg.kind, "target": cfg.model or cfg.assistant or ""}
+        journal.bind(meta if cfg.shard is None else {**meta, "shard": str(cfg.shard)})
     except Exception as exc:  # sqlite3.Error and OSError both mean "not usable"
         if journal is not None:
             journal.close()

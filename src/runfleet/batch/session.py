@@ -40,6 +40,7 @@ from ..kinds.assistants import AssistantRunSpec
 from ..kinds.base import ITEM_KEY, marked
 from ..kinds.responses import ResponseSpec
 from ..logs import get_logger
+from ..metrics import Metrics
 from ..polling.policy import PollPolicy
 from ..stats import FleetStats
 from .config import BatchConfig, BatchError
@@ -79,9 +80,17 @@ class BatchSession:
     """One session: the items to start, the ends of their runs, the ticker and Ctrl-C."""
 
     def __init__(
-        self, cfg: BatchConfig, source: InputFile, journal: Journal, out: OutputFile, rpm: float
+        self,
+        cfg: BatchConfig,
+        source: InputFile,
+        journal: Journal,
+        out: OutputFile,
+        rpm: float,
+        *,
+        metrics: Metrics = False,
     ) -> None:
         self.cfg = cfg
+        self.metrics = metrics
         self.journal = journal
         self.out = out
         self.rpm = rpm
@@ -175,7 +184,7 @@ class BatchSession:
             with self.stop_now:
                 async with Fleet(
                     client, rpm=self.rpm, tpm=cfg.tpm, burst=burst, tools=cfg.tools,
-                    timeout=cfg.timeout,
+                    timeout=cfg.timeout, metrics=self.metrics,
                     policy=policy,
                     on_exit="detach",
                 ) as fleet:  # fmt: skip

@@ -275,6 +275,16 @@ class Engine:
         self._wake(run)
         return True
 
+    def on_waiting(self, hook: Callable[[str, bool], None] | None) -> None:
+        """Tell ``hook(response_id, waiting)`` as runs start and stop waiting on a response id
+        (webhooks on); the ids waited on now are told at once. None removes it."""
+        if hook is not None and self._pacer.on_waiting is not None:
+            raise ValueError("the fleet's waiting runs are followed already (one relay a fleet)")
+        self._pacer.on_waiting = hook
+        if hook is not None:
+            for response_id in list(self._pacer.by_response):
+                hook(response_id, True)
+
     # -- one poll and what it saw --------------------------------------------------------------
 
     async def _poll(self, run: Tracked, ticket: Ticket) -> None:

@@ -90,6 +90,7 @@ class Pacer(Generic[R]):
         self.times = times
         self.safety_poll = safety_poll
         self.by_response: dict[str, R] = {}  # waiting Responses runs, for notified()
+        self.on_waiting: Callable[[str, bool], None] | None = None  # told as by_response changes
         self._runs = runs
         self._rng = rng
         self._signal = signal
@@ -112,6 +113,8 @@ class Pacer(Generic[R]):
         """Place the next poll of a run a poll found still working."""
         safety = self.safety_poll
         if safety is not None and run.pushable:
+            if run.run_id not in self.by_response and self.on_waiting is not None:
+                self.on_waiting(run.run_id, True)
             self.by_response[run.run_id] = run
             if run.run_id in self._early:  # its event came before it waited: look now
                 del self._early[run.run_id]
@@ -168,7 +171,8 @@ class Pacer(Generic[R]):
 
     def moved_on(self, response_id: str) -> None:
         """No run waits on ``response_id`` any more (answered, recreated or ended)."""
-        self.by_response.pop(response_id, None)
+        if self.by_response.pop(response_id, None) is not None and self.on_waiting is not None:
+            self.on_waiting(response_id, False)
 
     def forget(self, run: R) -> None:
         """Drop an ended run from the heap, the scouts and the webhook index."""
