@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo sim bench bench-sim soak clean
+.PHONY: test lint demo sim bench bench-sim soak clean test-processes
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -57,6 +57,10 @@ bench-sim: $(STAMP)
 # warm-up and the allocation sites that grew (benchmarks/README.md, "Memory over a soak").
 soak: $(STAMP)
 	$(BIN)/python benchmarks/memory_soak.py --in-flight 3000 --polls 200000 --warmup 50000
+
+# Invariant 9 with real OS processes, one simulator and one Redis (README, "Many processes").
+test-processes: $(STAMP)
+	$(BIN)/pytest -q -m processes
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo

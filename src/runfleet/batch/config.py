@@ -37,6 +37,9 @@ class BatchConfig:
     progress_every: float = 10.0
     sim: str | None = None
     sim_time_scale: float = 1.0
+    redis: str | None = None
+    account: str | None = None
+    on_redis_failure: str = "fail_closed"
 
     @property
     def journal_path(self) -> Path:

@@ -32,6 +32,7 @@ from typing import Any
 import anyio
 from openai import AsyncOpenAI
 
+from ..admission.build import RedisLimits
 from ..engine.feeder import Submission
 from ..engine.handle import RunHandle
 from ..errors import AuthError, RunDetached, RunNotFound
@@ -70,12 +71,20 @@ class BatchSession:
     """One session: the items to start, the ends of their runs, the ticker and Ctrl-C."""
 
     def __init__(
-        self, cfg: BatchConfig, source: InputFile, journal: Journal, out: OutputFile, rpm: float
+        self,
+        cfg: BatchConfig,
+        source: InputFile,
+        journal: Journal,
+        out: OutputFile,
+        rpm: float,
+        *,
+        shared: RedisLimits | None = None,
     ) -> None:
         self.cfg = cfg
         self.journal = journal
         self.out = out
         self.rpm = rpm
+        self.shared = shared  # --redis: the account's limits, shared with other processes
         self.scale = cfg.sim_time_scale
         self.tally = Tally(total=len(source.items) + len(source.invalid))
         self.todo: deque[BatchItem] = deque()
@@ -159,7 +168,7 @@ class BatchSession:
                     client, rpm=self.rpm, tpm=cfg.tpm, burst=burst, tools=cfg.tools,
                     timeout=cfg.timeout,
                     policy=policy,
-                    on_exit="detach",
+                    on_exit="detach", redis=self.shared,
                 ) as fleet:  # fmt: skip
                     self.fleet = fleet
                     if cfg.assistant:  # an assistant's run takes the fleet's tools as they are
