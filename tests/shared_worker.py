@@ -16,7 +16,7 @@ from typing import Any
 
 from openai import AsyncOpenAI
 
-from runfleet import Fleet, PollPolicy, RedisLimits, RequestQuota, ResponseSpec, RunError
+from runfleet import Fleet, PollPolicy, RedisLimits, RequestQuota, ResponseSpec, RunfleetError
 
 from .helpers import API_KEY
 
@@ -33,6 +33,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         args.rpm, burst=args.burst, tpm=args.tpm, delay_allowance=0.5, shared=shared
     )
     extra = {} if args.max_output is None else {"max_output_tokens": args.max_output}
+    if shared is not None:
+        await shared.connect()  # reached once: an outage from here on is the policy's
+    # Start together, so that the processes really compete: importing the SDK takes seconds
+    # on a loaded machine, so each says when it is ready and waits for the word.
+    print("ready", flush=True)
+    await asyncio.to_thread(sys.stdin.readline)
     specs = [
         ResponseSpec.of("gpt-5-mini", "x" * args.prompt_chars, None, None, (), extra)
         for _ in range(args.runs)
@@ -52,7 +58,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 await handle
                 done += 1
-            except RunError:
+            except RunfleetError:  # a failed run, or one the policy refused (RedisUnavailable)
                 failed += 1
         quota = fleet.stats().quota
     assert quota is not None
@@ -82,9 +88,4 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    arguments = parse()
-    # Start together, so that the processes really compete: importing the SDK takes seconds
-    # on a loaded machine, so each says when it is ready and waits for the word.
-    print("ready", flush=True)
-    sys.stdin.readline()
-    print(json.dumps(asyncio.run(main(arguments))), flush=True)
+    print(json.dumps(asyncio.run(main(parse()))), flush=True)

@@ -36,8 +36,10 @@ import contextlib
 import math
 import os
 import socket
+import statistics
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -70,7 +72,8 @@ class SharedStats:
         state: ``"shared"`` (Redis answers), ``"fallback"`` (alone at limit / N) or ``"down"``
             (fail_closed: waiting for Redis).
         calls: script calls that Redis answered.
-        round_trip_us: their mean duration, in microseconds.
+        round_trip_us: their mean duration, in microseconds, as this process's loop saw it
+            (a busy loop lengthens it); ``round_trip_p50_us`` the median of the last 1,024.
         members: processes alive on the account at the last answer.
         rpm_in_force: the request limit the script applied at the last answer.
         failures: calls that found Redis unreachable.
@@ -81,6 +84,7 @@ class SharedStats:
     state: str
     calls: int
     round_trip_us: float
+    round_trip_p50_us: float
     members: int
     rpm_in_force: float | None
     failures: int
@@ -148,7 +152,7 @@ class RedisLimits:
                 )
             self.where = _where(redis)
             self._client = aredis.Redis.from_url(
-                redis, socket_timeout=2.0, socket_connect_timeout=2.0, retry=None
+                redis, socket_timeout=5.0, socket_connect_timeout=2.0, retry=None
             )
             self._owned = True
         else:
@@ -182,6 +186,7 @@ class RedisLimits:
         self._warned_rpm = False
         self._calls = 0
         self._rtt = 0.0
+        self._recent: deque[float] = deque(maxlen=1024)
         self._failures = 0
         self._fallback_admissions = 0
 
@@ -288,7 +293,8 @@ class RedisLimits:
             self._failures += 1
             return self._without_redis(loop_now, exc, rate, requests, tokens, token_limit)
         self._calls += 1
-        self._rtt += time.perf_counter() - started
+        self._recent.append(time.perf_counter() - started)
+        self._rtt += self._recent[-1]
         self._reached = True
         if token_limit is not None:
             self._refund -= refund
@@ -379,6 +385,7 @@ class RedisLimits:
             state=state,
             calls=self._calls,
             round_trip_us=self._rtt / self._calls * 1e6 if self._calls else 0.0,
+            round_trip_p50_us=statistics.median(self._recent) * 1e6 if self._recent else 0.0,
             members=self._members,
             rpm_in_force=self._rpm_in_force,
             failures=self._failures,
