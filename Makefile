@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo sim bench bench-sim soak clean test-processes
+.PHONY: test lint demo sim bench bench-sim soak clean test-processes bench-shared
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -61,6 +61,10 @@ soak: $(STAMP)
 # Invariant 9 with real OS processes, one simulator and one Redis (README, "Many processes").
 test-processes: $(STAMP)
 	$(BIN)/pytest -q -m processes
+
+# 4 processes x 1,000 runs on tight: one Redis, none, and Redis killed for 5 s (~30 min).
+bench-shared: $(STAMP)
+	$(BIN)/python benchmarks/shared_limits.py --processes 4 --runs 1000 --time-scale 0.5
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo

@@ -46,6 +46,7 @@ import httpx2
 from openai import AsyncOpenAI
 
 from runfleet import Fleet, PollPolicy, RedisLimits, ResponseSpec, RunError, RunFailed
+from runfleet.admission.bucket import LeakyBucket, Rate
 from simproc import start_sim
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -192,13 +193,36 @@ def summarise(
     }
     if outage is not None:
         # Scenario seconds of the outage, and how long after it the rate was back.
-        down, up = (int(t / args.time_scale) for t in outage)
+        # The simulator counts from its own start; the workers were let go at its first request.
+        down, up = (first + int(t / args.time_scale) for t in outage)
         row["outage_requests"] = sum(per_second[down:up])
         row["outage_allowed"] = BURST + rate * (up - down)
         row["outage_429s"] = sum(limited[down : up + 60])
         back = next((i for i in range(up, len(per_second)) if per_second[i] >= 0.9 * rate), None)
         row["recovery_s"] = None if back is None else (back - up) * args.time_scale
     return row
+
+
+async def overhead(calls: int = 2000) -> dict[str, float]:
+    """Microseconds per admission on an idle loop: the shared bucket (one script call over
+    loopback) against the local one, at a rate that never makes either wait."""
+    redis = RedisServer(Path(tempfile.mkdtemp(prefix="redis-bench-")))
+    redis.start()
+    rate = Rate(rpm=1e9, capacity=1e6)
+    shared = RedisLimits(redis.url, account="overhead")
+    local = LeakyBucket()
+    try:
+        figures = {}
+        for name, bucket in (("shared", shared), ("local", local)):
+            await bucket.reserve(0.0, rate)  # connect, load the script
+            started = time.perf_counter()
+            for _ in range(calls):
+                await bucket.reserve(0.0, rate)
+            figures[f"{name}_us"] = (time.perf_counter() - started) / calls * 1e6
+        return figures
+    finally:
+        await shared.aclose()
+        redis.stop()
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -238,6 +262,7 @@ def main() -> None:
     parser.add_argument("--outage-at", type=float, default=60.0, help="real seconds in")
     parser.add_argument("--rounds", default="shared,alone,outage-fail_closed,outage-local_fallback")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--overhead", action="store_true", help="only the µs per admission")
     args = parser.parse_args()
     if args.worker:
         args.base_url = args.worker
@@ -246,6 +271,9 @@ def main() -> None:
         print(json.dumps(asyncio.run(work(args))), flush=True)
         return
     rows = []
+    if args.overhead:
+        print(json.dumps(asyncio.run(overhead())))
+        return
     for name in args.rounds.split(","):
         rows.append(run_round(args, name))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)

@@ -304,7 +304,8 @@ class RedisLimits:
         self._told = learned
         if beat:
             self._last_beat = loop_now
-        if self._down_since is not None:
+        # A call sent before the outage was seen says nothing of Redis now.
+        if self._down_since is not None and loop_now >= self._down_since:
             log.warning(
                 "shared_limits_back", account=self.account, down_for=loop_now - self._down_since
             )
