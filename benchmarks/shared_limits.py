@@ -135,11 +135,15 @@ def run_round(args: argparse.Namespace, name: str) -> dict[str, Any]:
         outage: tuple[float, float] | None = None
         if name.startswith("outage") and redis is not None:
             time.sleep(args.outage_at)
-            down = time.monotonic() - started
+
+            def sim_now() -> float:  # the simulator's clock, in scenario seconds
+                return float(httpx2.get(f"{root}/_sim/stats").json()["now"])
+
+            down = sim_now()
             redis.stop()
             time.sleep(args.outage)
             redis.start()
-            outage = (down, time.monotonic() - started)
+            outage = (down, sim_now())
         results = []
         for w in workers:
             assert w.stdout is not None
@@ -193,8 +197,7 @@ def summarise(
     }
     if outage is not None:
         # Scenario seconds of the outage, and how long after it the rate was back.
-        # The simulator counts from its own start; the workers were let go at its first request.
-        down, up = (first + int(t / args.time_scale) for t in outage)
+        down, up = (int(t) for t in outage)  # scenario seconds, as the timeline counts
         row["outage_requests"] = sum(per_second[down:up])
         row["outage_allowed"] = BURST + rate * (up - down)
         row["outage_429s"] = sum(limited[down : up + 60])
