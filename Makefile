@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo sim bench bench-sim soak clean
+.PHONY: test lint demo sim bench bench-sim soak clean test-processes bench-shared
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -62,6 +62,14 @@ soak: $(STAMP)
 	$(BIN)/pytest -m soak -s -p no:cacheprovider
 	$(BIN)/python benchmarks/memory_soak.py --in-flight 3000 --polls 200000 --warmup 50000
 	$(BIN)/python benchmarks/fleet_scale.py --runs 10000 --http httpx --no-profile
+
+# Invariant 9 with real OS processes, one simulator and one Redis (README, "Many processes").
+test-processes: $(STAMP)
+	$(BIN)/pytest -q -m processes
+
+# 4 processes x 1,000 runs on tight: one Redis, none, and Redis killed for 5 s (~30 min).
+bench-shared: $(STAMP)
+	$(BIN)/python benchmarks/shared_limits.py --processes 4 --runs 1000 --time-scale 0.5
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo

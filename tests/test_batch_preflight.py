@@ -31,6 +31,7 @@ def files(where: Path) -> dict[str, bytes]:
             ("unreachable server", "cannot reach http://127.0.0.1:9/v1/"),
             ("refused key", "the server refused the API key ...1234 (HTTP 401)"),
             ("journal of another batch", "{tmp}/other.journal was written for another batch"),
+            ("unreachable redis", "--redis: cannot reach Redis at redis://127.0.0.1:9/0 (account"),
         ]
     ],
 )
@@ -51,6 +52,7 @@ async def test_a_refused_batch_says_why_in_one_line_and_leaves_no_file(
             "unreachable server": UNREACHABLE,
             "refused key": on(sim),
             "journal of another batch": ["--journal", str(tmp_path / "other.journal"), *on(sim)],
+            "unreachable redis": ["--redis", "redis://:secret@127.0.0.1:9/0", *on(sim)],
         }[case]
         done = await batch([*args, *extra])
     assert done.returncode == 2

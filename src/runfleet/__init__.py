@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .admission.quota import Priority as Priority
     from .admission.quota import RequestQuota as RequestQuota
+    from .admission.shared import RedisLimits as RedisLimits
     from .engine.feeder import Submission as Submission
     from .engine.handle import RunHandle as RunHandle
     from .errors import AmbiguousCreate as AmbiguousCreate
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from .errors import FleetClosed as FleetClosed
     from .errors import QuotaError as QuotaError
     from .errors import QuotaExhausted as QuotaExhausted
+    from .errors import RedisUnavailable as RedisUnavailable
     from .errors import RunCancelled as RunCancelled
     from .errors import RunDetached as RunDetached
     from .errors import RunError as RunError

@@ -234,6 +234,22 @@ def _batch_parser(sub: Any) -> None:
         "estimate are scaled alike (default: 1)",
     )
     batch.add_argument(
+        "--redis",
+        metavar="URL",
+        help="share the account's limits with every process given the same URL and account "
+        "(redis://host:6379/0); an unreachable URL refuses the batch",
+    )
+    batch.add_argument(
+        "--account", help="what --redis shares (default: a hash of the API key, never the key)"
+    )
+    batch.add_argument(
+        "--on-redis-failure",
+        choices=["fail_closed", "local_fallback"],
+        default="fail_closed",
+        help="when Redis goes away mid-run: wait for it (30 s) then fail admissions, or go on "
+        "alone at limit / N (N from the heartbeats) until it is back (default: fail_closed)",
+    )
+    batch.add_argument(
         "--journal", type=Path, help="the SQLite journal (default: OUT.journal beside the output)"
     )
     batch.add_argument("--summary-json", type=Path, help="also write the summary to this file")
@@ -293,6 +309,9 @@ def _batch(args: argparse.Namespace) -> int:
             sim_time_scale=args.sim_time_scale,
             shard=args.shard,
             metrics_port=args.metrics_port,
+            redis=args.redis,
+            account=args.account,
+            on_redis_failure=args.on_redis_failure,
         )
         summary = anyio.run(run_batch, cfg)
     except BatchError as exc:

@@ -18,6 +18,7 @@
     ├── UnreadableBody            a 2xx answer that cannot be read (retried like a 5xx)
     ├── QuotaError                the request quota cannot be spent
     │   └── QuotaExhausted        429s persisted past the fleet's patience
+    │       └── RedisUnavailable  the shared limits' Redis is gone past the fail_closed wait
     ├── AuthError                 401/403: the key is missing or refused
     └── FleetClosed               submit() on a fleet that is shutting down
 
@@ -35,6 +36,7 @@ __all__ = [
     "FleetClosed",
     "QuotaError",
     "QuotaExhausted",
+    "RedisUnavailable",
     "RequestTooLarge",
     "RunCancelled",
     "RunDetached",
@@ -218,6 +220,21 @@ class QuotaExhausted(QuotaError):
     """Raised when rate-limit errors persist past the fleet's patience."""
 
     outcome = "quota_exhausted"
+
+
+class RedisUnavailable(QuotaExhausted):
+    """Raised when the Redis that shares an account's limits cannot be reached in time.
+
+    A subclass of :class:`QuotaExhausted` because it ends admissions the same way: nothing may
+    be sent without knowing what the other processes spent.
+    """
+
+    outcome = "redis_unavailable"
+
+    def __init__(self, where: str, account: str, why: str) -> None:
+        self.where = where
+        self.account = account
+        super().__init__(f"cannot reach Redis at {where} (account {account!r}): {why}")
 
 
 class AuthError(RunfleetError):

@@ -12,6 +12,7 @@ import anyio
 from anyio.abc import TaskGroup
 from openai import AsyncOpenAI
 
+from .admission.build import RedisLimits, build_quota
 from .admission.gate import RequestGate
 from .admission.quota import RequestQuota
 from .engine.feeder import Submission, feed
@@ -82,7 +83,9 @@ class Fleet:
         tool_errors: a failing tool call becomes an error output the model reads
             (``"reply"``) or fails the run (``"fail"``).
         tool_timeout: default seconds per tool call.
-        quota: share a quota between fleets (default: a new one of ``rpm``).
+        quota, redis, account: share a quota between fleets (default: a new one of ``rpm``), or
+            ``account``'s limits between processes through Redis (a URL, or a ``RedisLimits``
+            that says what a failing Redis does); ``account`` defaults to a hash of the key.
         max_retries: tries per create, submit or fetch on 429, 5xx and network errors.
         seed: seeds the jitter, for reproducible benchmarks.
         webhooks: Responses runs are woken by webhook events (see
@@ -119,6 +122,8 @@ class Fleet:
         webhooks: bool = False,
         safety_poll: float = 60.0,
         metrics: Metrics = False,
+        redis: str | RedisLimits | None = None,
+        account: str | None = None,
     ) -> None:
         check_fleet_options(
             client=client,
@@ -131,7 +136,7 @@ class Fleet:
             shared_quota=quota is not None,
         )
         self._client = client.with_options(max_retries=0)
-        self._quota = quota if quota is not None else RequestQuota(rpm, burst=burst, tpm=tpm)
+        self._quota = build_quota(quota, rpm, burst, tpm, redis, account, client.api_key)
         self._stats = StatsCollector()
         gate = RequestGate(self._quota, self._stats, concurrency=concurrency)
         self._kinds: dict[str, Kind] = {
@@ -197,6 +202,7 @@ class Fleet:
         finally:
             self._tg.cancel_scope.cancel()
             await self._tg.__aexit__(None, None, None)
+            await self._quota.aclose()
         return None
 
     async def drain(

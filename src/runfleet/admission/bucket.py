@@ -87,15 +87,23 @@ class LeakyBucket:
         self._level = 0.0
         self._as_of = -math.inf
 
-    def admit(self, now: float, rate: Rate) -> float:
-        """Admit one request and return ``0.0``, or return the seconds until one would fit."""
+    def admit(self, now: float, rate: Rate, n: float = 1.0) -> float:
+        """Admit ``n`` (one request) and return ``0.0``, or return the seconds until they fit.
+
+        More than the capacity at once waits for an empty bucket and leaves it in debt.
+        """
         self._drain(now, rate)
         # The level may exceed a capacity that was lowered under it; it then waits longer.
-        wait = (self._level + 1.0 - rate.capacity) / rate.per_second
+        wait = (self._level - max(0.0, rate.capacity - n)) / rate.per_second
         if wait > _SLIVER:
             return wait
-        self._level += 1.0
+        self._level += n
         return 0.0
+
+    def level(self, now: float, rate: Rate) -> float:
+        """Return what the bucket holds at ``now`` (a fallback hands it on when Redis is back)."""
+        self._drain(now, rate)
+        return self._level
 
     def fill_at(self, at: float, rate: Rate) -> None:
         """Count the bucket as full at ``at``: the next request fits one drain step later."""

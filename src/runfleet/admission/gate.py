@@ -212,6 +212,8 @@ class RequestGate:
             # A 429 pauses what its limit covers until its retry-after (the quota reads it).
             hit = limit_hit(exc.type, exc.message) if exc.status_code == 429 else "requests"
             self.quota.observe(exc.response.headers, status=exc.status_code, limit=hit)
+            if exc.status_code == 429:
+                await self.quota.publish()  # the other processes on the account pause too
             if hit == "too_large":
                 charged = tokens.charged if tokens is not None else None
                 limit = self.quota.tokens.budget.limit

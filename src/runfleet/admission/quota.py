@@ -19,11 +19,13 @@ import contextlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from ..logs import get_logger
 from .bucket import AdmissionBucket, LeakyBucket, RateGovernor
 from .headers import LimitHit, parse_rate_limit_headers, retry_after_seconds
 from .priority import AdmissionQueue, Priority
+from .shared import RedisLimits, SharedStats
 from .token_quota import TokenQuota, TokenStats
 
 __all__ = ["Priority", "QuotaStats", "RequestQuota"]
@@ -48,6 +50,7 @@ class QuotaStats:
     consecutive_rate_limits: int
     exhausted: bool
     tokens: TokenStats | None = None
+    shared: SharedStats | None = None
 
     @property
     def waiting_total(self) -> int:
@@ -94,6 +97,9 @@ class RequestQuota:
         tpm: tokens per minute never to exceed in any 60 s window; None (the default) learns
             the limit from ``x-ratelimit-limit-tokens``. Token-costing requests wait for it
             in :attr:`tokens` before they queue here, so polls never wait for tokens.
+        shared: spend the account's limits with other processes through Redis: the bucket
+            and the token bucket become the shared ones, and 429s and learned limits are
+            shared (see :mod:`runfleet.admission.shared`). Priorities stay this process's.
 
     Raises:
         ValueError: a setting is out of range (rpm not above 1, burst not in [1, rpm), tpm
@@ -116,8 +122,9 @@ class RequestQuota:
         max_consecutive_rate_limits: int | None = None,
         bucket: AdmissionBucket | None = None,
         tpm: float | None = None,
+        shared: RedisLimits | None = None,
     ) -> None:
-        self.tokens = TokenQuota(tpm)
+        self.tokens = TokenQuota(tpm, shared=shared)
         """The token half of the door: creates and tool outputs reserve tokens here first."""
         self._governor = RateGovernor(
             rpm,
@@ -136,6 +143,10 @@ class RequestQuota:
             got = max_consecutive_rate_limits
             raise ValueError(f"max_consecutive_rate_limits must be at least 1, got {got!r}")
         self._max_consecutive = max_consecutive_rate_limits
+        self.shared = shared
+        if shared is not None:
+            shared.bind(self._governor.rpm, tpm)
+            bucket = bucket if bucket is not None else shared
         self._bucket: AdmissionBucket = bucket if bucket is not None else LeakyBucket()
         self._queue = AdmissionQueue(self._reserve, create_share=create_share)
         self._filled_for = -math.inf  # the pause end the bucket was last filled for
@@ -192,6 +203,7 @@ class RequestQuota:
         if status == 429 and limit != "requests":
             if limit == "tokens":
                 self.tokens.on_rate_limited(retry_after_seconds(headers))
+                self._share_pause("tokens", self.tokens.budget.paused_until)
             else:
                 self.tokens.on_too_large()
             status = None  # the request limit was not what refused it
@@ -200,6 +212,8 @@ class RequestQuota:
         limit_before, paused_before = governor.limit, governor.paused_until
         parsed = parse_rate_limit_headers(headers)
         governor.learn(now, parsed)
+        if self.shared is not None:
+            self.shared.learned(governor.server_limit, self.tokens.budget.server_limit)
         if governor.limit != limit_before:
             log.info(
                 "quota_limit_learned",
@@ -225,7 +239,9 @@ class RequestQuota:
         """
         now = self._now()
         governor = self._governor
-        if not governor.on_rate_limited(now, retry_after):
+        new = governor.on_rate_limited(now, retry_after)
+        self._share_pause("requests", governor.paused_until)
+        if not new:
             log.debug("quota_rate_limit_echo", retry_after=retry_after)
             return governor.consecutive_rate_limits
         consecutive = governor.consecutive_rate_limits
@@ -240,6 +256,20 @@ class RequestQuota:
         if limit is not None and consecutive >= limit and self._queue.exhausted is None:
             self._give_up(f"{consecutive} consecutive rate-limit pauses with no request accepted")
         return consecutive
+
+    def _share_pause(self, limit: Literal["requests", "tokens"], until: float) -> None:
+        if self.shared is not None:
+            self.shared.paused(limit, until - self._now())
+
+    async def publish(self) -> None:
+        """Tell the processes sharing the account what this one just learned (a 429's pause)."""
+        if self.shared is not None:
+            await self.shared.flush()
+
+    async def aclose(self) -> None:
+        """Close the shared store's connections, if any (it reconnects if used again)."""
+        if self.shared is not None:
+            await self.shared.aclose()
 
     def _give_up(self, reason: str) -> None:
         """Fail every waiter and every later acquire with QuotaExhausted."""
@@ -266,6 +296,7 @@ class RequestQuota:
             consecutive_rate_limits=governor.consecutive_rate_limits,
             exhausted=self._queue.exhausted is not None,
             tokens=self.tokens.stats(),
+            shared=self.shared.stats() if self.shared is not None else None,
         )
 
     def __repr__(self) -> str:

@@ -29,6 +29,7 @@ from ..errors import RequestTooLarge
 from ..logs import get_logger
 from ..stats import quantile
 from .headers import parse_rate_limit_headers
+from .shared import RedisLimits
 from .tokens import TokenBudget, TokenEntry
 
 __all__ = [
@@ -245,7 +246,13 @@ class TokenQuota:
         ValueError: ``tpm`` is not a positive, finite number.
     """
 
-    def __init__(self, tpm: float | None = None, *, estimates: TokenEstimates | None = None):
+    def __init__(
+        self,
+        tpm: float | None = None,
+        *,
+        estimates: TokenEstimates | None = None,
+        shared: RedisLimits | None = None,
+    ):
         if tpm is not None and (
             isinstance(tpm, bool)
             or not isinstance(tpm, int | float)
@@ -255,6 +262,7 @@ class TokenQuota:
             raise ValueError(f"tpm must be a positive number of tokens per minute, got {tpm!r}")
         self.budget = TokenBudget(None if tpm is None else float(tpm))
         self.estimates = estimates if estimates is not None else TokenEstimates()
+        self._shared = shared
         self._lock = asyncio.Lock()  # arrival order; its holder is the one that sleeps
         self._kick: asyncio.Event | None = None
         self._last_now = 0.0
@@ -288,6 +296,8 @@ class TokenQuota:
                     limit = self.budget.limit
                     room = headroom if limit is None else min(headroom, limit)
                     wait = self.budget.wait_for(now, charge, room)
+                    if wait == 0.0 and self._shared is not None and limit is not None:
+                        wait = await self._shared.reserve_tokens(charge, limit)  # the account's
                     if wait == 0.0:
                         break
                     await self._sleep(wait)
@@ -305,7 +315,7 @@ class TokenQuota:
     def release(self, reservation: Reservation) -> None:
         """Give all of a reservation back: the server charged nothing for its request."""
         if reservation.entry.live:
-            self._given_back += reservation.entry.tokens
+            self._give_back(reservation.entry.tokens)
             self.budget.release(reservation.entry, self._now())
             self._wake()
 
@@ -328,7 +338,7 @@ class TokenQuota:
         now = self._now()
         for r in reservations:
             share = used * r.charged / charged if charged else 0.0
-            self._given_back += self.budget.settle(r.entry, share, now)
+            self._give_back(self.budget.settle(r.entry, share, now))
         self._wake()
 
     def observe(self, headers: Mapping[str, str]) -> None:
@@ -379,6 +389,11 @@ class TokenQuota:
             ratios=dict(self.estimates.ratios),
             server_remaining=budget.server_remaining,
         )
+
+    def _give_back(self, tokens: float) -> None:
+        self._given_back += tokens
+        if self._shared is not None:
+            self._shared.give_back(tokens)  # to the account's bucket, with the next call
 
     def _check_fits(self, charge: int) -> None:
         limit = self.budget.limit

@@ -41,6 +41,9 @@ class BatchConfig:
     sim_time_scale: float = 1.0
     shard: Shard | None = None
     metrics_port: int | None = None
+    redis: str | None = None
+    account: str | None = None
+    on_redis_failure: str = "fail_closed"
 
     @property
     def journal_path(self) -> Path:

@@ -29,7 +29,8 @@ import anyio
 import openai
 from openai import AsyncOpenAI
 
-from ..errors import AuthError, key_hint
+from ..admission.build import RedisLimits, account_of
+from ..errors import AuthError, RedisUnavailable, key_hint
 from ..metrics import serve_metrics
 from ..tools import Tool, ToolRegistry
 from .config import BatchConfig, BatchError
@@ -167,6 +168,26 @@ async def _preflight(cfg: BatchConfig) -> BatchSummary:
         raise BatchError(str(exc)) from None
 
 
+async def _shared_limits(cfg: BatchConfig, api_key: str) -> RedisLimits | None:
+    """Return the store of ``--redis``, once it answered; a bad or silent URL refuses the batch."""
+    if cfg.redis is None:
+        return None
+    try:
+        shared = RedisLimits(
+            cfg.redis,
+            account=cfg.account or account_of(api_key),
+            on_failure=cfg.on_redis_failure,  # type: ignore[arg-type]  # argparse's choices
+        )
+    except ValueError as exc:
+        raise BatchError(f"--redis: {exc}") from None
+    try:
+        await shared.connect()
+    except RedisUnavailable as exc:
+        await shared.aclose()
+        raise BatchError(f"--redis: {exc}") from None
+    return shared
+
+
 async def probe(client: AsyncOpenAI, where: str) -> float | None:
     """Send one cheap request; return the server's requests-per-minute limit if it names one.
 
@@ -205,9 +226,12 @@ async def _session(
         registry = serving.enter_context(serve_metrics(cfg.metrics_port))
     except OSError as exc:
         raise BatchError(f"cannot serve metrics on :{cfg.metrics_port}: {exc.strerror}") from None
+    shared = await _shared_limits(cfg, api_key)
     client = AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0)
     async with client, contextlib.AsyncExitStack() as stack:
         stack.enter_context(serving)  # the metrics server stops with the session
+        if shared is not None:
+            stack.push_async_callback(shared.aclose)  # also when refused before the fleet
         where = str(client.base_url)
         learned = await probe(client.with_options(timeout=15.0), where)
         rpm = cfg.rpm or learned
@@ -221,7 +245,9 @@ async def _session(
                 held.callback((await _lock(path)).release)
             out, journal = _open_files(cfg)  # last: a batch refused above leaves no file behind
             try:
-                batch = BatchSession(cfg, source, journal, out, rpm, metrics=registry)
+                batch = BatchSession(
+                    cfg, source, journal, out, rpm, metrics=registry, shared=shared
+                )
                 try:
                     return await batch.run(client)
                 except* (BatchError, AuthError) as group:

@@ -32,6 +32,7 @@ from typing import Any
 import anyio
 from openai import AsyncOpenAI
 
+from ..admission.build import RedisLimits
 from ..engine.feeder import Submission
 from ..engine.handle import RunHandle
 from ..errors import AuthError, RunDetached, RunNotFound
@@ -88,12 +89,14 @@ class BatchSession:
         rpm: float,
         *,
         metrics: Metrics = False,
+        shared: RedisLimits | None = None,
     ) -> None:
         self.cfg = cfg
         self.metrics = metrics
         self.journal = journal
         self.out = out
         self.rpm = rpm
+        self.shared = shared  # --redis: the account's limits, shared with other processes
         self.scale = cfg.sim_time_scale
         self.tally = Tally(total=len(source.items) + len(source.invalid))
         self.todo: deque[BatchItem] = deque()
@@ -186,7 +189,7 @@ class BatchSession:
                     client, rpm=self.rpm, tpm=cfg.tpm, burst=burst, tools=cfg.tools,
                     timeout=cfg.timeout, metrics=self.metrics,
                     policy=policy,
-                    on_exit="detach",
+                    on_exit="detach", redis=self.shared,
                 ) as fleet:  # fmt: skip
                     self.fleet = fleet
                     if cfg.assistant:  # an assistant's run takes the fleet's tools as they are
