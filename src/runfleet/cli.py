@@ -193,7 +193,14 @@ def _batch_parser(sub: Any) -> None:
     batch.add_argument(
         "--timeout",
         type=_positive,
-        help="seconds per run before it is cancelled on the server (default: none)",
+        help="seconds per run before it is cancelled on the server (default: none; 1.25 "
+        "windows with --completion-window 2h/8h)",
+    )
+    batch.add_argument(
+        "--completion-window",
+        choices=("soonest", "2h", "8h"),
+        help="background responses wait up to this long at 30%% (2h) or 40%% (8h) off per "
+        "token; a line's own completion_window wins (default: soonest)",
     )
     batch.add_argument(
         "--tools",
@@ -274,6 +281,7 @@ def _batch(args: argparse.Namespace) -> int:
             progress_every=args.progress_every,
             sim=args.sim,
             sim_time_scale=args.sim_time_scale,
+            completion_window=args.completion_window,
         )
         summary = anyio.run(run_batch, cfg)
     except BatchError as exc:

@@ -37,6 +37,7 @@ class BatchConfig:
     progress_every: float = 10.0
     sim: str | None = None
     sim_time_scale: float = 1.0
+    completion_window: str | None = None
 
     @property
     def journal_path(self) -> Path:

@@ -46,6 +46,9 @@ class AssistantRunSpec:
 
     With a ``prompt`` and no thread, one ``create_and_run`` request does it all (instead of
     create thread, add message, create run). ``tools`` override the assistant's own when set.
+
+    Raises:
+        ValueError: ``extra`` holds a completion window, which only background responses have.
     """
 
     kind: ClassVar[str] = "assistants"
@@ -58,6 +61,11 @@ class AssistantRunSpec:
     metadata: dict[str, str] | None = None
     tools: tuple[dict[str, Any], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("completion_window", "continuation_id", "background_options"):
+            if name in self.extra:
+                raise ValueError(f"{name} is for background responses: Assistants runs have none")
 
 
 def observe_run(run: Run, headers: Any, request: str) -> Observation:
@@ -104,6 +112,11 @@ class AssistantsKind:
     def __init__(self, client: AsyncOpenAI, gate: RequestGate) -> None:
         self.client = client
         self.gate = gate
+
+    def watch_key(self, spec: AssistantRunSpec | None) -> tuple[str, ...]:
+        """Watched runs are learned apart: when they started is unknown."""
+        del spec
+        return (self.name, "watched")
 
     def learn_key(self, spec: AssistantRunSpec) -> tuple[str, ...]:
         """Runs are learned per assistant: its model and instructions make its times."""
