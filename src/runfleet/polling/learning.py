@@ -248,14 +248,21 @@ class RunTimes(Generic[K]):
             if first_poll and fit is not None and fit.surprise == "recent":
                 step = min(step, -first / 2)  # the runs changed: halve, don't creep
             times.start = min(first + step, low)
-        if window_span(self._policy, key) is not None:
-            # In a discounted window the wait before the first poll is hours, so a start read
-            # off a biased fit costs hours of latency (on `overnight`, 500 runs under load: a
-            # p95 of 10 % of the window at 5 polls per run). Such a key polls from the window's
-            # own first poll on, at the learned gap (at most 1/32 of the window): a few polls
-            # more per run, and no run waits more than one gap to be seen done.
-            times.start = min(times.start, policy.backoff.initial)
-        times.plan = _plan(policy, values, times.start)
+        if window_span(self._policy, key) is None:
+            times.plan = _plan(policy, values, times.start)
+            return
+        # In a discounted window the wait before the first poll is hours, so a start read off
+        # a biased fit costs hours of latency (on `overnight`, 500 runs under load: a p95 of
+        # 10 % of the window at 5 polls per run). Such a key polls from the window's own first
+        # poll on, at the learned gap but never past the window's cap (1/32 of it), whatever
+        # the learned median: no run waits more than one such gap to be seen done.
+        times.start = min(times.start, policy.backoff.initial)
+        plan = _plan(policy, values, times.start)
+        cap = policy.backoff.cap
+        most = cap * (1 - policy.backoff.jitter)
+        times.plan = _Plan(
+            plan.start, min(plan.gap, most), plan.tail, min(plan.tail_gap, most), min(plan.cap, cap)
+        )
 
     def is_learned(self, key: K) -> bool:
         """Return whether runs of ``key`` get the learned schedule (not the classic loop)."""
