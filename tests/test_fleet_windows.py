@@ -11,7 +11,7 @@ import pytest
 from openai import AsyncOpenAI
 from structlog.testing import capture_logs
 
-from runfleet import PollPolicy, tool
+from runfleet import AssistantRunSpec, Fleet, PollPolicy, RunTimeout, tool
 from runfleet.admission.gate import RequestGate
 from runfleet.admission.quota import RequestQuota
 from runfleet.kinds.responses import ResponsesKind, ResponseSpec
@@ -20,6 +20,7 @@ from runfleet.stats import StatsCollector
 from runfleet.webhooks import WebhookReceiver
 
 from .helpers import StartSim, fleet_on
+from .test_fleet_invariants import in_process
 
 SECRET = "whsec_bmV3LXNlY3JldC1uZXctc2VjcmV0LTAxMjM0NTY="
 SCALE = 0.0005  # scenario seconds to real ones: an 8h window lasts 14 s
@@ -47,6 +48,28 @@ def _kind() -> ResponsesKind:
 def test_an_unknown_window_is_refused_in_one_line() -> None:
     with pytest.raises(ValueError, match="completion_window must be one of") as info:
         ResponseSpec("gpt-5-mini", "x", completion_window="3h")
+    assert "\n" not in str(info.value)
+
+
+def test_a_window_with_stream_or_raw_background_options_is_refused_in_one_line() -> None:
+    with pytest.raises(ValueError, match="cannot be used with stream=True") as info:
+        ResponseSpec("gpt-5-mini", "x", extra={"stream": True}, completion_window="8h")
+    assert "\n" not in str(info.value)
+    ResponseSpec("gpt-5-mini", "x", extra={"stream": True}, completion_window="soonest")
+    with pytest.raises(ValueError, match="instead of background_options"):
+        ResponseSpec("gpt-5-mini", "x", extra={"background_options": {"completion_window": "2h"}})
+
+
+@pytest.mark.parametrize("name", ["completion_window", "continuation_id", "background_options"])
+def test_a_window_on_an_assistants_run_is_refused_in_one_line(name: str) -> None:
+    with pytest.raises(ValueError, match="Assistants runs have none") as info:
+        AssistantRunSpec("asst_1", "x", extra={name: "8h"})
+    assert "\n" not in str(info.value)
+
+
+def test_an_unknown_fleet_wide_window_is_refused_before_anything_is_built() -> None:
+    with pytest.raises(ValueError, match="completion_window must be one of") as info:
+        Fleet(AsyncOpenAI(api_key="sk-x"), rpm=60, completion_window="24h")  # type: ignore[arg-type]
     assert "\n" not in str(info.value)
 
 
@@ -104,27 +127,27 @@ async def test_tool_rounds_reuse_the_window_and_continuation_and_get_priority(
     assert windows["8h"]["follow_ups"] == 6  # both rounds of each run, queued with priority
 
 
-async def test_an_8h_run_costs_a_handful_of_polls_where_a_soonest_one_costs_hundreds(
-    start_sim: StartSim,
-) -> None:
-    # Soonest runs queued 20 min would be stalled at 2 min: lift that, it is not the point.
-    policy = PollPolicy(stall_unlearned=3600.0).scaled(SCALE)
-    async with (
-        start_sim(SAME_QUEUE, time_scale=SCALE) as sim,
-        fleet_on(sim, policy=policy) as fleet,
-    ):
+@pytest.mark.looptime
+async def test_an_8h_run_costs_a_handful_of_polls_where_a_soonest_one_costs_hundreds() -> None:
+    """At the scenario's own time (the loop's clock faked): the same 10 min queue."""
+    # Soonest runs queued 10 min would be stalled at 2 min: lift that, it is not the point.
+    policy = PollPolicy(stall_unlearned=3600.0)
+    queue = {"queued": 600, "follow_up": 60}
+    ten_minutes = SAME_QUEUE | {
+        "lifecycle": {"queued": 600, "in_progress": 30},
+        "windows": {"2h": queue, "8h": queue},
+    }
+    async with in_process(ten_minutes, rpm=6000, policy=policy) as (app, fleet):
         eight = [
             await fleet.submit_response(model="gpt-5-mini", input="x", completion_window="8h")
             for _ in range(3)
         ]
-        soonest = [await fleet.submit_response(model="gpt-5-mini", input="x") for _ in range(3)]
+        soonest = await fleet.submit_response(model="gpt-5-mini", input="x")
         long_wait = [(await h).figures.polls for h in eight]
-        classic = [(await h).figures.polls for h in soonest]
-    assert max(long_wait) <= 5  # first poll at 6 min, then every 15 min at most
-    # The classic loop, capped at 5 s, on the same 20 min queue: 240 polls in theory, fewer
-    # here because at this time scale each request's round trip is seconds of scenario time.
-    assert min(classic) >= 15 * max(long_wait)
-    assert sim.stats()["responses"]["windows"]["8h"]["total"] == 3
+        classic = (await soonest).figures.polls
+    assert max(long_wait) <= 2  # first poll at 6 min, the next 15 min later at most
+    assert classic >= 100  # the classic loop, capped at 5 s: ~125 polls on 10 min
+    assert app.snapshot()["responses"]["windows"]["8h"]["total"] == 3
 
 
 async def test_an_8h_run_queued_past_the_soonest_stall_limit_is_not_stalled(
@@ -159,7 +182,7 @@ async def test_a_deadline_shorter_than_the_window_is_warned_about_once(
     assert warned[0]["log_level"] == "warning"
 
 
-async def test_with_webhooks_an_8h_run_is_not_polled_before_a_quarter_of_its_window(
+async def test_with_webhooks_an_8h_run_is_not_polled_before_half_its_window(
     start_sim: StartSim,
 ) -> None:
     # Every event is lost and the safety net is 50 ms: only the window keeps the polls away.
@@ -178,5 +201,44 @@ async def test_with_webhooks_an_8h_run_is_not_polled_before_a_quarter_of_its_win
             )
             waited = anyio.current_time() - started
     assert result.status == "completed"
-    assert result.figures.polls == 1  # the safety net's, at 2 h of scenario time
-    assert waited >= 0.8 * 7200 * SCALE
+    assert result.figures.polls == 1  # the safety net's, at 4 h of scenario time
+    assert waited >= 0.8 * 14400 * SCALE
+
+
+async def test_the_fleet_wide_window_is_sent_by_specs_that_name_none(start_sim: StartSim) -> None:
+    async with (
+        start_sim(SAME_QUEUE, time_scale=SCALE) as sim,
+        fleet_on(sim, policy=PollPolicy().scaled(SCALE), completion_window="2h") as fleet,
+    ):
+        default = await fleet.submit_response(model="gpt-5-mini", input="x")
+        own = await fleet.submit_response(model="gpt-5-mini", input="x", completion_window="8h")
+        results = [await default, await own]
+    assert [r.status for r in results] == ["completed", "completed"]
+    windows = sim.stats()["responses"]["windows"]
+    assert (windows["2h"]["total"], windows["8h"]["total"]) == (1, 1)
+
+
+async def test_a_watched_8h_run_keeps_its_window_and_is_cancelled_at_the_window_and_margin(
+    start_sim: StartSim,
+) -> None:
+    """The spec given to watch() carries the window the SDK's Response does not echo: the run is
+    polled on the window's scale and, with no deadline given, cancelled at 1.25 windows."""
+    scale = 0.0001  # an 8h window lasts 2.9 s
+    never = SAME_QUEUE | {"stalls": {"probability": 1.0, "queued": 10**6}}
+    async with (
+        start_sim(never, time_scale=scale) as sim,
+        fleet_on(sim, policy=PollPolicy().scaled(scale)) as fleet,
+    ):
+        created = await fleet.client.responses.create(
+            model="gpt-5-mini", input="x", background=True
+        )
+        started = anyio.current_time()
+        spec = ResponseSpec("gpt-5-mini", None, completion_window="8h", continuation_id="c1")
+        handle = fleet.watch(response_id=created.id, spec=spec)
+        with pytest.raises(RunTimeout):
+            await handle
+        waited = anyio.current_time() - started
+    assert 1.2 * 28800 * scale <= waited <= 1.6 * 28800 * scale
+    retrieves = sim.stats()["responses"]["retrieves"]
+    assert retrieves <= 60  # minutes apart: a soonest run would cost ~700 polls at 5 s
+    assert sim.stats()["responses"]["by_status"].get("cancelled") == 1

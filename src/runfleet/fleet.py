@@ -69,7 +69,7 @@ class Fleet:
             keep-alive pool (100 for the SDK's default client).
         policy: how polls are spaced (learning, latency target, stall detection).
         timeout: default total wait per run, after which it is cancelled on the server;
-            None (the default) waits as long as the run lives.
+            None (the default): as long as the run lives, or 1.25 times a 2h/8h window.
         on_exit: at the end of ``async with``: ``"wait"`` for every run, ``"cancel"`` them on
             the server, or ``"detach"`` (leave them running and end their handles).
         on_stall: a run stuck in ``queued`` is ``"report"``-ed, or cancelled and
@@ -94,10 +94,12 @@ class Fleet:
             Assistants runs have no events and keep the normal schedule.
         safety_poll: seconds between safety-net polls of a run covered by webhooks.
         metrics: expose this fleet to Prometheus (True: the default registry, or a registry).
+        completion_window: the window of responses whose spec names none (``"2h"``/``"8h"``:
+            30 % / 40 % off, runs wait up to that long; None: ``soonest``).
 
     Raises:
-        ValueError: ``rpm``, ``tpm``, ``burst``, ``concurrency`` or ``safety_poll`` out of
-            range, or a client without a key.
+        ValueError: ``rpm``, ``tpm``, ``burst``, ``concurrency``, ``safety_poll`` or
+            ``completion_window`` out of range, or a client without a key.
     """
 
     def __init__(
@@ -124,6 +126,7 @@ class Fleet:
         metrics: Metrics = False,
         redis: str | RedisLimits | None = None,
         account: str | None = None,
+        completion_window: Literal["soonest", "2h", "8h"] | None = None,
     ) -> None:
         check_fleet_options(
             client=client,
@@ -134,13 +137,14 @@ class Fleet:
             on_exit=on_exit,
             on_ambiguous_create=on_ambiguous_create,
             shared_quota=quota is not None,
+            completion_window=completion_window,
         )
         self._client = client.with_options(max_retries=0)
         self._quota = build_quota(quota, rpm, burst, tpm, redis, account, client.api_key)
         self._stats = StatsCollector()
         gate = RequestGate(self._quota, self._stats, concurrency=concurrency)
         self._kinds: dict[str, Kind] = {
-            "responses": ResponsesKind(self._client, gate),
+            "responses": ResponsesKind(self._client, gate, completion_window),
             "assistants": AssistantsKind(self._client, gate),
         }
         self._engine = Engine(

@@ -44,6 +44,7 @@ class BatchConfig:
     redis: str | None = None
     account: str | None = None
     on_redis_failure: str = "fail_closed"
+    completion_window: str | None = None
 
     @property
     def journal_path(self) -> Path:

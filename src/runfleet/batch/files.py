@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..kinds.responses import WINDOWS
 from .records import BatchItem, InvalidLine, OutputLine
 
 __all__ = ["InputFile", "OutputFile", "encode_line", "read_items", "written_ids"]
@@ -24,6 +25,13 @@ class InputFile:
 
     items: list[BatchItem] = field(default_factory=list)
     invalid: list[InvalidLine] = field(default_factory=list)
+
+    def refuse_windows(self) -> None:
+        """Make each item that names a completion window invalid: Assistants runs have none."""
+        why = "'completion_window' is for background responses (--model), not Assistants runs"
+        self.invalid += [InvalidLine(i.line, why, i.id) for i in self.items if i.completion_window]
+        self.invalid.sort(key=lambda bad: bad.line)
+        self.items = [item for item in self.items if not item.completion_window]
 
 
 def _item(number: int, raw: bytes, seen: dict[str, int]) -> BatchItem | InvalidLine:
@@ -55,8 +63,15 @@ def _item(number: int, raw: bytes, seen: dict[str, int]) -> BatchItem | InvalidL
     for key in ("instructions", "model"):
         if data.get(key) is not None and not isinstance(data[key], str):
             return InvalidLine(number, f"{key!r} must be a string", ident)
+    window = data.get("completion_window")
+    if window is not None and window not in WINDOWS:
+        return InvalidLine(
+            number, f"'completion_window' must be one of {', '.join(WINDOWS)}", ident
+        )
     seen[ident] = number
-    return BatchItem(ident, number, prompt, data.get("instructions"), metadata, data.get("model"))
+    return BatchItem(
+        ident, number, prompt, data.get("instructions"), metadata, data.get("model"), window
+    )
 
 
 def read_items(path: Path) -> InputFile:

@@ -12,16 +12,21 @@ wire), ``done`` (its output line is recorded here first, then appended to the ou
 An item that may have been created twice says so (``recreated``) with the reason, from the
 moment it is known: a crash cannot lose the mark.
 
-A journal is bound to the kind of batch and its target (the model or the assistant): resuming
-with another of either would attach runs to the wrong thing. The input file is not bound:
+A journal is bound to the kind of batch, its target (the model or the assistant) and its
+completion window: resuming with another of either would attach runs to the wrong thing. It
+keeps the continuation id of each item's runs (derived from one random id of the batch), so a
+batch that waits hours in the ``8h`` window can be resumed days later on another machine from
+the journal file alone, its tool rounds still queued with priority. The input file is not bound:
 items are known by id, so on resume lines added or fixed since start, finished ones stay.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +110,7 @@ class Journal:
         for column, decl in _ADDED.items():
             if column not in have:
                 self._db.execute(f"ALTER TABLE items ADD COLUMN {column} {decl}")
+        self._continuation: str | None = None
 
     def bind(self, meta: Mapping[str, str]) -> None:
         """Record what this batch is; refuse a journal recorded for a different one.
@@ -120,6 +126,19 @@ class Journal:
                     "pass --fresh to start over or --journal to use another file"
                 )
         self._many("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", list(meta.items()))
+
+    def continuation_id(self, item_id: str) -> str:
+        """Return the continuation id of the item's runs: the same in every session, since a
+        tool round that reuses its run's id is queued with priority."""
+        if self._continuation is None:
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('continuation', ?)",
+                (uuid.uuid4().hex,),
+            )
+            row = self._db.execute("SELECT value FROM meta WHERE key='continuation'").fetchone()
+            self._continuation = str(row[0])
+        digest = hashlib.sha256(f"{self._continuation}:{item_id}".encode()).hexdigest()[:32]
+        return f"rf_{digest}"
 
     def entries(self) -> dict[str, JournalEntry]:
         """Return every item the journal knows, by id."""
@@ -227,5 +246,10 @@ class Journal:
         self._db.execute("COMMIT")
 
     def close(self) -> None:
-        """Close the file (every change is already committed)."""
+        """Close the file (every change is already committed).
+
+        The write-ahead log is folded into the file first, even if a reader still has it open:
+        a stopped batch's journal is then one file, to copy alone to another machine.
+        """
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.close()

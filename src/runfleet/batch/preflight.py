@@ -31,6 +31,7 @@ from openai import AsyncOpenAI
 
 from ..admission.build import RedisLimits, account_of
 from ..errors import AuthError, RedisUnavailable, key_hint
+from ..kinds.responses import WINDOWS
 from ..metrics import serve_metrics
 from ..tools import Tool, ToolRegistry
 from .config import BatchConfig, BatchError
@@ -137,10 +138,16 @@ async def _preflight(cfg: BatchConfig) -> BatchSummary:
         raise BatchError("pass exactly one of --model NAME or --assistant ASSISTANT_ID")
     if cfg.max_in_flight < 1:
         raise BatchError("--max-in-flight must be at least 1")
+    if cfg.completion_window is not None and cfg.assistant:
+        raise BatchError("--completion-window is for background responses (--model), not runs")
+    if cfg.completion_window not in (None, *WINDOWS):
+        raise BatchError(f"--completion-window must be one of {', '.join(WINDOWS)}")
     try:
         source = read_items(cfg.input)
     except OSError as exc:
         raise BatchError(f"cannot read {cfg.input}: {exc.strerror or exc}") from None
+    if cfg.assistant:
+        source.refuse_windows()
     if not source.items and not source.invalid:
         # Nothing to start and nothing to report line by line: refused before any file exists.
         raise BatchError(f"{cfg.input}: no items (the file is empty or blank), nothing sent")
@@ -307,7 +314,8 @@ def _open_files(cfg: BatchConfig) -> tuple[OutputFile, Journal]:
     journal = None
     try:
         journal = Journal(journal_path)
-        meta = {"kind": cfg.kind, "target": cfg.model or cfg.assistant or ""}
+        target = cfg.model or cfg.assistant or ""
+        meta = {"kind": cfg.kind, "target": target, "window": cfg.completion_window or "soonest"}
         journal.bind(meta if cfg.shard is None else {**meta, "shard": str(cfg.shard)})
     except Exception as exc:  # sqlite3.Error and OSError both mean "not usable"
         if journal is not None:

@@ -31,6 +31,7 @@ class BatchItem:
     instructions: str | None = None
     metadata: dict[str, str] | None = None
     model: str | None = None
+    completion_window: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,12 +98,19 @@ class OutputLine:
     response_id: str | None = None
     thread_id: str | None = None
     run_id: str | None = None
+    completion_window: str | None = None  # written only on a line of a 2h or 8h run
 
     @classmethod
     def of_result(
-        cls, item: BatchItem, result: RunResult, *, recreated: str | None, resumed: bool
+        cls,
+        item: BatchItem,
+        result: RunResult,
+        *,
+        recreated: str | None,
+        resumed: bool,
+        window: str | None = None,
     ) -> OutputLine:
-        """Return the line of an item whose run completed."""
+        """Return the line of an item whose run completed (in ``window``, if discounted)."""
         rounds = tuple(
             tuple(
                 ToolExchange(call.name, call.arguments, out.output)
@@ -126,6 +134,7 @@ class OutputLine:
             response_id=result.id if result.kind == "responses" else None,
             thread_id=result.thread_id,
             run_id=result.id if result.kind == "assistants" else None,
+            completion_window=_discounted(window),
         )
 
     @classmethod
@@ -137,6 +146,7 @@ class OutputLine:
         *,
         recreated: str | None,
         resumed: bool,
+        window: str | None = None,
     ) -> OutputLine:
         """Return the line of an item whose run ended without a result (status: its outcome)."""
         run_id = error.run_id if isinstance(error, RunError) and error.run_id != "-" else None
@@ -156,6 +166,7 @@ class OutputLine:
             figures=_rounded(figures) if figures is not None else None,
             response_id=run_id if kind == "responses" else None,
             run_id=run_id if kind == "assistants" else None,
+            completion_window=_discounted(window),
         )
 
     @classmethod
@@ -191,6 +202,7 @@ class OutputLine:
             response_id=data.get("response_id"),
             thread_id=data.get("thread_id"),
             run_id=data.get("run_id"),
+            completion_window=data.get("completion_window"),
         )
 
     def data(self) -> dict[str, Any]:
@@ -208,6 +220,7 @@ class OutputLine:
             }
         f = self.figures
         why = {"recreated_reason": self.recreated_reason} if self.recreated else {}
+        window = {"completion_window": self.completion_window} if self.completion_window else {}
         return {
             "id": self.id,
             "line": self.line,
@@ -242,7 +255,13 @@ class OutputLine:
             "response_id": self.response_id,
             "thread_id": self.thread_id,
             "run_id": self.run_id,
+            **window,
         }
+
+
+def _discounted(window: str | None) -> str | None:
+    """The window a line names: a discounted one; ``soonest`` is every line's default."""
+    return window if window in ("2h", "8h") else None
 
 
 def _rounded(f: RunFigures) -> RunFigures:

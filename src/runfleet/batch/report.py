@@ -17,6 +17,7 @@ from typing import Any
 from ..polling.schedule import Backoff
 from ..results import RunResult
 from ..stats import FleetStats, quantile
+from .discount import WindowTokens, discount_text
 from .records import INVALID, InvalidLine, OutputLine
 
 __all__ = [
@@ -93,10 +94,12 @@ class Tally:
     classic: int = 0
     classic_items: int = 0
     fleet_for_classic: int = 0
+    window_tokens: WindowTokens = field(default_factory=WindowTokens)  # the whole file's
 
     def add(self, record: OutputLine, classic: int | None = None) -> None:
         """Count one record written in this session (``classic``: its classic estimate)."""
         self.statuses[record.status] += 1
+        self.window_tokens.add(record)
         self.recreated += record.recreated
         if record.recreated:
             self.recreated_why[record.recreated_reason or "-"] += 1
@@ -112,6 +115,7 @@ class Tally:
     def add_before(self, record: OutputLine) -> None:
         """Count the record of an item an earlier session finished (from the journal)."""
         self.before[record.status] += 1
+        self.window_tokens.add(record)
 
     @property
     def already_done(self) -> int:
@@ -201,6 +205,7 @@ class BatchSummary:
                 "quota_per_second": round(self.quota_rpm / 60, 2),
             },
             "tokens": _tokens(s, self.wall),
+            "discount": t.window_tokens.data(),
             "latency_s": {
                 "p50": _quantile(t.latencies, 0.5),
                 "p95": _quantile(t.latencies, 0.95),
@@ -266,6 +271,8 @@ class BatchSummary:
                 f"tokens     {tk['used']} used, {tk['per_minute'] or '-'}/min; peak "
                 f"{tk['peak_per_minute']:.0f}/min (limit {limit})"
             )
+        if d["discount"]:
+            lines.append(discount_text(d["discount"]))
         lines += [
             f"latency    p50 {sec(lat['p50'])}, p95 {sec(lat['p95'])} "
             f"(noticed late: p50 {sec(lat['detection_p50'])}, p95 {sec(lat['detection_p95'])})",

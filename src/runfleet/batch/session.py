@@ -329,7 +329,17 @@ class BatchSession:
             )
         model = item.model or self.cfg.model
         assert model is not None
-        return ResponseSpec(model, item.prompt, item.instructions, metadata)
+        window = self._window(item)
+        # The journal keeps the continuation id, so a resumed chain's rounds keep priority.
+        continuation = self.journal.continuation_id(item.id) if window else None
+        return ResponseSpec(
+            model, item.prompt, item.instructions, metadata, completion_window=window,
+            continuation_id=continuation,
+        )  # fmt: skip
+
+    def _window(self, item: BatchItem) -> str | None:
+        """The item's completion window: its line's, else ``--completion-window``'s."""
+        return None if self.cfg.assistant else item.completion_window or self.cfg.completion_window
 
     # -- ends of runs --------------------------------------------------------------------------
 
@@ -348,13 +358,15 @@ class BatchSession:
         elif error is None:
             result = await handle
             record = OutputLine.of_result(
-                item, result, recreated=flight.recreated, resumed=flight.resumed
-            )
+                item, result, recreated=flight.recreated, resumed=flight.resumed,
+                window=self._window(item),
+            )  # fmt: skip
             self._write(flight, record, classic_requests(result, self.scale))
         else:
             record = OutputLine.of_error(
-                item, handle.kind, error, recreated=flight.recreated, resumed=flight.resumed
-            )
+                item, handle.kind, error, recreated=flight.recreated, resumed=flight.resumed,
+                window=self._window(item),
+            )  # fmt: skip
             self._write(flight, record)
         self.changed.set()
 

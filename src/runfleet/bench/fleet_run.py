@@ -81,7 +81,13 @@ async def run_fleet(
 
 def _spec(w: Workload, i: int) -> ResponseSpec | AssistantRunSpec:
     if w.kind == "responses":
-        return ResponseSpec(MODEL, w.prompt(i))
+        options = w.background(i).get("background_options", {})
+        return ResponseSpec(
+            MODEL,
+            w.prompt(i),
+            completion_window=options.get("completion_window"),
+            continuation_id=options.get("continuation_id"),
+        )
     return AssistantRunSpec(ASSISTANT_ID, w.prompt(i), tools=tuple(tool_definitions("assistants")))
 
 

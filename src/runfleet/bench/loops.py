@@ -35,7 +35,11 @@ async def _create(w: Workload, i: int) -> Any:
     client = w.client
     if w.kind == "responses":
         return await client.responses.create(
-            model=MODEL, input=w.prompt(i), background=True, tools=tool_definitions("responses")
+            model=MODEL,
+            input=w.prompt(i),
+            background=True,
+            tools=tool_definitions("responses"),
+            **w.background(i),
         )
     return await client.beta.threads.create_and_run(
         assistant_id=ASSISTANT_ID,
@@ -50,7 +54,7 @@ async def _retrieve(w: Workload, obj: Any) -> Any:
     return await w.client.beta.threads.runs.retrieve(obj.id, thread_id=obj.thread_id)
 
 
-async def _answer(w: Workload, obj: Any) -> Any | None:
+async def _answer(w: Workload, obj: Any, i: int) -> Any | None:
     """Send the outputs of a tool round, if ``obj`` is one; return what to poll next."""
     if w.kind == "responses":
         calls = [item for item in obj.output or () if item.type == "function_call"]
@@ -65,6 +69,7 @@ async def _answer(w: Workload, obj: Any) -> Any | None:
             ],
             background=True,
             tools=tool_definitions("responses"),
+            **w.background(i),
         )
     if obj.status != "requires_action" or obj.required_action is None:
         return None
@@ -101,7 +106,7 @@ async def _poll(w: Workload, i: int, delay: Delay, *, forgiving: bool) -> Outcom
                 if not forgiving:
                     raise
             continue
-        nxt = await _answer(w, obj)
+        nxt = await _answer(w, obj, i)
         if nxt is None:
             return await _outcome(w, obj)
         obj, attempt = nxt, 0

@@ -30,6 +30,7 @@ from .fleet_run import Reset, run_fleet
 from .loops import LOOPS, classic_loop, run_loops
 from .report import BenchResult, StrategyRow, row_from_stats
 from .strategy import BenchError, StrategySpec, classic_backoff, parse_strategies
+from .windows import schedule_polls, waited, workload_window
 from .workload import Kind, Outcome, Workload
 
 __all__ = ["BenchConfig", "run_bench"]
@@ -56,6 +57,10 @@ class BenchConfig:
     """The bench's bound on any run of any strategy: unresolved by then, it is lost."""
     seed: int | None = None
     base_url: str | None = None
+    completion_window: str | None = None
+    """The window every response asks for; the scenario's ``windows.client_window`` when
+    ``None`` (``overnight``: ``8h``). With a 2h/8h window, ``timeout`` and ``limit`` are
+    stretched to 1.5 windows at least."""
 
     def check(self) -> tuple[Scenario, tuple[StrategySpec, ...]]:
         """Validate everything before a request is sent; return the scenario and strategies.
@@ -87,6 +92,7 @@ class BenchConfig:
             scenario = scenario.replace(**changes) if changes else scenario
         except ScenarioError as exc:
             raise BenchError(str(exc)) from None
+        workload_window(self.completion_window, scenario, self.kind)
         return scenario, parse_strategies(self.strategies, self.kind)
 
 
@@ -119,6 +125,7 @@ async def run_bench(
     """
     scenario, specs = cfg.check()
     scale = scenario.time_scale
+    window = workload_window(cfg.completion_window, scenario, cfg.kind)
     settings = {
         "scenario": scenario.name,
         "kind": cfg.kind,
@@ -126,8 +133,9 @@ async def run_bench(
         "in_flight": cfg.in_flight,
         "time_scale": scale,
         "seed": scenario.seed,
-        "timeout": cfg.timeout,
-        "limit": cfg.limit,
+        "timeout": waited(cfg.timeout, window),
+        "limit": waited(cfg.limit, window),
+        "completion_window": window,
         "rpm": scenario.quota.rpm,
         "quota_window": scenario.quota.window,
         "strategies": [s.label for s in specs],
@@ -163,6 +171,7 @@ async def _measure(
     # defaults (two retries) for the hand-written loops; the fleet copies it without them.
     client = AsyncOpenAI(base_url=f"{url}/v1", api_key=_API_KEY)
     extra: dict[str, Any] = {}
+    window = workload_window(cfg.completion_window, scenario, cfg.kind)
     async with client:
         w = Workload(
             kind=cfg.kind,
@@ -170,10 +179,11 @@ async def _measure(
             in_flight=cfg.in_flight,
             scale=scenario.time_scale,
             rpm=scenario.quota.rpm,
-            timeout=cfg.timeout,
-            limit=cfg.limit,
+            timeout=waited(cfg.timeout, window),
+            limit=waited(cfg.limit, window),
             client=client,
             poll_after=scenario.poll_after_ms is not None,
+            window=window,
         )
         t0 = time.monotonic()
         outcomes: list[Outcome]
@@ -186,7 +196,12 @@ async def _measure(
         wall = time.monotonic() - t0
     answer = await http.get(f"{url}/_sim/stats", params={"runs": "1", "timeline": "1"})
     answer.raise_for_status()
-    return row_from_stats(spec.label, cfg.kind, outcomes, answer.json(), wall, extra)
+    stats = answer.json()
+    if window is not None and (
+        replayed := schedule_polls(spec, stats, len(outcomes) - outcomes.count("lost"))
+    ):
+        extra["schedule_polls_per_run"] = round(replayed, 1)
+    return row_from_stats(spec.label, cfg.kind, outcomes, stats, wall, extra)
 
 
 @contextlib.asynccontextmanager

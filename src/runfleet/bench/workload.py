@@ -69,6 +69,8 @@ class Workload:
     client: AsyncOpenAI
     poll_after: bool = False
     """Whether the server sends ``openai-poll-after-ms`` (the SDK's helpers then follow it)."""
+    window: str | None = None
+    """The completion window every response of the workload asks for (None: none sent)."""
 
     def __post_init__(self) -> None:
         if self.runs < 1:
@@ -83,6 +85,18 @@ class Workload:
     def prompt(self, i: int) -> str:
         """Return the prompt of run ``i``: the same for every strategy."""
         return f"Bench question {i}"
+
+    def background(self, i: int) -> dict[str, Any]:
+        """Return the ``background_options`` argument of run ``i``'s requests, if any: its
+        tool rounds reuse the window and continuation id, as they must to be queued first."""
+        if self.window is None:
+            return {}
+        return {
+            "background_options": {
+                "completion_window": self.window,
+                "continuation_id": f"bench-{i}",
+            }
+        }
 
     def real(self, seconds: float) -> float:
         """Return scenario ``seconds`` as the real seconds a client waits."""

@@ -27,7 +27,7 @@ from ..kinds.base import Kind, RunRef
 from ..logs import get_logger
 from ..polling.learning import RunTimes
 from ..polling.pacing import Pacer
-from ..polling.windows import window_span
+from ..polling.windows import WINDOW_DEADLINE, window_span
 from ..stats import StatsCollector
 from ..tools import ToolRegistry
 from .creates import Creator, OnAmbiguous
@@ -208,8 +208,9 @@ class Engine:
         chain moves to a new id, before anything else happens to the run.
         """
         spec = kind.with_tools(spec, self._definitions[kind.name])
-        run = self._track(kind, spec, RunRef(), kind.learn_key(spec), timeout, tag, on_ids)
-        self._warn_short_deadline(run.learn_key, timeout)
+        learn_key = kind.learn_key(spec)
+        timeout = self._window_deadline(learn_key, timeout)
+        run = self._track(kind, spec, RunRef(), learn_key, timeout, tag, on_ids)
         try:
             obs = await self._creator.create(run, spec)
         except Exception as exc:
@@ -219,6 +220,9 @@ class Engine:
         except BaseException:
             self._router.end(run, None, RunCancelled(run.ref.id or "-", "submission cancelled"))
             raise
+        # Its times are learned from when the server has it, not from a wait at the door: 500
+        # creates at once on a loaded machine queued there up to an hour of an 8h scenario.
+        run.phase_start = run.seen_working = self.now()
         log.debug("run_submitted", run_id=run.ref.id, kind=kind.name)
         try:
             run.ids_changed()  # the submitter's hook: if it raises, this run ends, no other
@@ -227,14 +231,19 @@ class Engine:
             self._failed(run, exc)
         return run.handle, None
 
-    def _warn_short_deadline(self, learn_key: tuple[str, ...], timeout: float | None) -> None:
-        """Warn once that a deadline inside a discounted window will likely cancel its run: the
-        API only targets completion within the window, and queues such runs for hours."""
+    def _window_deadline(self, learn_key: tuple[str, ...], timeout: float | None) -> float | None:
+        """Return the deadline of a run learned under ``learn_key``: in a discounted window,
+        none given is the window and a margin (the API targets completion within it), and one
+        shorter than the window is warned about once, as it will likely cancel its run."""
         span = window_span(self._pacer.times.policy, learn_key)
-        if span is None or timeout is None or timeout >= span or self._warned_window:
-            return
-        self._warned_window = True
-        log.warning("deadline_within_window", timeout=timeout, window=span, key=learn_key)
+        if span is None:
+            return timeout
+        if timeout is None:
+            return span * WINDOW_DEADLINE
+        if timeout < span and not self._warned_window:
+            self._warned_window = True
+            log.warning("deadline_within_window", timeout=timeout, window=span, key=learn_key)
+        return timeout
 
     def attach(
         self,
@@ -253,7 +262,8 @@ class Engine:
         """
         if spec is not None:
             spec = kind.with_tools(spec, self._definitions[kind.name])
-        run = self._track(kind, spec, ref, (kind.name, "watched"), timeout, tag, on_ids)
+        key = kind.watch_key(spec)
+        run = self._track(kind, spec, ref, key, self._window_deadline(key, timeout), tag, on_ids)
         self._wake(run)
         handle: RunHandle = run.handle
         return handle

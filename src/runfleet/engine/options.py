@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..kinds.responses import WINDOWS
+
 
 def check_fleet_options(
     *,
@@ -20,6 +22,7 @@ def check_fleet_options(
     on_exit: Any,
     on_ambiguous_create: Any,
     shared_quota: bool,
+    completion_window: Any = None,
 ) -> None:
     """Raise ``ValueError`` for the first option out of range (``tpm`` is checked by the quota)."""
     if not isinstance(rpm, int | float) or not rpm > 0 or math.isinf(rpm):
@@ -38,6 +41,10 @@ def check_fleet_options(
         raise ValueError(
             "the client has no API key: set OPENAI_API_KEY (or pass api_key=) "
             "before creating it; the key is read when the client is created"
+        )
+    if completion_window not in (None, *WINDOWS):
+        raise ValueError(
+            f"completion_window must be one of {', '.join(WINDOWS)}, not {completion_window!r}"
         )
     if shared_quota and tpm is not None:
         raise ValueError("tpm cannot be set beside a shared quota: set it on the quota")

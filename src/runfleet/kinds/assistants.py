@@ -50,6 +50,9 @@ class AssistantRunSpec:
     ``own_thread`` creates the thread first (one request more): a run create on a known
     thread whose answer was lost is then looked for on it and adopted, never sent twice. The
     fleet sets it itself after an ambiguous ``create_and_run``.
+
+    Raises:
+        ValueError: ``extra`` holds a completion window, which only background responses have.
     """
 
     kind: ClassVar[str] = "assistants"
@@ -63,6 +66,11 @@ class AssistantRunSpec:
     tools: tuple[dict[str, Any], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
     own_thread: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("completion_window", "continuation_id", "background_options"):
+            if name in self.extra:
+                raise ValueError(f"{name} is for background responses: Assistants runs have none")
 
 
 def observe_run(run: Run, headers: Any, request: str) -> Observation:
@@ -110,6 +118,11 @@ class AssistantsKind:
     def __init__(self, client: AsyncOpenAI, gate: RequestGate) -> None:
         self.client = client
         self.gate = gate
+
+    def watch_key(self, spec: AssistantRunSpec | None) -> tuple[str, ...]:
+        """Watched runs are learned apart: when they started is unknown."""
+        del spec
+        return (self.name, "watched")
 
     def learn_key(self, spec: AssistantRunSpec) -> tuple[str, ...]:
         """Runs are learned per assistant: its model and instructions make its times."""

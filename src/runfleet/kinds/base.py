@@ -175,6 +175,10 @@ class Kind(Protocol):
         """Return what the run times of ``spec``'s runs are learned by (model, assistant...)."""
         ...
 
+    def watch_key(self, spec: Any | None) -> tuple[str, ...]:
+        """Return the key of a watched run (its start is unknown: not learned with the rest)."""
+        ...
+
     def estimate(self, spec: Any) -> TokenCost:
         """Return what starting ``spec`` may cost in tokens: its text and output reservation."""
         ...

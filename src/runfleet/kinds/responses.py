@@ -50,7 +50,8 @@ class ResponseSpec:
     a run with a window and no continuation id gets one of its own for that reason.
 
     Raises:
-        ValueError: ``completion_window`` is not one of :data:`WINDOWS`.
+        ValueError: ``completion_window`` is not one of :data:`WINDOWS`, a discounted one is
+            asked with ``stream``, or ``background_options`` is given whole in ``extra``.
     """
 
     kind: ClassVar[str] = "responses"
@@ -69,6 +70,12 @@ class ResponseSpec:
         if window is not None and window not in WINDOWS:
             raise ValueError(
                 f"completion_window must be one of {', '.join(WINDOWS)}, not {window!r}"
+            )
+        if window in ("2h", "8h") and self.extra.get("stream"):
+            raise ValueError(f"completion_window {window!r} cannot be used with stream=True")
+        if "background_options" in self.extra:
+            raise ValueError(
+                "pass completion_window= and continuation_id= instead of background_options"
             )
 
     @classmethod
@@ -167,9 +174,11 @@ class ResponsesKind:
     webhooks = True
     answer_creates = True
 
-    def __init__(self, client: AsyncOpenAI, gate: RequestGate) -> None:
+    def __init__(self, client: AsyncOpenAI, gate: RequestGate, window: str | None = None) -> None:
         self.client = client
         self.gate = gate
+        self.window = window
+        """The fleet-wide window of specs that name none (None: ``soonest``)."""
 
     def learn_key(self, spec: ResponseSpec) -> tuple[str, ...]:
         """Responses are learned per model, and apart in a discounted window: its runs wait
@@ -177,6 +186,15 @@ class ResponsesKind:
         if spec.window == "soonest":
             return (self.name, spec.model)
         return (self.name, spec.model, spec.window)
+
+    def watch_key(self, spec: ResponseSpec | None) -> tuple[str, ...]:
+        """Watched responses are learned apart, in the spec's window (else the fleet's): the
+        SDK's ``Response`` does not echo ``background_options``, so only the spec tells it."""
+        window = spec.completion_window if spec is not None else None
+        window = window or self.window or "soonest"
+        if window == "soonest":
+            return (self.name, "watched")
+        return (self.name, "watched", window)
 
     def estimate(self, spec: ResponseSpec) -> TokenCost:
         """A response reads its instructions and input; it reserves ``max_output_tokens``."""
@@ -197,9 +215,12 @@ class ResponsesKind:
     def with_tools(self, spec: ResponseSpec, tools: tuple[dict[str, Any], ...]) -> ResponseSpec:
         """A chain sends definitions with every request: the fleet's, unless the spec has some.
 
-        The engine calls this once per run, so it is also where a run with a window and no
-        continuation id gets its own: its tool rounds then reuse it and are queued first.
+        The engine calls this once per run, so it is also where a spec without a window takes
+        the fleet's, and a run with a window and no continuation id gets its own: its tool
+        rounds then reuse it and are queued first.
         """
+        if spec.completion_window is None and self.window is not None:
+            spec = dataclasses.replace(spec, completion_window=self.window)
         if spec.completion_window is not None and spec.continuation_id is None:
             spec = dataclasses.replace(spec, continuation_id=uuid.uuid4().hex)
         if spec.tools or not tools:

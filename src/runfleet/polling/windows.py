@@ -17,10 +17,13 @@ from collections.abc import Hashable
 
 from .policy import PollPolicy
 
-__all__ = ["WINDOW_SECONDS", "window_policy", "window_span"]
+__all__ = ["WINDOW_DEADLINE", "WINDOW_SECONDS", "window_policy", "window_span"]
 
 WINDOW_SECONDS = {"2h": 7200.0, "8h": 28800.0}
 """The discounted windows by name (as the API spells them), in seconds."""
+WINDOW_DEADLINE = 1.25
+"""A run in a discounted window with no deadline of its own is cancelled at this many times
+the window (10 h for ``8h``): past the window and the stall margin, it is not coming."""
 _FIRST_SHARE = 1 / 80
 """The first poll of an unlearned window key, as a share of the window: its queue is typically
 a sizeable part of the window, so nothing is found done much earlier."""

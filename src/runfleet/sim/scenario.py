@@ -316,6 +316,9 @@ class Windows(_Strict):
     # Whether a response's body echoes its background_options: SDK 3.57's Response declares
     # no such field, so a client must not need it; turn on to check it tolerates the echo.
     echo: bool = False
+    # The window a client following this scenario asks for (`runfleet bench` sends it); the
+    # simulator serves every window whatever this says.
+    client_window: Literal["soonest", "2h", "8h"] | None = None
 
     @model_validator(mode="before")
     @classmethod

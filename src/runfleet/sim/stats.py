@@ -156,6 +156,7 @@ class SimStats:
                         "retrieves": job.retrieves,
                         "latencies": job.latencies,
                         "window": job.window,
+                        "seconds": round(job.done_at - job.created, 3),
                     }
                     for job in jobs
                 ]
