@@ -94,6 +94,8 @@ class RequestQuota:
         tpm: tokens per minute never to exceed in any 60 s window; None (the default) learns
             the limit from ``x-ratelimit-limit-tokens``. Token-costing requests wait for it
             in :attr:`tokens` before they queue here, so polls never wait for tokens.
+        tokens: the token half built apart (a :class:`TokenQuota` with its own estimates or
+            minute) instead of one of ``tpm``.
 
     Raises:
         ValueError: a setting is out of range (rpm not above 1, burst not in [1, rpm), tpm
@@ -116,8 +118,11 @@ class RequestQuota:
         max_consecutive_rate_limits: int | None = None,
         bucket: AdmissionBucket | None = None,
         tpm: float | None = None,
+        tokens: TokenQuota | None = None,
     ) -> None:
-        self.tokens = TokenQuota(tpm)
+        if tokens is not None and tpm is not None:
+            raise ValueError("tpm cannot be set beside a token quota: set it on the token quota")
+        self.tokens = tokens if tokens is not None else TokenQuota(tpm)
         """The token half of the door: creates and tool outputs reserve tokens here first."""
         self._governor = RateGovernor(
             rpm,
@@ -179,6 +184,7 @@ class RequestQuota:
         *,
         status: int | None = None,
         limit: LimitHit = "requests",
+        since: float | None = None,
     ) -> None:
         """Learn from one response's headers; call it for every response, 429s included.
 
@@ -186,9 +192,10 @@ class RequestQuota:
         response's ``retry-after-ms``/``retry-after``), and any other status below 500 counts
         as a success that ends a run of consecutive 429s. ``limit`` says which limit a 429 hit
         (:func:`~runfleet.admission.headers.limit_hit`): a tokens 429 pauses only what costs
-        tokens, and "request too large" pauses nothing (that request alone fails).
+        tokens, and "request too large" pauses nothing (that request alone fails). ``since``
+        is the token quota's mark when the request left (:meth:`TokenQuota.mark`).
         """
-        self.tokens.observe(headers)
+        self.tokens.observe(headers, since)
         if status == 429 and limit != "requests":
             if limit == "tokens":
                 self.tokens.on_rate_limited(retry_after_seconds(headers))
