@@ -51,6 +51,7 @@ __all__ = ["TokenBudget", "TokenEntry"]
 
 WINDOW = 60.0  # seconds: the limit is per minute, and headers count per minute of the clock
 _SLIVER = 1e-9  # waits shorter than the clock can represent are admitted (see bucket.py)
+_ROUNDING = 0.002  # of the server's bucket: more than its headers' rounding can hide
 
 
 class TokenEntry:
@@ -299,7 +300,10 @@ class TokenBudget:
         if available is None or self._server is None or not self.limit:
             return 0.0
         # A request larger than the bucket goes when it is full (the server takes it into debt).
-        need = min(tokens, self._server.capacity)
+        # Headers round (whole tokens of a minute's limit, milliseconds): a request that needs
+        # the count to the last token asks a little more, or it meets a 429 by a token.
+        capacity = self._server.capacity
+        need = min(tokens + _ROUNDING * capacity + 1.0, capacity)
         if available >= need:
             return 0.0
         return (need - available) / (self.limit / self.minute)
@@ -314,7 +318,7 @@ class TokenBudget:
         return math.inf  # what is in flight must be sent (or settled) first
 
     def _expire(self, now: float) -> None:
-        horizon = now - self._span
+        horizon = now - self._span + _SLIVER  # what ``_until_freed`` waited for has left
         sent = self._sent
         while sent and sent[0].stamp is not None and sent[0].stamp <= horizon:
             entry = sent.popleft()

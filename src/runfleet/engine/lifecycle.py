@@ -219,6 +219,9 @@ class Engine:
             self._router.end(run, None, RunCancelled(run.ref.id or "-", "submission cancelled"))
             raise
         log.debug("run_submitted", run_id=run.ref.id, kind=kind.name)
+        # Its life on the server starts now, not when it was submitted: a create that waited
+        # for tokens or a request slot would teach run times that are the wait's.
+        run.phase_start = run.seen_working = self.now()
         try:
             run.ids_changed()  # the submitter's hook: if it raises, this run ends, no other
             await self._router.route(run, obs)
