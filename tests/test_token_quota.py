@@ -273,3 +273,12 @@ async def test_a_first_request_that_never_answers_does_not_hold_the_others() -> 
     first.answered()  # dropped: over without an answer, as the gate says of any end
     await waiting
     assert asyncio.get_running_loop().time() == pytest.approx(1.0)
+
+
+def test_a_token_quota_built_apart_replaces_tpm_and_refuses_one_beside_it() -> None:
+    tokens = TokenQuota(minute=6.0)  # a simulator at time scale 0.1
+    assert RequestQuota(600, tokens=tokens).tokens is tokens
+    with pytest.raises(ValueError, match="^tpm cannot be set beside a token quota"):
+        RequestQuota(600, tpm=1000, tokens=tokens)
+    with pytest.raises(ValueError, match="^minute must be a positive number"):
+        TokenQuota(minute=0)
