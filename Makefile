@@ -48,6 +48,8 @@ bench: $(STAMP)
 		--plot docs/bench/frontier.png | tee docs/bench/frontier.md
 	$(BIN)/runfleet bench --scenario ample --runs 2000 --strategies classic,fleet \
 		--json docs/bench/ample-2000.json | tee docs/bench/ample-2000.md
+	$(BIN)/runfleet bench --scenario tokens --runs 1000 --strategies classic,cookbook,fleet \
+		--time-scale 0.1 --limit 1200 --json docs/bench/tokens.json | tee docs/bench/tokens.md
 
 bench-sim: $(STAMP)
 	$(BIN)/python benchmarks/sim_throughput.py

@@ -172,7 +172,7 @@ def test_token_figures_are_in_the_summary_its_json_and_the_progress_line() -> No
         tpm=None, server_limit=400_000_000.0, limit=400_000_000.0, last_minute=0.0,
         peak_window=399_876_543.2, charged=9_876_543_210, given_back=1_234_567.8,
         used=9_765_432_109, waiting=0, paused_for=0.0, rate_limited=12_345, too_large=7,
-        ratios={},
+        ratios={}, used_last_minute=1_000.0, used_peak_window=388_765_432.1,
     )  # fmt: skip
     summary = _summary(Tally(total=250_000), requests=3000, rpm=30_000)
     assert summary.data()["tokens"] is None  # spent none: nothing to report
@@ -180,13 +180,17 @@ def test_token_figures_are_in_the_summary_its_json_and_the_progress_line() -> No
     summary = dataclasses.replace(summary, stats=dataclasses.replace(summary.stats, tokens=tokens))
     data = summary.data()["tokens"]
     assert data["used"] == 9_765_432_109
-    assert data["per_minute"] == round(9_765_432_109 / 25.9 * 60)
-    assert (data["peak_per_minute"], data["limit"]) == (399_876_543, 400_000_000.0)
+    assert data["per_minute"] == round(9_765_432_109 / 60 * 60)  # 25.9 s: all in one minute
+    assert data["used_peak_per_minute"] == 388_765_432
+    assert (data["reserved_peak_per_minute"], data["limit"]) == (399_876_543, 400_000_000.0)
     assert (data["rate_limited"], data["too_large"]) == (12_345, 7)
     text = summary.text()
     assert all(len(line) <= 80 for line in text.splitlines()), text
     assert "(12345 on tokens)" in text
-    assert "peak 399876543/min (limit 400000000)" in text
+    assert "9765432109 used, 9765432109/min of 400000000 on average" in text
+    assert "reserved at most 399876543 in a minute" in text
+    long = dataclasses.replace(summary, wall=600.0)
+    assert long.data()["tokens"]["per_minute"] == round(9_765_432_109 / 10)
     state = ProgressState(
         total=10, done=1, in_flight=2, failed=0, rpm=5, quota=600, elapsed=1.0,
         tpm=31_000, token_limit=40_000,

@@ -119,6 +119,7 @@ def test_no_strategies_means_every_one_that_applies_to_the_kind(
         ("naive classic", ["naive", "classic"]),
         (" naive , classic ", ["naive", "classic"]),
         ("classic,classic:cap=10s", ["classic", "classic:cap=10s"]),
+        ("classic,cookbook,fleet", ["classic", "cookbook", "fleet"]),
     ],
 )
 def test_strategies_parse_to_labels(text: str, labels: list[str]) -> None:
@@ -591,3 +592,39 @@ def test_a_row_is_frozen() -> None:
     made = fake_row("classic")
     with pytest.raises(dataclasses.FrozenInstanceError):
         made.ok = 2  # type: ignore[misc]
+
+
+def test_the_token_columns_show_where_tokens_are_limited() -> None:
+    """Tokens used, token 429s (after the first minute), peak against the limit, use."""
+    plain = BenchResult({}, [fake_row("classic")])
+    assert "token" not in plain.table()
+    tokens = {"tokens_used": 2_354_340, "token_429s": 7, "token_429s_late": 2,
+              "token_peak": 41_000, "token_limit": 40_000.0,
+              "token_utilisation": 0.912}  # fmt: skip
+    table = BenchResult({}, [fake_row("classic", **tokens)]).table().splitlines()
+    assert table[0].endswith(
+        "| tokens used | token 429s (after 1st min) | token peak 60 s / limit | token utilisation |"
+    )
+    assert table[1] == "|---" * 14 + "|"
+    assert table[2].endswith("| 2354340 | 7 (2) | 41000 / 40000 **over** | 91% |")
+
+
+async def test_the_cookbook_budgets_requests_and_tokens_and_pauses_on_429(tmp_path: Path) -> None:
+    """Prompts of 50-400 tokens against 40,000 TPM (1 s windows); the cookbook counts 15
+    output tokens where the server reserves 1,000, so it meets 429s, and pauses for them.
+    (The fleet on the same account: ``tests/test_fleet_tokens.py``.)"""
+    path = scenario_file(
+        tmp_path, "tok", quota={"rpm": 3000, "tpm": 40_000, "window": 1},
+        tokens={"prompts": {"dist": "uniform", "low": 50, "high": 400},
+                "default_max_output_tokens": 1000, "output": 100},
+    )  # fmt: skip
+    cfg = BenchConfig(scenario=path, runs=10, in_flight=10, strategies="cookbook")
+    result = await run_bench(cfg)
+    (cookbook,) = result.rows
+    check_row(cookbook)
+    assert cookbook.token_limit == 40_000
+    assert cookbook.tokens_used > 10 * 150  # the prompts and outputs of the runs it started
+    assert sum(cookbook.token_timeline) == cookbook.tokens_used
+    assert cookbook.token_429s > 0
+    assert cookbook.wall > 15 * 0.05  # it paused 15 scenario seconds at least once
+    assert result.settings["tpm"] == 40_000

@@ -10,8 +10,9 @@ import asyncio
 import pytest
 from structlog.testing import capture_logs
 
+from runfleet.admission.estimates import TokenCost, TokenEstimates, count_tokens
 from runfleet.admission.quota import Priority, RequestQuota
-from runfleet.admission.token_quota import TokenCost, TokenEstimates, TokenQuota, count_tokens
+from runfleet.admission.token_quota import TokenQuota
 from runfleet.errors import RequestTooLarge, RunRejected
 
 from .test_quota import until
@@ -65,6 +66,34 @@ def test_headroom_is_a_high_quantile_of_real_inputs_once_some_are_known() -> Non
     assert estimates.headroom(cost(4_000, output=None), 1_000) == estimates.charge(
         cost(4_000, output=None), 1_000
     )
+
+
+def test_without_max_output_tokens_the_output_counted_is_the_p95_of_real_outputs() -> None:
+    """The default until ten outputs are known; the room waited for keeps the default."""
+    estimates = TokenEstimates(default_output=1000)
+    spec = cost(400, output=None)  # 100 tokens by the rule
+    for out in range(1, 10):
+        estimates.learn("m", 100, 100, out * 20)
+    assert estimates.charge(spec, 100) == 100 + 1000  # nine outputs: too few to mean anything
+    for out in range(10, 21):  # twenty outputs: 20, 40, ... 400
+        estimates.learn("m", 100, 100, out * 20)
+    assert estimates.charge(spec, 100) == 100 + 380  # the p95 (upper rank) of those seen
+    assert estimates.headroom(spec, 100) == 100 + 1000  # what a server reserves for it
+    assert estimates.charge(cost(400, output=50), 100) == 150  # its own reservation
+    assert estimates.charge(cost(400, output=None, model="other"), 100) == 1100  # per model
+    for _ in range(20):  # outputs above the default: counted and waited for in full
+        estimates.learn("m", 100, 100, 3_000)
+    assert estimates.charge(spec, 100) == estimates.headroom(spec, 100) == 100 + 3_000
+
+
+async def test_only_runs_without_max_output_tokens_teach_the_output() -> None:
+    quota = TokenQuota(600_000)
+    for output, reserved in ((40, 50), (300, None)):
+        for _ in range(10):
+            held = await quota.reserve(cost(400, output=reserved))
+            held.sent()
+            quota.settle([held], 100, output)
+    assert quota.estimates.output(cost(400, output=None)) == 300  # the capped 40s taught none
 
 
 @pytest.mark.looptime
@@ -206,3 +235,50 @@ async def test_an_answer_without_token_headers_after_a_limit_is_known_changes_no
         quota.observe({}, status=502)
     assert [e for e in logs if e["event"] == "tokens_not_limited"] == []
     assert quota.tokens.stats().limit == 30_000
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"x-ratelimit-limit-tokens": "60000", "x-ratelimit-remaining-tokens": "59000"},
+        {},  # no token headers: nothing is limited
+    ],
+)
+async def test_until_an_answer_tells_whether_tokens_are_limited_one_request_goes_at_a_time(
+    headers: dict[str, str],
+) -> None:
+    """No burst into a limit learned too late: the others wait for the first answer."""
+    quota = TokenQuota()
+    loop = asyncio.get_running_loop()
+    first = await quota.reserve(cost(400))
+    first.sent()
+    others = [asyncio.create_task(quota.reserve(cost(400))) for _ in range(3)]
+    await asyncio.sleep(30)
+    assert not any(task.done() for task in others)
+    first.answered()
+    quota.observe(headers)
+    for task in others:
+        await task
+    assert loop.time() == pytest.approx(30.0)
+
+
+@pytest.mark.looptime
+async def test_a_first_request_that_never_answers_does_not_hold_the_others() -> None:
+    quota = TokenQuota()
+    first = await quota.reserve(cost(400))
+    first.sent()
+    waiting = asyncio.create_task(quota.reserve(cost(400)))
+    await asyncio.sleep(1)
+    first.answered()  # dropped: over without an answer, as the gate says of any end
+    await waiting
+    assert asyncio.get_running_loop().time() == pytest.approx(1.0)
+
+
+def test_a_token_quota_built_apart_replaces_tpm_and_refuses_one_beside_it() -> None:
+    tokens = TokenQuota(minute=6.0)  # a simulator at time scale 0.1
+    assert RequestQuota(600, tokens=tokens).tokens is tokens
+    with pytest.raises(ValueError, match=r"^tpm cannot be set beside a token quota"):
+        RequestQuota(600, tpm=1000, tokens=tokens)
+    with pytest.raises(ValueError, match=r"^minute must be a positive number"):
+        TokenQuota(minute=0)

@@ -133,9 +133,9 @@ def _bench_parser(sub: Any) -> None:
     bench.add_argument(
         "--strategies",
         metavar="LIST",
-        help="comma-separated: naive, classic, fixed2s, sdk (assistants), fleet, with settings "
-        "after a colon (classic:initial=1s,cap=10s  fleet:latency=2s  fleet:webhooks,drop=20%%); "
-        "default: all that apply to the kind",
+        help="comma-separated: naive, classic, fixed2s, sdk (assistants), cookbook, fleet, with "
+        "settings after a colon (classic:initial=1s,cap=10s  fleet:latency=2s  "
+        "fleet:webhooks,drop=20%%); default: all that apply to the kind",
     )
     bench.add_argument(
         "--frontier",

@@ -35,7 +35,7 @@ def test_tokens_scenario_binds_tokens_not_requests() -> None:
     """3000 RPM of its largest requests would need hundreds of times the tokens it has."""
     sc = load_scenario("tokens")
     assert sc.quota.tpm is not None
-    largest = sc.tokens.input.high if sc.tokens.input else 0
+    largest = sc.tokens.prompts.high if sc.tokens.prompts else 0
     assert sc.quota.rpm * (largest + sc.tokens.default_max_output_tokens) > 100 * sc.quota.tpm
     assert largest + sc.tokens.default_max_output_tokens < sc.quota.tpm
 

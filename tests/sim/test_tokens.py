@@ -282,16 +282,20 @@ async def test_without_tpm_nothing_is_refused_and_headers_are_as_before(
 async def test_the_tokens_scenario_refuses_tokens_not_requests(start_sim: StartSim) -> None:
     async with start_sim("tokens", time_scale=0.01) as sim, sdk(sim) as client:
         results = await asyncio.gather(
-            *(client.responses.create(model="m", input="q", background=True) for _ in range(12)),
+            *(
+                client.responses.create(model="m", input="q" * 8_000, background=True)
+                for _ in range(12)
+            ),
             return_exceptions=True,
         )
         assert any(isinstance(r, openai.RateLimitError) for r in results)
         stats = sim.stats(timeline=True)
     by_type = stats["rate_limited_by_type"]
     assert by_type["requests"] == 0
-    assert by_type["tokens"] >= 5  # a 10 s window holds 6,667 tokens: two or three requests
+    assert by_type["tokens"] >= 5  # a 10 s window holds 6,667 tokens: two requests of 3,000
     assert stats["tokens"]["peak_window"]["peak"] <= 2 * 40_000
     assert sum(stats["timeline"]["tokens"]) == stats["tokens"]["used"]
+    assert sum(stats["timeline"]["token_rate_limited"]) == by_type["tokens"]
 
 
 async def test_a_token_limit_changes_no_run_time_or_outcome_a_seed_replays(

@@ -25,9 +25,10 @@ from openai._legacy_response import LegacyAPIResponse
 
 from ..errors import RequestTooLarge, UnreadableBody
 from ..stats import StatsCollector
+from .estimates import TokenCost
 from .headers import limit_hit
 from .quota import Priority, RequestQuota
-from .token_quota import Reservation, TokenCost
+from .token_quota import Reservation
 
 __all__ = ["Outcome", "RequestGate", "RequestKind", "Ticket"]
 
@@ -202,16 +203,17 @@ class RequestGate:
         self.stats.request_started(kind, asyncio.get_running_loop().time())
         if tokens is not None:
             tokens.sent()
+        since = self.quota.tokens.mark()  # answers come back out of order (TokenBudget.learn)
         try:
             raw = await call()
         except openai.APIStatusError as exc:
             self.stats.request_done(classify(exc), kind)
             if tokens is not None:
-                tokens.answered()
+                since += tokens.answered()  # its own answer: not one answered meanwhile
                 tokens.release()  # a refused request is charged nothing
             # A 429 pauses what its limit covers until its retry-after (the quota reads it).
             hit = limit_hit(exc.type, exc.message) if exc.status_code == 429 else "requests"
-            self.quota.observe(exc.response.headers, status=exc.status_code, limit=hit)
+            self.quota.observe(exc.response.headers, status=exc.status_code, limit=hit, since=since)
             if exc.status_code == 429:
                 await self.quota.publish()  # the other processes on the account pause too
             if hit == "too_large":
@@ -220,12 +222,19 @@ class RequestGate:
                 raise RequestTooLarge(charged, limit, exc.message) from exc
             raise
         except openai.APIError as exc:
-            # A dropped or cancelled request may have been charged: its tokens stay counted.
+            # A dropped or cancelled request may have been charged: its tokens stay counted,
+            # but no answer will come: later answers count it if the server did.
             self.stats.request_done(classify(exc), kind)
+            if tokens is not None:
+                tokens.answered()
+            raise
+        except BaseException:
+            if tokens is not None:
+                tokens.answered()  # cancelled on the way: no answer will come either
             raise
         if tokens is not None:
-            tokens.answered()  # before the headers that count it are read
-        self.quota.observe(raw.headers, status=raw.status_code)
+            since += tokens.answered()  # before the headers that count it are read
+        self.quota.observe(raw.headers, status=raw.status_code, since=since)
         try:
             parsed = raw.parse()
         except (ValueError, openai.APIResponseValidationError) as exc:

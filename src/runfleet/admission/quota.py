@@ -100,6 +100,8 @@ class RequestQuota:
         shared: spend the account's limits with other processes through Redis: the bucket
             and the token bucket become the shared ones, and 429s and learned limits are
             shared (see :mod:`runfleet.admission.shared`). Priorities stay this process's.
+        tokens: the token half built apart (a :class:`TokenQuota` with its own estimates or
+            minute) instead of one of ``tpm``.
 
     Raises:
         ValueError: a setting is out of range (rpm not above 1, burst not in [1, rpm), tpm
@@ -123,8 +125,11 @@ class RequestQuota:
         bucket: AdmissionBucket | None = None,
         tpm: float | None = None,
         shared: RedisLimits | None = None,
+        tokens: TokenQuota | None = None,
     ) -> None:
-        self.tokens = TokenQuota(tpm, shared=shared)
+        if tokens is not None and tpm is not None:
+            raise ValueError("tpm cannot be set beside a token quota: set it on the token quota")
+        self.tokens = tokens if tokens is not None else TokenQuota(tpm, shared=shared)
         """The token half of the door: creates and tool outputs reserve tokens here first."""
         self._governor = RateGovernor(
             rpm,
@@ -190,6 +195,7 @@ class RequestQuota:
         *,
         status: int | None = None,
         limit: LimitHit = "requests",
+        since: float | None = None,
     ) -> None:
         """Learn from one response's headers; call it for every response, 429s included.
 
@@ -197,9 +203,10 @@ class RequestQuota:
         response's ``retry-after-ms``/``retry-after``), and any other status below 500 counts
         as a success that ends a run of consecutive 429s. ``limit`` says which limit a 429 hit
         (:func:`~runfleet.admission.headers.limit_hit`): a tokens 429 pauses only what costs
-        tokens, and "request too large" pauses nothing (that request alone fails).
+        tokens, and "request too large" pauses nothing (that request alone fails). ``since``
+        is the token quota's mark when the request left (:meth:`TokenQuota.mark`).
         """
-        self.tokens.observe(headers)
+        self.tokens.observe(headers, since)
         if status == 429 and limit != "requests":
             if limit == "tokens":
                 self.tokens.on_rate_limited(retry_after_seconds(headers))

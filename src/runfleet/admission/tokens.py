@@ -49,8 +49,9 @@ from .headers import RateLimitHeaders
 
 __all__ = ["TokenBudget", "TokenEntry"]
 
-WINDOW = 60.0  # seconds: the limit is per minute
+WINDOW = 60.0  # seconds: the limit is per minute, and headers count per minute of the clock
 _SLIVER = 1e-9  # waits shorter than the clock can represent are admitted (see bucket.py)
+_ROUNDING = 0.002  # of the server's bucket: more than its headers' rounding can hide
 
 
 class TokenEntry:
@@ -82,11 +83,28 @@ class TokenBudget:
         tpm: the configured limit; None until a server tells one (then nothing is limited).
         default_pause: the pause after a token 429 that names no retry-after.
         max_pause: the longest pause honoured.
+        minute: the seconds of the clock the limit is for: 60, except against a simulator
+            whose time runs faster (at time scale 0.1 a minute of its account lasts 6 s; the
+            server's headers, per minute of the client's clock, are converted).
+        delay_allowance: seconds an entry counts past its minute. Requests that left a minute
+            apart can reach the server closer together than that (one waits longer on the way);
+            counting each a little longer keeps any minute of *arrivals* within the limit too,
+            as :class:`~runfleet.admission.quota.RequestQuota` does for requests.
     """
 
     def __init__(
-        self, tpm: float | None, *, default_pause: float = 1.0, max_pause: float = 120.0
+        self,
+        tpm: float | None,
+        *,
+        default_pause: float = 1.0,
+        max_pause: float = 120.0,
+        minute: float = WINDOW,
+        delay_allowance: float = 0.25,
     ) -> None:
+        if not (math.isfinite(minute) and minute > 0):
+            raise ValueError(f"minute must be a positive number of seconds, got {minute!r}")
+        self.minute = minute
+        self._span = minute + max(0.0, delay_allowance)  # how long a sent entry counts
         self.tpm = tpm
         self.server_limit: float | None = None
         self.server_remaining: float | None = None
@@ -95,6 +113,9 @@ class TokenBudget:
         self.paused_until = -math.inf
         self.rate_limited = 0
         self.peak = 0.0  # the most tokens the ledger held after an admission
+        self.used_peak = 0.0  # the most tokens used in any 60 s, by when usage was known
+        self._used: deque[tuple[float, float]] = deque()  # (settled at, tokens used)
+        self._used_sum = 0.0
         self._pending = 0.0  # admitted, not yet sent
         self._sent: deque[TokenEntry] = deque()  # in stamp order
         self._sent_sum = 0.0
@@ -102,6 +123,7 @@ class TokenBudget:
         self._as_of = -math.inf
         self._server: _ServerView | None = None
         self._unanswered = 0.0  # tokens of requests admitted whose answer has not come back
+        self._answered_total = 0.0  # tokens of every answer come back so far (see ``mark``)
         self._capacity: float | None = None  # the server bucket's size, once inferred
 
     @property
@@ -112,6 +134,11 @@ class TokenBudget:
         if self.tpm is None:
             return self.server_limit
         return min(self.tpm, self.server_limit)
+
+    @property
+    def unanswered(self) -> float:
+        """Tokens of requests admitted whose answer has not come back yet."""
+        return self._unanswered
 
     def held(self, now: float) -> float:
         """Return the tokens counted against the limit at ``now`` (in flight or sent < 60 s)."""
@@ -132,13 +159,14 @@ class TokenBudget:
             return 0.0
         if now < self.paused_until:
             return self.paused_until - now
-        rate = limit / WINDOW
+        rate = limit / self.minute
         self._drain(now, rate)
-        # The bucket: room for ``tokens`` below one second's share, or empty for a bigger one.
-        # The fleet's own bucket asks room for the estimate only: it counts the output
-        # reservation until usage settles, long after the server gave it back, so asking it
-        # for headroom too would leave refills unspent. The server's count asks for headroom.
-        room = max(0.0, rate - tokens)
+        # The bucket: room for ``tokens`` below one second's share (a sixtieth of the minute's
+        # limit), or empty for a bigger one. The fleet's own bucket asks room for the estimate
+        # only: it counts the output reservation until usage settles, long after the server
+        # gave it back, so asking it for headroom too would leave refills unspent. The
+        # server's count asks for headroom.
+        room = max(0.0, limit / WINDOW - tokens)
         waits = [max(0.0, self._level - room) / rate]
         # The ledger: the oldest sent entries must leave until ``tokens`` fits beside the rest.
         excess = self.held(now) + tokens - limit
@@ -153,7 +181,7 @@ class TokenBudget:
         limit = self.limit
         if limit is not None:
             # Unlimited tokens fill no bucket: a limit learned later must not find it deep.
-            self._drain(now, limit / WINDOW)
+            self._drain(now, limit / self.minute)
             self._level += tokens
         self._pending += tokens
         self._unanswered += tokens
@@ -171,13 +199,23 @@ class TokenBudget:
             self._sent.append(entry)
             self._sent_sum += entry.tokens
 
-    def answered(self, entry: TokenEntry) -> None:
-        """The server answered the entry's request: later answers count its tokens themselves."""
-        if not entry.answered:
-            entry.answered = True
-            self._unanswered -= entry.tokens
-            if self._unanswered < _SLIVER:
-                self._unanswered = 0.0  # float drift cannot outlive the last answer
+    def mark(self) -> float:
+        """Return a mark to pass to :meth:`learn` with the answer of a request sent now."""
+        return self._answered_total
+
+    def answered(self, entry: TokenEntry) -> float:
+        """The server answered the entry's request: later answers count its tokens themselves.
+
+        Returns the tokens this added to :meth:`mark` (none if it was answered before).
+        """
+        if entry.answered:
+            return 0.0
+        entry.answered = True
+        self._unanswered -= entry.tokens
+        self._answered_total += entry.tokens
+        if self._unanswered < _SLIVER:
+            self._unanswered = 0.0  # float drift cannot outlive the last answer
+        return entry.tokens
 
     def settle(self, entry: TokenEntry, tokens: float, now: float) -> float:
         """Move the entry to the tokens really used; return what was given back (or taken)."""
@@ -190,22 +228,45 @@ class TokenBudget:
             else:
                 self._sent_sum -= delta
         entry.tokens = tokens
-        self._drain(now, (self.limit or 0.0) / WINDOW)
+        self._drain(now, (self.limit or 0.0) / self.minute)
         self._level = max(0.0, self._level - delta)
         return delta
+
+    def record_used(self, now: float, tokens: float) -> None:
+        """Count ``tokens`` a run really used, as of ``now`` (its usage was just reported)."""
+        self._used.append((now, tokens))
+        self._used_sum += tokens
+        self.used_peak = max(self.used_peak, self.used_last_minute(now))
+
+    def used_last_minute(self, now: float) -> float:
+        """Return the tokens runs really used whose usage was reported in the last 60 s."""
+        used, horizon = self._used, now - self.minute
+        while used and used[0][0] <= horizon:
+            self._used_sum -= used.popleft()[1]
+        if not used:
+            self._used_sum = 0.0  # float drift cannot outlive an empty window
+        return self._used_sum
 
     def release(self, entry: TokenEntry, now: float) -> None:
         """Give every token of a request the server did not charge back (it failed)."""
         self.settle(entry, 0.0, now)
         entry.live = False  # an empty entry left in the deque is skipped when it expires
 
-    def learn(self, now: float, headers: RateLimitHeaders) -> None:
-        """Adopt the server's limit and believe its count of what remains."""
+    def learn(self, now: float, headers: RateLimitHeaders, since: float | None = None) -> None:
+        """Adopt the server's limit and believe its count of what remains.
+
+        ``since`` is :meth:`mark` taken when the request these headers answer was sent. Answers
+        come back out of order: a poll the server counted *before* a create may be read
+        *after* the create's answer, and its count does not hold that create. So everything
+        answered since the request left is taken from its count too, as well as everything
+        not answered yet; without ``since``, only the latter.
+        """
+        per_minute = self.minute / WINDOW  # the headers' minute is the clock's
         if headers.limit is not None:
-            self.server_limit = headers.limit
+            self.server_limit = headers.limit * per_minute
         if headers.remaining is not None:
             self.server_remaining = headers.remaining  # as said, for the operators' metrics
-        limit = headers.limit if headers.limit is not None else self.limit
+        limit = headers.limit if headers.limit is not None else (self.limit or 0) / per_minute
         if headers.remaining is None or headers.reset is None or not limit:
             return
         fraction = min(1.0, max(0.0, headers.remaining / limit))
@@ -215,7 +276,10 @@ class TokenBudget:
             self._capacity = missing / (1.0 - fraction)
         capacity = self._capacity if self._capacity is not None else limit
         available = max(0.0, capacity - missing) if fraction < 1.0 else capacity
-        self._server = _ServerView(available, capacity, now, taken=self._unanswered)
+        taken = self._unanswered
+        if since is not None:
+            taken += max(0.0, self._answered_total - since)
+        self._server = _ServerView(available, capacity, now, taken=taken)
 
     def on_rate_limited(self, now: float, retry_after: float | None) -> None:
         """Pause token admissions for the retry-after (polls cost none and go on)."""
@@ -231,7 +295,7 @@ class TokenBudget:
         limit = self.limit
         if view is None or not limit:
             return None
-        refilled = view.available + (now - view.at) * limit / WINDOW
+        refilled = view.available + (now - view.at) * limit / self.minute
         return min(view.capacity, refilled) - view.taken
 
     def _server_wait(self, now: float, tokens: float) -> float:
@@ -239,10 +303,13 @@ class TokenBudget:
         if available is None or self._server is None or not self.limit:
             return 0.0
         # A request larger than the bucket goes when it is full (the server takes it into debt).
-        need = min(tokens, self._server.capacity)
+        # Headers round (whole tokens of a minute's limit, milliseconds): a request that needs
+        # the count to the last token asks a little more, or it meets a 429 by a token.
+        capacity = self._server.capacity
+        need = min(tokens + _ROUNDING * capacity + 1.0, capacity)
         if available >= need:
             return 0.0
-        return (need - available) / (self.limit / WINDOW)
+        return (need - available) / (self.limit / self.minute)
 
     def _until_freed(self, now: float, excess: float) -> float:
         freed = 0.0
@@ -250,11 +317,11 @@ class TokenBudget:
             freed += entry.tokens if entry.live else 0.0
             if freed >= excess - _SLIVER:
                 assert entry.stamp is not None
-                return max(0.0, entry.stamp + WINDOW - now)
+                return max(0.0, entry.stamp + self._span - now)
         return math.inf  # what is in flight must be sent (or settled) first
 
     def _expire(self, now: float) -> None:
-        horizon = now - WINDOW
+        horizon = now - self._span + _SLIVER  # what ``_until_freed`` waited for has left
         sent = self._sent
         while sent and sent[0].stamp is not None and sent[0].stamp <= horizon:
             entry = sent.popleft()

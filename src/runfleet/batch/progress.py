@@ -32,7 +32,7 @@ class ProgressState:
     invalid: int = 0
     ended: int | None = None
     grace_left: float | None = None
-    tpm: int = 0  # tokens held against the token limit now
+    tpm: int = 0  # tokens runs used in the last 60 s (as their usage was reported)
     token_limit: float | None = None  # None: tokens are not limited, and not shown
 
     @property
@@ -63,7 +63,7 @@ class ProgressState:
 
     @property
     def tokens_text(self) -> str:
-        """Tokens this minute against the limit, as a clause of the line; empty if unlimited."""
+        """Tokens used this minute against the limit, as a clause; empty if unlimited."""
         if self.token_limit is None:
             return ""
         return f"{self.tpm}/{self.token_limit:.0f} tokens/min, "

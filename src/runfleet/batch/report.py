@@ -266,10 +266,10 @@ class BatchSummary:
             f"busiest second {rq['peak_per_second']} (share {rq['quota_per_second']:g})",
         ]
         if tk:
-            limit = "-" if tk["limit"] is None else f"{tk['limit']:.0f}"
+            limit = "" if tk["limit"] is None else f" of {tk['limit']:.0f}"
             lines.append(
-                f"tokens     {tk['used']} used, {tk['per_minute'] or '-'}/min; peak "
-                f"{tk['peak_per_minute']:.0f}/min (limit {limit})"
+                f"tokens     {tk['used']} used, {tk['per_minute']}/min{limit} on average; "
+                f"reserved at most {tk['reserved_peak_per_minute']} in a minute"
             )
         if d["discount"]:
             lines.append(discount_text(d["discount"]))
@@ -305,7 +305,13 @@ _WIDTH, _INDENT = 80, " " * 11
 
 
 def _tokens(stats: FleetStats | None, wall: float) -> dict[str, Any] | None:
-    """The token figures of a batch, or None when it spent none (nothing to report)."""
+    """The token figures of a batch, or None when it spent none (nothing to report).
+
+    Used tokens are what runs really cost (their ``usage``), against the limit; reservations
+    (input estimate plus output reservation, until usage settles them) are what the fleet held
+    against the limit to admit requests, apart. A batch shorter than a minute used its tokens
+    within one minute: its rate is its total, not the total stretched to a minute.
+    """
     t = stats.tokens if stats is not None else None
     if t is None or not t.charged:
         return None
@@ -313,8 +319,9 @@ def _tokens(stats: FleetStats | None, wall: float) -> dict[str, Any] | None:
         "used": t.used,
         "charged": t.charged,
         "given_back": round(t.given_back),
-        "per_minute": round(t.used / wall * 60) if wall > 0 else None,
-        "peak_per_minute": round(t.peak_window),
+        "per_minute": round(t.used * 60 / max(wall, 60.0)),
+        "used_peak_per_minute": round(t.used_peak_window),
+        "reserved_peak_per_minute": round(t.peak_window),
         "limit": t.limit,
         "rate_limited": t.rate_limited,
         "too_large": t.too_large,

@@ -399,7 +399,7 @@ class BatchSession:
             elapsed=now - start,
             ended=self.tally.ended,
             grace_left=None if self.grace_ends is None else self.grace_ends - now,
-            tpm=round(stats.tokens_last_minute) if stats else 0,
+            tpm=round(stats.tokens.used_last_minute) if stats and stats.tokens else 0,
             token_limit=stats.token_limit if stats else None,
         )
 

@@ -4,7 +4,8 @@ The fleet runs with its defaults unless the spec names a setting. Every duration
 is converted to real time like the simulator's, so that at any time scale it sees the same
 scenario as the hand-written loops: its backoff, stall limits and latency target are scaled,
 its quota is the account's RPM in real minutes, and its burst is one scenario second's share
-(the window OpenAI enforces sub-minute, and the fleet's default burst).
+(the window OpenAI enforces sub-minute, and the fleet's default burst). Its token limit is
+learned from the headers, per scenario minute: the token quota's minute is scaled too.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..admission.quota import RequestQuota
+from ..admission.token_quota import TokenQuota
 from ..errors import RunCancelled, RunExpired, RunFailed, RunIncomplete
 from ..fleet import Fleet
 from ..kinds.assistants import AssistantRunSpec
@@ -51,10 +54,13 @@ async def run_fleet(
         settings["latency_fraction"] = spec.number("fraction", 0)
     policy = PollPolicy(**settings).scaled(w.scale)
     webhooks = bool(spec.options.get("webhooks"))
+    quota = RequestQuota(
+        w.rpm / w.scale, burst=max(1.0, w.rpm / 60), tokens=TokenQuota(minute=60 * w.scale)
+    )
     fleet = Fleet(
         w.client,
         rpm=w.rpm / w.scale,
-        burst=max(1.0, w.rpm / 60),
+        quota=quota,
         tools=[lookup],
         policy=policy,
         timeout=w.real(w.limit),

@@ -6,6 +6,12 @@ The words are DESIGN.md's: requests per run divide every request (429s included)
 whose end the strategy saw; polls are retrieve requests; detection latency runs from the
 moment a run needed the client to the retrieve that saw it; the peak window is the most
 requests in any 60 s, against the quota.
+
+Tokens, where the account limits them: tokens used (what runs really cost, the simulator's
+charge minus its refunds), token 429s (all, and after the first minute, once a client had time
+to learn), the token peak (the most tokens used in any 60 s, by when each was admitted) against
+the limit, and token utilisation: tokens used per minute over the limit, from the first
+admission that cost tokens to the last (while runs were still waiting to start).
 """
 
 from __future__ import annotations
@@ -67,6 +73,16 @@ class StrategyRow:
     """Retrieves of each run (each response of a tool chain apart) in the order they were
     created, to see where the polls went: a warm-up, a steady state."""
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
+    tokens_used: int = 0
+    token_429s: int = 0
+    token_429s_late: int = 0
+    """Token 429s after the first minute."""
+    token_peak: int = 0
+    token_limit: float | None = None
+    """The account's tokens per minute; None when tokens are not limited."""
+    token_utilisation: float | None = None
+    token_timeline: list[int] = field(default_factory=list, repr=False)
+    """Tokens used per scenario second, by admission."""
 
     @property
     def over_quota(self) -> bool:
@@ -88,6 +104,8 @@ def row_from_stats(
     polls = sum(stats["requests"].get(name, 0) for name in _RETRIEVES)
     det = store["detection"]
     latencies = sorted(x for item in store.get("items", ()) for x in item["latencies"])
+    tokens, timeline = stats["tokens"], stats.get("timeline", {})
+    per_second = list(timeline.get("tokens", []))
     return StrategyRow(
         strategy=label,
         runs=len(outcomes),
@@ -109,7 +127,23 @@ def row_from_stats(
         timeline=list(stats.get("timeline", {}).get("requests", [])),
         retrieves=[item["retrieves"] for item in store.get("items", ())],
         extra=dict(extra or {}),
+        tokens_used=tokens["used"],
+        token_429s=stats["rate_limited_by_type"]["tokens"],
+        token_429s_late=sum(timeline.get("token_rate_limited", [])[60:]),
+        token_peak=tokens["peak_window"]["peak"],
+        token_limit=tokens["limit"],
+        token_utilisation=_utilisation(per_second, tokens["limit"]),
+        token_timeline=per_second,
     )
+
+
+def _utilisation(per_second: Sequence[int], limit: float | None) -> float | None:
+    """Tokens used per minute over ``limit``, between the first and last second that took any."""
+    spent = [s for s, tokens in enumerate(per_second) if tokens]
+    if limit is None or not spent:
+        return None
+    span = spent[-1] - spent[0] + 1
+    return sum(per_second[spent[0] : spent[-1] + 1]) / (limit * span / 60)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +185,9 @@ class BenchResult:
         s, m = self.settings, self.settings["machine"]
         return (
             f"{s['scenario']} scenario, {s['kind']}: {s['runs']} runs per strategy, at most "
-            f"{s['in_flight']} in flight, quota {s['rpm']:g} RPM (window {s['quota_window']:g} s), "
+            f"{s['in_flight']} in flight, quota {s['rpm']:g} RPM"
+            + (f" and {s['tpm']:g} TPM" if s.get("tpm") else "")
+            + f" (window {s['quota_window']:g} s), "
             f"time scale {s['time_scale']:g}; {m['cores']} cores, {m['cpu']}, Python "
             f"{m['python']}, openai {m['openai']}. Latencies in scenario seconds; (x) = ratio "
             "to classic."
@@ -174,7 +210,13 @@ class BenchResult:
             "| strategy | ok / failed / lost | requests/run | polls/run | 429s "
             "| peak 60 s window / quota | detection p50 | p95 | max (s) | wall (s) |"
         )
-        lines = [head, "|---" * 10 + "|"]
+        tokens = any(row.token_limit is not None for row in self.rows)
+        if tokens:
+            head += (
+                " tokens used | token 429s (after 1st min) | token peak 60 s / limit "
+                "| token utilisation |"
+            )
+        lines = [head, "|---" * (14 if tokens else 10) + "|"]
         for row in self.rows:
             r = self.ratios(row)
             lost = f"**{row.lost}**" if row.lost else "0"
@@ -187,9 +229,21 @@ class BenchResult:
                 f"| {peak} "
                 f"| {_fig(row.p50, r['p50'])} | {_fig(row.p95, r['p95'])} "
                 f"| {_fig(row.max, r['max'], '{:.1f}')} "
-                f"| {_fig(row.wall, r['wall'], '{:.0f}')} |"
+                f"| {_fig(row.wall, r['wall'], '{:.0f}')} |" + (_token_cells(row) if tokens else "")
             )
         return "\n".join(lines)
+
+
+def _token_cells(row: StrategyRow) -> str:
+    """The token columns of a row: used, 429s, peak against the limit, utilisation."""
+    limit = row.token_limit
+    over = limit is not None and row.token_peak > limit
+    peak = f"{row.token_peak} / {'-' if limit is None else f'{limit:g}'}"
+    use = "-" if row.token_utilisation is None else f"{row.token_utilisation:.0%}"
+    return (
+        f" {row.tokens_used} | {row.token_429s} ({row.token_429s_late}) "
+        f"| {peak}{' **over**' if over else ''} | {use} |"
+    )
 
 
 def _fig(value: float | None, ratio: float | None, fmt: str = "{:.2f}") -> str:

@@ -27,7 +27,7 @@ from openai import AsyncOpenAI
 from ..sim.scenario import Scenario, ScenarioError, load_scenario
 from ..sim.server import announced_url, sim_command
 from .fleet_run import Reset, run_fleet
-from .loops import LOOPS, classic_loop, run_loops
+from .loops import LOOPS, classic_loop, cookbook_loop, run_loops
 from .report import BenchResult, StrategyRow, row_from_stats
 from .strategy import BenchError, StrategySpec, classic_backoff, parse_strategies
 from .windows import schedule_polls, waited, workload_window
@@ -137,6 +137,7 @@ async def run_bench(
         "limit": waited(cfg.limit, window),
         "completion_window": window,
         "rpm": scenario.quota.rpm,
+        "tpm": scenario.quota.tpm,
         "quota_window": scenario.quota.window,
         "strategies": [s.label for s in specs],
         "machine": machine(),
@@ -184,11 +185,17 @@ async def _measure(
             client=client,
             poll_after=scenario.poll_after_ms is not None,
             window=window,
+            tpm=scenario.quota.tpm,
+            prompts=scenario.tokens.prompts,
+            chars_per_token=scenario.tokens.rule[1],
+            seed=scenario.seed,
         )
         t0 = time.monotonic()
         outcomes: list[Outcome]
         if spec.name == "fleet":
             outcomes = await run_fleet(w, spec, reset, extra)
+        elif spec.name == "cookbook":
+            outcomes = await run_loops(w, cookbook_loop(w))
         elif spec.name == "classic":
             outcomes = await run_loops(w, classic_loop(classic_backoff(spec)))
         else:

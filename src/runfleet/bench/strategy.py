@@ -27,7 +27,7 @@ class BenchError(ValueError):
     """Raised when the bench is asked for something it cannot do; the message is one line."""
 
 
-STRATEGIES = ("naive", "classic", "fixed2s", "sdk", "fleet")
+STRATEGIES = ("naive", "classic", "fixed2s", "sdk", "cookbook", "fleet")
 DEFAULT_STRATEGIES = {
     "responses": ("naive", "classic", "fixed2s", "fleet"),
     "assistants": ("naive", "classic", "fixed2s", "sdk", "fleet"),
@@ -40,6 +40,7 @@ _OPTIONS: dict[str, dict[str, str]] = {
     "classic": {"initial": "duration", "factor": "factor", "cap": "duration"},
     "fixed2s": {},
     "sdk": {},
+    "cookbook": {},
     "fleet": {
         "latency": "duration",
         "fraction": "fraction",

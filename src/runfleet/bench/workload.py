@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import functools
 import math
+import random
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from openai import AsyncOpenAI
 
+from ..sim.scenario import Dist
 from ..tools import ToolRegistry, tool
 
 __all__ = ["ASSISTANT_ID", "MODEL", "Kind", "Outcome", "Workload", "lookup", "tool_definitions"]
@@ -26,6 +28,7 @@ Outcome = Literal["ok", "failed", "lost"]
 the run or crashed on an error, so its caller never learned how it ended."""
 
 MODEL = "gpt-5-mini"
+_FILLER = "lorem ipsum dolor sit amet "
 ASSISTANT_ID = "asst_bench"
 
 
@@ -71,6 +74,13 @@ class Workload:
     """Whether the server sends ``openai-poll-after-ms`` (the SDK's helpers then follow it)."""
     window: str | None = None
     """The completion window every response of the workload asks for (None: none sent)."""
+    tpm: float | None = None
+    """The account's tokens per scenario minute, for the strategies that budget tokens."""
+    prompts: Dist | None = None
+    """The prompts' sizes in tokens (the scenario's ``tokens.prompts``); None: one line each."""
+    chars_per_token: float = 4.0
+    """Characters a token by the scenario's estimate rule, to write prompts of those sizes."""
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.runs < 1:
@@ -83,8 +93,13 @@ class Workload:
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
 
     def prompt(self, i: int) -> str:
-        """Return the prompt of run ``i``: the same for every strategy."""
-        return f"Bench question {i}"
+        """Return the prompt of run ``i``: the same for every strategy (and every call)."""
+        head = f"Bench question {i}"
+        if self.prompts is None:
+            return head
+        tokens = max(1.0, self.prompts.draw(random.Random(self.seed * 1_000_003 + i)))
+        size = max(len(head), round(tokens * self.chars_per_token))
+        return (head + " " + _FILLER * (size // len(_FILLER) + 1))[:size]
 
     def background(self, i: int) -> dict[str, Any]:
         """Return the ``background_options`` argument of run ``i``'s requests, if any: its

@@ -220,8 +220,9 @@ class Engine:
         except BaseException:
             self._router.end(run, None, RunCancelled(run.ref.id or "-", "submission cancelled"))
             raise
-        # Its times are learned from when the server has it, not from a wait at the door: 500
-        # creates at once on a loaded machine queued there up to an hour of an 8h scenario.
+        # Its life on the server starts now, not when it was submitted: a create that waited
+        # for tokens or a request slot would teach run times that are the wait's (500 creates
+        # at once on a loaded machine queued up to an hour of an 8h scenario at the door).
         run.phase_start = run.seen_working = self.now()
         log.debug("run_submitted", run_id=run.ref.id, kind=kind.name)
         try:

@@ -15,8 +15,8 @@ import openai
 from openai import AsyncOpenAI
 from openai.types.beta.threads import Run
 
+from ..admission.estimates import TokenCost
 from ..admission.gate import RequestGate, RequestKind, Ticket
-from ..admission.token_quota import TokenCost
 from ..errors import UnreadableBody
 from ..logs import get_logger
 from ..results import TokenUsage

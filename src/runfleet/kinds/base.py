@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from ..admission.estimates import TokenCost
 from ..admission.gate import Ticket
-from ..admission.token_quota import Reservation, TokenCost
+from ..admission.token_quota import Reservation
 from ..results import TokenUsage
 from ..tools import ToolCall, ToolOutput
 

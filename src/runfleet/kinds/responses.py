@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 from openai import AsyncOpenAI
 from openai.types.responses import Response
 
+from ..admission.estimates import TokenCost
 from ..admission.gate import RequestGate, RequestKind, Ticket
-from ..admission.token_quota import TokenCost
 from ..errors import UnreadableBody
 from ..results import TokenUsage
 from ..tools import ToolCall, ToolOutput

@@ -171,6 +171,9 @@ class TokenRules(_Strict):
     # When set, a request's input size is drawn from this instead of estimated from its text,
     # so a benchmark with short prompts can still make a token limit bind.
     input: Dist | None = None
+    # What a client of this scenario sends, not what the simulator does: the sizes of its
+    # prompts in tokens by ``estimate`` (``runfleet bench`` writes prompts of these sizes).
+    prompts: Dist | None = None
     # The reservation when the request sets no max_output_tokens (max_completion_tokens).
     default_max_output_tokens: int = Field(default=4096, ge=1)
     # Real output sizes; a draw above the request's reservation is capped at it.
