@@ -103,7 +103,8 @@ def test_unreadable_scenario_file_is_one_line(tmp_path: Path, content: bytes, me
 
 def test_unknown_name_lists_the_builtins() -> None:
     with pytest.raises(
-        ScenarioError, match="not a built-in \\(ample, faulty, overnight, tight, tokens, tools\\)"
+        ScenarioError,
+        match="not a built-in \\(ample, faulty, overnight, strict, tight, tokens, tools\\)",
     ):
         load_scenario("amply")
 

@@ -205,7 +205,8 @@ class RequestGate:
                 tokens.release()  # a refused request is charged nothing
             # A 429 pauses what its limit covers until its retry-after (the quota reads it).
             hit = limit_hit(exc.type, exc.message) if exc.status_code == 429 else "requests"
-            self.quota.observe(exc.response.headers, status=exc.status_code, limit=hit)
+            headers = exc.response.headers
+            self.quota.observe(headers, status=exc.status_code, limit=hit, message=exc.message)
             if hit == "too_large":
                 charged = tokens.charged if tokens is not None else None
                 limit = self.quota.tokens.budget.limit

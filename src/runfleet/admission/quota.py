@@ -22,9 +22,10 @@ from dataclasses import dataclass
 
 from ..logs import get_logger
 from .bucket import AdmissionBucket, LeakyBucket, RateGovernor
-from .headers import LimitHit, parse_rate_limit_headers, retry_after_seconds
+from .headers import LimitHit, RateLimitHeaders, parse_rate_limit_headers, retry_after_seconds
 from .priority import AdmissionQueue, Priority
 from .token_quota import TokenQuota, TokenStats
+from .window_cap import WindowCap, sub_minute_window
 
 __all__ = ["Priority", "QuotaStats", "RequestQuota"]
 
@@ -48,6 +49,7 @@ class QuotaStats:
     consecutive_rate_limits: int
     exhausted: bool
     tokens: TokenStats | None = None
+    per_second: float | None = None
 
     @property
     def waiting_total(self) -> int:
@@ -94,6 +96,11 @@ class RequestQuota:
         tpm: tokens per minute never to exceed in any 60 s window; None (the default) learns
             the limit from ``x-ratelimit-limit-tokens``. Token-costing requests wait for it
             in :attr:`tokens` before they queue here, so polls never wait for tokens.
+        per_second: requests never to exceed in any second, for a server that enforces a
+            per-second share (``rpm / 60`` on OpenAI); None (the default) learns it when the
+            server's reset header or a 429's message shows one (:mod:`.window_cap`).
+        per_second_window: the length of that "second" in seconds; a time-scaled simulator
+            shrinks it.
 
     Raises:
         ValueError: a setting is out of range (rpm not above 1, burst not in [1, rpm), tpm
@@ -116,6 +123,8 @@ class RequestQuota:
         max_consecutive_rate_limits: int | None = None,
         bucket: AdmissionBucket | None = None,
         tpm: float | None = None,
+        per_second: float | None = None,
+        per_second_window: float = 1.0,
     ) -> None:
         self.tokens = TokenQuota(tpm)
         """The token half of the door: creates and tool outputs reserve tokens here first."""
@@ -136,6 +145,9 @@ class RequestQuota:
             got = max_consecutive_rate_limits
             raise ValueError(f"max_consecutive_rate_limits must be at least 1, got {got!r}")
         self._max_consecutive = max_consecutive_rate_limits
+        self._cap: WindowCap | None = None
+        if per_second is not None:
+            self._cap = WindowCap(per_second, per_second_window, delay_allowance)
         self._bucket: AdmissionBucket = bucket if bucket is not None else LeakyBucket()
         self._queue = AdmissionQueue(self._reserve, create_share=create_share)
         self._filled_for = -math.inf  # the pause end the bucket was last filled for
@@ -157,7 +169,9 @@ class RequestQuota:
         """Return 0.0 if a slot was taken at ``now``, else the seconds until one may be."""
         self._last_now = now
         governor = self._governor
-        if now < governor.paused_until:
+        # A pause that ends within a sliver has ended: looptime's clock steps in microseconds,
+        # and a float sum such as ``now + reset`` can land a hair past the step it meant.
+        if governor.paused_until - now > 1e-9:
             return governor.paused_until - now
         rate = governor.rate(now)
         if rate.rpm != self._rpm_in_force:
@@ -171,7 +185,16 @@ class RequestQuota:
             self._filled_for = governor.paused_until
             if governor.paused_until <= governor.backed_off_until:
                 await self._bucket.fill(governor.paused_until, rate)
-        return await self._bucket.reserve(now, rate)
+        cap = self._cap
+        if cap is None:
+            return await self._bucket.reserve(now, rate)
+        wait = cap.wait(now)
+        if wait > 0.0:
+            return wait
+        wait = await self._bucket.reserve(now, rate)
+        if wait == 0.0:
+            cap.take(now)
+        return wait
 
     def observe(
         self,
@@ -179,6 +202,7 @@ class RequestQuota:
         *,
         status: int | None = None,
         limit: LimitHit = "requests",
+        message: str | None = None,
     ) -> None:
         """Learn from one response's headers; call it for every response, 429s included.
 
@@ -186,7 +210,8 @@ class RequestQuota:
         response's ``retry-after-ms``/``retry-after``), and any other status below 500 counts
         as a success that ends a run of consecutive 429s. ``limit`` says which limit a 429 hit
         (:func:`~runfleet.admission.headers.limit_hit`): a tokens 429 pauses only what costs
-        tokens, and "request too large" pauses nothing (that request alone fails).
+        tokens, and "request too large" pauses nothing (that request alone fails). A
+        requests 429's ``message``, like the headers, may show a per-second share.
         """
         self.tokens.observe(headers)
         if status == 429 and limit != "requests":
@@ -200,6 +225,8 @@ class RequestQuota:
         limit_before, paused_before = governor.limit, governor.paused_until
         parsed = parse_rate_limit_headers(headers)
         governor.learn(now, parsed)
+        if self._cap is None:
+            self._learn_window(parsed, message if status == 429 else None)
         if governor.limit != limit_before:
             log.info(
                 "quota_limit_learned",
@@ -214,6 +241,17 @@ class RequestQuota:
             self.on_rate_limited(retry_after_seconds(headers))
         elif status is not None and status < 500:
             governor.on_success()
+
+    def _learn_window(self, parsed: RateLimitHeaders, message: str | None) -> None:
+        """Hold a per-second share from now on if the server shows it enforces one."""
+        window = sub_minute_window(parsed, message)
+        if window is None:
+            return
+        governor = self._governor
+        share = max(1.0, governor.limit * window / 60.0)
+        self._cap = WindowCap(share, window, governor.delay_allowance)
+        log.info("quota_per_second_learned", per_second=share, window=window)
+        self._queue.kick()
 
     def on_rate_limited(self, retry_after: float | None = None) -> int:
         """Pause every admission after a 429 and lower the rate; return the consecutive count.
@@ -266,6 +304,7 @@ class RequestQuota:
             consecutive_rate_limits=governor.consecutive_rate_limits,
             exhausted=self._queue.exhausted is not None,
             tokens=self.tokens.stats(),
+            per_second=None if self._cap is None else self._cap.count,
         )
 
     def __repr__(self) -> str:

@@ -4,7 +4,9 @@ The fleet runs with its defaults unless the spec names a setting. Every duration
 is converted to real time like the simulator's, so that at any time scale it sees the same
 scenario as the hand-written loops: its backoff, stall limits and latency target are scaled,
 its quota is the account's RPM in real minutes, and its burst is one scenario second's share
-(the window OpenAI enforces sub-minute, and the fleet's default burst).
+(the window OpenAI enforces sub-minute, and the fleet's default burst). ``per_second=N`` holds
+at most N requests in any scenario second; without it the fleet learns a per-second share at
+time scale 1 only, since it reads the server's windows in its own real seconds.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..admission.quota import RequestQuota
 from ..errors import RunCancelled, RunExpired, RunFailed, RunIncomplete
 from ..fleet import Fleet
 from ..kinds.assistants import AssistantRunSpec
@@ -51,9 +54,16 @@ async def run_fleet(
         settings["latency_fraction"] = spec.number("fraction", 0)
     policy = PollPolicy(**settings).scaled(w.scale)
     webhooks = bool(spec.options.get("webhooks"))
+    quota = None
+    if "per_second" in spec.options:  # a scenario second is the share's window, at any scale
+        share = spec.number("per_second", 1.0)
+        quota = RequestQuota(
+            w.rpm / w.scale, burst=share, per_second=share, per_second_window=w.scale
+        )
     fleet = Fleet(
         w.client,
         rpm=w.rpm / w.scale,
+        quota=quota,
         burst=max(1.0, w.rpm / 60),
         tools=[lookup],
         policy=policy,

@@ -20,6 +20,7 @@ def check_fleet_options(
     on_exit: Any,
     on_ambiguous_create: Any,
     shared_quota: bool,
+    per_second: Any = None,
 ) -> None:
     """Raise ``ValueError`` for the first option out of range (``tpm`` is checked by the quota)."""
     if not isinstance(rpm, int | float) or not rpm > 0 or math.isinf(rpm):
@@ -39,5 +40,6 @@ def check_fleet_options(
             "the client has no API key: set OPENAI_API_KEY (or pass api_key=) "
             "before creating it; the key is read when the client is created"
         )
-    if shared_quota and tpm is not None:
-        raise ValueError("tpm cannot be set beside a shared quota: set it on the quota")
+    for name, value in (("tpm", tpm), ("per_second", per_second)):
+        if shared_quota and value is not None:
+            raise ValueError(f"{name} cannot be set beside a shared quota: set it on the quota")

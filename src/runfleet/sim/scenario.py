@@ -45,7 +45,7 @@ __all__ = [
     "load_scenario",
 ]
 
-BUILTIN_SCENARIOS = ("ample", "faulty", "overnight", "tight", "tokens", "tools")
+BUILTIN_SCENARIOS = ("ample", "faulty", "overnight", "strict", "tight", "tokens", "tools")
 
 
 class ScenarioError(ValueError):
@@ -156,6 +156,10 @@ class Quota(_Strict):
     # Whether requests refused with 429 still count in the window (OpenAI says failed
     # requests count); off by default so a client that backs off recovers at once.
     count_rejected: bool = False
+    # "bucket": refilled during the window, so any one window may see up to twice its share
+    # (full bucket plus refill). "log": a log of arrivals, at most rpm * window / 60 in any
+    # window at all, as servers that count per second strictly do.
+    enforce: Literal["bucket", "log"] = "bucket"
 
 
 class TokenRules(_Strict):
