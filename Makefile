@@ -48,6 +48,9 @@ bench: $(STAMP)
 		--plot docs/bench/frontier.png | tee docs/bench/frontier.md
 	$(BIN)/runfleet bench --scenario ample --runs 2000 --strategies classic,fleet \
 		--json docs/bench/ample-2000.json | tee docs/bench/ample-2000.md
+	$(BIN)/python benchmarks/grid.py --runs 500 --out docs/bench  # grid.md, .json, .png
+	$(BIN)/runfleet bench --scenario strict --runs 1000 --strategies fleet,fleet:per_second=10 \
+		--json docs/bench/strict.json | tee docs/bench/strict.md
 
 bench-sim: $(STAMP)
 	$(BIN)/python benchmarks/sim_throughput.py
