@@ -152,3 +152,21 @@ async def test_a_per_second_share_beside_a_shared_quota_is_refused_in_one_line()
     with pytest.raises(ValueError, match=r"^per_second must be a number of requests of at least 1"):
         Fleet(client, rpm=600, per_second=0)
     await client.close()
+
+
+def test_a_429_despite_the_share_widens_the_spread_allowed_for() -> None:
+    cap = WindowCap(10, 1.0, delay=0.25)
+    assert [cap.widen(), cap.widen(), cap.widen()] == [0.5, 1.0, 1.0]  # at most the window
+    assert cap.span == 2.0
+    assert WindowCap(10, 1.0).widen() == 0.1
+
+
+@pytest.mark.looptime
+async def test_the_quota_widens_once_per_back_off_not_per_echo() -> None:
+    quota = RequestQuota(600, per_second=10)
+    refused = {"retry-after-ms": "100"}
+    with capture_logs() as logs:
+        quota.observe(refused, status=429)
+        quota.observe(refused, status=429)  # in flight when the first came back: an echo
+    widened = [e["delay"] for e in logs if e["event"] == "quota_per_second_widened"]
+    assert widened == [0.5]

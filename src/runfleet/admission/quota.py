@@ -238,7 +238,10 @@ class RequestQuota:
         if governor.paused_until > paused_before:
             log.info("quota_held_until_reset", reset=parsed.reset, remaining=parsed.remaining)
         if status == 429:
-            self.on_rate_limited(retry_after_seconds(headers))
+            before = governor.consecutive_rate_limits
+            after = self.on_rate_limited(retry_after_seconds(headers))
+            if self._cap is not None and after > before:  # a new back-off, not an echo
+                log.warning("quota_per_second_widened", delay=self._cap.widen())
         elif status is not None and status < 500:
             governor.on_success()
 

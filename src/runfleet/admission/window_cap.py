@@ -72,6 +72,16 @@ class WindowCap:
         # A ceiling lowered under a full log frees a slot only once the surplus has left too.
         return times[len(times) - self.count] - horizon
 
+    def widen(self) -> float:
+        """Allow for twice the spread (at least 0.1 s, at most the window); return it.
+
+        For a 429 that came despite the cap: requests bunched more on the way than allowed
+        for (a loaded machine stalls the client's loop, or the server's, for longer), and the
+        next stall will likely be as long.
+        """
+        self.delay = min(self.window, max(0.1, 2.0 * self.delay))
+        return self.delay
+
     def take(self, now: float) -> None:
         """Count one admission at ``now`` (after :meth:`wait` said it may go)."""
         self._times.append(now)
