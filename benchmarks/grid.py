@@ -34,17 +34,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import math
+import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from statistics import fmean as mean
 from typing import Any
 
 import numpy as np
 
+from runfleet.bench.race import race
 from runfleet.bench.runner import BenchConfig, run_bench
 
 QUEUED = {"dist": "lognormal", "median": 0.5, "sigma": 0.5}
@@ -137,6 +142,40 @@ def oracle_polls(cell: Cell, latency: float | None, seed: int = 0) -> float | No
     return float(np.mean([oracle(times, latency) for times in halves]))
 
 
+def _drawer(cell: Cell, runs: int) -> Callable[[random.Random], float]:
+    """Draw run times as the simulator does, one run after another (``bench.race``'s form)."""
+    made = itertools.count(1)
+
+    def work(spec: dict[str, Any], rng: random.Random) -> float:
+        if spec["dist"] == "lognormal":
+            return rng.lognormvariate(math.log(spec["median"]), spec["sigma"])
+        part = rng.choices(spec["parts"], spec["weights"])[0]
+        return work(part, rng)
+
+    def draw(rng: random.Random) -> float:
+        drifted = cell.drift_after is not None and next(made) > cell.drift_after
+        queued = rng.lognormvariate(math.log(0.5), 0.5)
+        return queued + work(cell.work, rng) * (2.0 if drifted else 1.0)
+
+    return draw
+
+
+def offline(cell: Cell, runs: int, seeds: int = 3) -> dict[str, Any]:
+    """The learned schedule alone against the classic loop and the oracle, on no network.
+
+    ``bench.race``: runs polled one after another, the model learning online from what its own
+    polls saw; no first wave, no scouts, no machine load. Means over ``seeds`` seeds.
+    """
+    races = [race(_drawer(cell, runs), seed, runs) for seed in range(seeds)]
+
+    def row(polls: float, p95: float) -> dict[str, Any]:
+        return {"requests_per_run": 1 + polls, "polls_per_run": polls, "p95": p95, "lost": 0}
+
+    classic = row(mean(r.classic_polls for r in races), mean(r.classic_p95 for r in races))
+    fleet = row(mean(r.learned_polls for r in races), mean(r.learned_p95 for r in races))
+    return _judged(cell, None, 0.0, {"classic": classic, "fleet": fleet})
+
+
 def time_scale(cell: Cell) -> float:
     """Real seconds per scenario second: a run's mean near 1.5 real seconds, never slower, and
     never below a quarter, where the classic loop's 100 runs polled every 5 s would need more
@@ -145,7 +184,9 @@ def time_scale(cell: Cell) -> float:
     return max(0.25, min(1.0, 1.5 / mean))
 
 
-async def measure(cell: Cell, runs: int, folder: Path) -> dict[str, Any]:
+async def measure(
+    cell: Cell, runs: int, folder: Path, scale: float | None = None
+) -> dict[str, Any]:
     """Run the four strategies on one cell; return their rows and the oracle's figures."""
     path = folder / f"{cell.name}.json"
     path.write_text(json.dumps(cell.scenario(runs)))
@@ -153,7 +194,7 @@ async def measure(cell: Cell, runs: int, folder: Path) -> dict[str, Any]:
     longest = float(np.quantile(times, 0.9999))
     latency = min(2.0, cell.median / 2)
     specs = [s if s != "fleet:latency" else f"fleet:latency={latency:g}s" for s in STRATEGIES]
-    scale = time_scale(cell)
+    scale = scale or time_scale(cell)
     cfg = BenchConfig(
         scenario=path,
         runs=runs,
@@ -168,19 +209,26 @@ async def measure(cell: Cell, runs: int, folder: Path) -> dict[str, Any]:
     result = await run_bench(cfg)
     rows = {row.strategy.split(":")[0] + (":latency" if ":" in row.strategy else ""): row
             for row in result.rows}  # fmt: skip
+    wall = time.monotonic() - started
+    return _judged(cell, scale, wall, {name: asdict(row) for name, row in rows.items()})
+
+
+def _judged(
+    cell: Cell, scale: float | None, wall: float, rows: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """A cell's figures with the oracle's at the fleet's and at the classic loop's p95."""
     classic, fleet = rows["classic"], rows["fleet"]
-    at_fleet = oracle_polls(cell, fleet.p95)
-    at_classic = oracle_polls(cell, classic.p95)
+    at_fleet = oracle_polls(cell, fleet["p95"])
+    at_classic = oracle_polls(cell, classic["p95"])
+    requests = classic["requests_per_run"]
     return {
         "cell": cell.name,
         "time_scale": scale,
-        "wall": time.monotonic() - started,
-        "rows": {name: asdict(row) for name, row in rows.items()},
+        "wall": wall,
+        "rows": rows,
         "oracle_at_fleet_p95": at_fleet,
         "oracle_at_classic_p95": at_classic,
-        "bound": None
-        if at_classic is None or not classic.requests_per_run
-        else (1.0 + at_classic) / classic.requests_per_run,
+        "bound": None if at_classic is None or not requests else (1.0 + at_classic) / requests,
     }
 
 
@@ -213,21 +261,23 @@ def table(grid: list[dict[str, Any]]) -> str:
         r = cell["rows"]
         v = verdict(cell)
         lines.append(
-            f"| {cell['cell']} | {cell['time_scale']:.3g} | {_pair(r['classic'])} "
-            f"| {_pair(r['fixed2s'])} | {_num(r['fleet']['requests_per_run'])}, "
+            f"| {cell['cell']} | {_num(cell['time_scale'], '{:.3g}')} | {_pair(r['classic'])} "
+            f"| {_pair(r.get('fixed2s'))} | {_num(r['fleet']['requests_per_run'])}, "
             f"{_num(r['fleet']['polls_per_run'])}, {_num(r['fleet']['p95'])} "
-            f"| {_pair(r['fleet:latency'])} | {_num(cell['oracle_at_fleet_p95'])} "
+            f"| {_pair(r.get('fleet:latency'))} | {_num(cell['oracle_at_fleet_p95'])} "
             f"| {_num(v['oracle'])} | {_num(v['requests'])} | {_num(v['p95'])} "
             f"| {_num(cell['bound'])} | {'yes' if v['holds'] else '**no**'} |"
         )
     return "\n".join(lines)
 
 
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+def _num(value: float | None, form: str = "{:.2f}") -> str:
+    return "-" if value is None else form.format(value)
 
 
-def _pair(row: dict[str, Any]) -> str:
+def _pair(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "-"
     lost = f" ({row['lost']} lost)" if row["lost"] else ""
     return f"{_num(row['requests_per_run'])}, {_num(row['p95'])}{lost}"
 
@@ -272,6 +322,8 @@ async def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("docs/bench"))
     parser.add_argument("--render", action="store_true", help="redraw from --out/grid.json")
+    parser.add_argument("--offline", action="store_true", help="the schedule alone (bench.race)")
+    parser.add_argument("--time-scale", type=float, help="for every cell (default: per cell)")
     args = parser.parse_args()
     every = {c.name: c for c in cells(args.runs)}
     chosen = [every[n] for n in args.cells.split(",")] if args.cells else list(every.values())
@@ -282,7 +334,10 @@ async def main() -> None:
         chosen = []
     with tempfile.TemporaryDirectory() as folder:
         for cell in chosen:
-            grid.append(await measure(cell, args.runs, Path(folder)))
+            if args.offline:
+                grid.append(offline(cell, args.runs))
+            else:
+                grid.append(await measure(cell, args.runs, Path(folder), args.time_scale))
             print(f"{cell.name}: {grid[-1]['wall']:.0f} s, {verdict(grid[-1])}", file=sys.stderr)
             (args.out / "grid.json").write_text(json.dumps(grid, indent=1))
     text = table(grid)
