@@ -252,7 +252,10 @@ class RequestQuota:
             return
         governor = self._governor
         share = max(1.0, governor.limit * window / 60.0)
-        self._cap = WindowCap(share, window, governor.delay_allowance)
+        # Learned, it allows for no spread at first: a server that enforces the share as a
+        # bucket (OpenAI's description) takes it as is, and the quota's own bucket already keeps
+        # its burst; one that counts strictly answers a 429, which widens it (``observe``).
+        self._cap = WindowCap(share, window, 0.0)
         log.info("quota_per_second_learned", per_second=share, window=window)
         self._queue.kick()
 

@@ -11,7 +11,10 @@ Why ``window + delay``: the server counts arrivals, the quota admissions, and ad
 ``delay`` apart can arrive together (the bucket's ``delay_allowance``, see
 :mod:`runfleet.admission.bucket`); any server window of length *w* holds arrivals admitted in
 ``w + delay``. The price is the sustained rate: ``count / (window + delay)``, 8 requests a
-second instead of 10 at 600 RPM with the default quarter second.
+second instead of 10 at 600 RPM with the default quarter second. So a share the user sets
+gets the allowance, and a learned one starts without it and gets it only after a 429 (which
+doubles it from 0.1 s): most servers that enforce per second do so with a bucket, which
+tolerates that spread, and would only lose a fifth of their rate to it.
 
 It also says when a server enforces such a share (:func:`sub_minute_window`): from the
 ``x-ratelimit-*-requests`` headers, whose reset is "until the quota is full again", or from a
