@@ -170,3 +170,11 @@ async def test_the_quota_widens_once_per_back_off_not_per_echo() -> None:
         quota.observe(refused, status=429)  # in flight when the first came back: an echo
     widened = [e["delay"] for e in logs if e["event"] == "quota_per_second_widened"]
     assert widened == [0.5]
+
+
+def test_the_bench_names_the_share_as_a_fleet_setting() -> None:
+    from runfleet.bench.strategy import BenchError, parse_strategy
+
+    assert parse_strategy("fleet:per_second=10", "responses").number("per_second", 0) == 10
+    with pytest.raises(BenchError, match="per_second must be a number >= 1"):
+        parse_strategy("fleet:per_second=0.5", "responses")
