@@ -50,6 +50,13 @@ bench: $(STAMP)
 		--json docs/bench/ample-2000.json | tee docs/bench/ample-2000.md
 	$(BIN)/runfleet bench --scenario tokens --runs 1000 --strategies classic,cookbook,fleet \
 		--time-scale 0.1 --limit 1200 --json docs/bench/tokens.json | tee docs/bench/tokens.md
+	# The grid (README, "Other run-time shapes"): 1 min offline, ~25 min on the simulator;
+	# per-second enforcement on `strict`: ~10 min.
+	$(BIN)/python benchmarks/grid.py --offline --runs 500 --out docs/bench/grid-offline
+	$(BIN)/python benchmarks/grid.py --runs 200 --time-scale 1 --out docs/bench/grid-sim \
+		--cells m1-s0.3,m1-s0.6,m4-s0.3,m4-s0.6,drift,m1-s1.2,m4-s1.2
+	$(BIN)/runfleet bench --scenario strict --runs 1000 --time-scale 1 \
+		--strategies fleet:per_second=10,fleet --json docs/bench/strict.json | tee docs/bench/strict.md
 
 bench-sim: $(STAMP)
 	$(BIN)/python benchmarks/sim_throughput.py

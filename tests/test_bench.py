@@ -212,7 +212,8 @@ def test_a_misspelt_strategy_after_another_is_named_unknown() -> None:
         ({"in_flight": 0}, "--in-flight must be at least 1, got 0"),
         (
             {"scenario": "nope"},
-            "scenario 'nope': not a built-in (ample, faulty, overnight, tight, tokens, tools)",
+            "scenario 'nope': not a built-in "
+            "(ample, faulty, overnight, strict, tight, tokens, tools)",
         ),
         ({"scenario": "missing.json"}, "scenario missing.json: cannot read"),
         ({"kind": "chat"}, "kind must be 'responses' or 'assistants', not 'chat'"),

@@ -32,7 +32,8 @@ def test_sim_refuses_a_bad_scenario_in_one_line(tmp_path: Path) -> None:
 def test_sim_refuses_an_unknown_builtin() -> None:
     result = run("sim", "--scenario", "nope")
     assert result.returncode == 2
-    assert "not a built-in (ample, faulty, overnight, tight, tokens, tools)" in result.stderr
+    builtins = "ample, faulty, overnight, strict, tight, tokens, tools"
+    assert f"not a built-in ({builtins})" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 

@@ -64,6 +64,7 @@ class Fleet:
             wait for tokens. None (the default) learns the limit from the server's
             ``x-ratelimit-limit-tokens``.
         burst: requests that may go at once (default: one second's share of ``rpm``).
+        per_second: requests in any one second, for servers that enforce it (default: learned).
         tools: tool handlers (``@tool`` functions or plain functions).
         concurrency: requests in flight at once; keep it at or under the HTTP client's
             keep-alive pool (100 for the SDK's default client).
@@ -109,6 +110,7 @@ class Fleet:
         rpm: float,
         tpm: float | None = None,
         burst: float | None = None,
+        per_second: float | None = None,
         tools: Iterable[Any] = (),
         concurrency: int = 64,
         policy: PollPolicy | None = None,
@@ -138,9 +140,12 @@ class Fleet:
             on_ambiguous_create=on_ambiguous_create,
             shared_quota=quota is not None,
             completion_window=completion_window,
+            per_second=per_second,
         )
         self._client = client.with_options(max_retries=0)
-        self._quota = build_quota(quota, rpm, burst, tpm, redis, account, client.api_key)
+        self._quota = build_quota(
+            quota, rpm, burst, tpm, redis, account, client.api_key, per_second
+        )
         self._stats = StatsCollector()
         gate = RequestGate(self._quota, self._stats, concurrency=concurrency)
         self._kinds: dict[str, Kind] = {

@@ -35,6 +35,20 @@ def test_one_second_window_admits_a_seconds_share_then_paces() -> None:
     assert not bucket.admit(0.1).admitted
 
 
+def test_a_log_admits_no_more_than_the_share_in_any_window() -> None:
+    """A bucket lets 10 at 0.0 and 10 more during the next second; a log lets no 11th in."""
+    bucket = TokenBucket(Quota(rpm=600, window=1), Storms())
+    assert sum(bucket.admit(t / 20).admitted for t in range(20)) == 19
+    log = TokenBucket(Quota(rpm=600, window=1, enforce="log"), Storms())
+    assert sum(log.admit(t / 20).admitted for t in range(20)) == 10
+    refused = log.admit(0.95)
+    assert refused.retry_after == pytest.approx(0.05)  # when the arrival at 0.0 leaves
+    assert log.remaining_fraction(0.95) == 0.0
+    assert log.until_full(0.95) == pytest.approx(0.5)  # the last, at 0.45, leaves at 1.45
+    assert log.admit(1.0).admitted
+    assert not log.admit(1.0).admitted
+
+
 def test_minute_window_allows_the_whole_minute_at_once() -> None:
     bucket = TokenBucket(Quota(rpm=120, window=60), Storms())
     assert all(bucket.admit(0.0).admitted for _ in range(120))

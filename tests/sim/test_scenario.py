@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from runfleet.sim.scenario import BUILTIN_SCENARIOS, Dist, ScenarioError, load_scenario
+from runfleet.sim.world import World
 
 
 @pytest.mark.parametrize("name", BUILTIN_SCENARIOS)
@@ -103,7 +104,8 @@ def test_unreadable_scenario_file_is_one_line(tmp_path: Path, content: bytes, me
 
 def test_unknown_name_lists_the_builtins() -> None:
     with pytest.raises(
-        ScenarioError, match="not a built-in \\(ample, faulty, overnight, tight, tokens, tools\\)"
+        ScenarioError,
+        match="not a built-in \\(ample, faulty, overnight, strict, tight, tokens, tools\\)",
     ):
         load_scenario("amply")
 
@@ -168,3 +170,34 @@ def test_bad_window_keys_are_one_line_errors(windows: dict[str, Any], match: str
     with pytest.raises(ScenarioError, match=match) as info:
         load_scenario({"windows": windows})
     assert "\n" not in str(info.value)
+
+
+def test_a_mixture_draws_each_part_by_its_weight() -> None:
+    """70 % fast, 30 % ten times slower: a bimodal workload, as data."""
+    mix = Dist.model_validate({"dist": "mixture", "parts": [4, 40], "weights": [0.7, 0.3]})
+    rng = random.Random(1)
+    draws = [mix.draw(rng) for _ in range(2000)]
+    assert set(draws) == {4.0, 40.0}
+    assert 0.27 < draws.count(40.0) / len(draws) < 0.33
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"dist": "mixture", "parts": [1, 2], "weights": [1]}, "one weight per part"),
+        ({"dist": "mixture", "parts": [1], "weights": [0]}, "not all zero"),
+    ],
+)
+def test_a_mixture_without_its_weights_is_refused(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Dist.model_validate(data)
+
+
+def test_drift_lengthens_the_runs_created_after_it() -> None:
+    scenario = load_scenario(
+        {"lifecycle": {"queued": 0, "in_progress": 4, "drift_after": 2, "drift_factor": 2}}
+    )
+    world = World(scenario)
+    works = [(j.done_at - j.running_at) for j in (world.new_job(str(i), 0.0, expires=False)
+                                                  for i in range(4))]  # fmt: skip
+    assert works == [4.0, 4.0, 8.0, 8.0]

@@ -27,6 +27,7 @@ def build_quota(
     redis: str | RedisLimits | None,
     account: str | None,
     api_key: str | None,
+    per_second: float | None = None,
     /,
 ) -> RequestQuota:
     """Return ``quota``, or a new one of ``rpm``/``tpm``, shared through ``redis`` if given.
@@ -46,9 +47,9 @@ def build_quota(
     if redis is None:
         if account is not None:
             raise ValueError("account names what Redis shares: pass redis= too")
-        return RequestQuota(rpm, burst=burst, tpm=tpm)
+        return RequestQuota(rpm, burst=burst, tpm=tpm, per_second=per_second)
     if isinstance(redis, str):
         redis = RedisLimits(redis, account=account or account_of(api_key))
     elif account is not None and account != redis.account:
         raise ValueError(f"account {account!r} differs from the store's {redis.account!r}")
-    return RequestQuota(rpm, burst=burst, tpm=tpm, shared=redis)
+    return RequestQuota(rpm, burst=burst, tpm=tpm, shared=redis, per_second=per_second)

@@ -213,7 +213,10 @@ class RequestGate:
                 tokens.release()  # a refused request is charged nothing
             # A 429 pauses what its limit covers until its retry-after (the quota reads it).
             hit = limit_hit(exc.type, exc.message) if exc.status_code == 429 else "requests"
-            self.quota.observe(exc.response.headers, status=exc.status_code, limit=hit, since=since)
+            headers = exc.response.headers
+            self.quota.observe(
+                headers, status=exc.status_code, limit=hit, since=since, message=exc.message
+            )
             if exc.status_code == 429:
                 await self.quota.publish()  # the other processes on the account pause too
             if hit == "too_large":

@@ -23,10 +23,11 @@ from typing import Literal
 
 from ..logs import get_logger
 from .bucket import AdmissionBucket, LeakyBucket, RateGovernor
-from .headers import LimitHit, parse_rate_limit_headers, retry_after_seconds
+from .headers import LimitHit, RateLimitHeaders, parse_rate_limit_headers, retry_after_seconds
 from .priority import AdmissionQueue, Priority
 from .shared import RedisLimits, SharedStats
 from .token_quota import TokenQuota, TokenStats
+from .window_cap import WindowCap, sub_minute_window
 
 __all__ = ["Priority", "QuotaStats", "RequestQuota"]
 
@@ -51,6 +52,7 @@ class QuotaStats:
     exhausted: bool
     tokens: TokenStats | None = None
     shared: SharedStats | None = None
+    per_second: float | None = None
 
     @property
     def waiting_total(self) -> int:
@@ -102,6 +104,11 @@ class RequestQuota:
             shared (see :mod:`runfleet.admission.shared`). Priorities stay this process's.
         tokens: the token half built apart (a :class:`TokenQuota` with its own estimates or
             minute) instead of one of ``tpm``.
+        per_second: requests never to exceed in any second, for a server that enforces a
+            per-second share (``rpm / 60`` on OpenAI); None (the default) learns it when the
+            server's reset header or a 429's message shows one (:mod:`.window_cap`).
+        per_second_window: the length of that "second" in seconds; a time-scaled simulator
+            shrinks it.
 
     Raises:
         ValueError: a setting is out of range (rpm not above 1, burst not in [1, rpm), tpm
@@ -126,6 +133,8 @@ class RequestQuota:
         tpm: float | None = None,
         shared: RedisLimits | None = None,
         tokens: TokenQuota | None = None,
+        per_second: float | None = None,
+        per_second_window: float = 1.0,
     ) -> None:
         if tokens is not None and tpm is not None:
             raise ValueError("tpm cannot be set beside a token quota: set it on the token quota")
@@ -152,6 +161,9 @@ class RequestQuota:
         if shared is not None:
             shared.bind(self._governor.rpm, tpm)
             bucket = bucket if bucket is not None else shared
+        self._cap: WindowCap | None = None
+        if per_second is not None:
+            self._cap = WindowCap(per_second, per_second_window, delay_allowance)
         self._bucket: AdmissionBucket = bucket if bucket is not None else LeakyBucket()
         self._queue = AdmissionQueue(self._reserve, create_share=create_share)
         self._filled_for = -math.inf  # the pause end the bucket was last filled for
@@ -173,7 +185,9 @@ class RequestQuota:
         """Return 0.0 if a slot was taken at ``now``, else the seconds until one may be."""
         self._last_now = now
         governor = self._governor
-        if now < governor.paused_until:
+        # A pause that ends within a sliver has ended: looptime's clock steps in microseconds,
+        # and a float sum such as ``now + reset`` can land a hair past the step it meant.
+        if governor.paused_until - now > 1e-9:
             return governor.paused_until - now
         rate = governor.rate(now)
         if rate.rpm != self._rpm_in_force:
@@ -187,7 +201,16 @@ class RequestQuota:
             self._filled_for = governor.paused_until
             if governor.paused_until <= governor.backed_off_until:
                 await self._bucket.fill(governor.paused_until, rate)
-        return await self._bucket.reserve(now, rate)
+        cap = self._cap
+        if cap is None:
+            return await self._bucket.reserve(now, rate)
+        wait = cap.wait(now)
+        if wait > 0.0:
+            return wait
+        wait = await self._bucket.reserve(now, rate)
+        if wait == 0.0:
+            cap.take(now)
+        return wait
 
     def observe(
         self,
@@ -196,6 +219,7 @@ class RequestQuota:
         status: int | None = None,
         limit: LimitHit = "requests",
         since: float | None = None,
+        message: str | None = None,
     ) -> None:
         """Learn from one response's headers; call it for every response, 429s included.
 
@@ -204,7 +228,8 @@ class RequestQuota:
         as a success that ends a run of consecutive 429s. ``limit`` says which limit a 429 hit
         (:func:`~runfleet.admission.headers.limit_hit`): a tokens 429 pauses only what costs
         tokens, and "request too large" pauses nothing (that request alone fails). ``since``
-        is the token quota's mark when the request left (:meth:`TokenQuota.mark`).
+        is the token quota's mark when the request left (:meth:`TokenQuota.mark`). A
+        requests 429's ``message``, like the headers, may show a per-second share.
         """
         self.tokens.observe(headers, since)
         if status == 429 and limit != "requests":
@@ -221,6 +246,8 @@ class RequestQuota:
         governor.learn(now, parsed)
         if self.shared is not None:
             self.shared.learned(governor.server_limit, self.tokens.budget.server_limit)
+        if self._cap is None:
+            self._learn_window(parsed, message if status == 429 else None)
         if governor.limit != limit_before:
             log.info(
                 "quota_limit_learned",
@@ -232,9 +259,26 @@ class RequestQuota:
         if governor.paused_until > paused_before:
             log.info("quota_held_until_reset", reset=parsed.reset, remaining=parsed.remaining)
         if status == 429:
-            self.on_rate_limited(retry_after_seconds(headers))
+            before = governor.consecutive_rate_limits
+            after = self.on_rate_limited(retry_after_seconds(headers))
+            if self._cap is not None and after > before:  # a new back-off, not an echo
+                log.warning("quota_per_second_widened", delay=self._cap.widen())
         elif status is not None and status < 500:
             governor.on_success()
+
+    def _learn_window(self, parsed: RateLimitHeaders, message: str | None) -> None:
+        """Hold a per-second share from now on if the server shows it enforces one."""
+        window = sub_minute_window(parsed, message)
+        if window is None:
+            return
+        governor = self._governor
+        share = max(1.0, governor.limit * window / 60.0)
+        # Learned, it allows for no spread at first: a server that enforces the share as a
+        # bucket (OpenAI's description) takes it as is, and the quota's own bucket already keeps
+        # its burst; one that counts strictly answers a 429, which widens it (``observe``).
+        self._cap = WindowCap(share, window, 0.0)
+        log.info("quota_per_second_learned", per_second=share, window=window)
+        self._queue.kick()
 
     def on_rate_limited(self, retry_after: float | None = None) -> int:
         """Pause every admission after a 429 and lower the rate; return the consecutive count.
@@ -304,6 +348,7 @@ class RequestQuota:
             exhausted=self._queue.exhausted is not None,
             tokens=self.tokens.stats(),
             shared=self.shared.stats() if self.shared is not None else None,
+            per_second=None if self._cap is None else self._cap.count,
         )
 
     def __repr__(self) -> str:

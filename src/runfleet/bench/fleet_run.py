@@ -6,6 +6,9 @@ scenario as the hand-written loops: its backoff, stall limits and latency target
 its quota is the account's RPM in real minutes, and its burst is one scenario second's share
 (the window OpenAI enforces sub-minute, and the fleet's default burst). Its token limit is
 learned from the headers, per scenario minute: the token quota's minute is scaled too.
+``per_second=N`` holds at most N requests in any scenario second; without it the fleet learns
+a per-second share at time scale 1 only, since it reads the server's windows in its own real
+seconds.
 """
 
 from __future__ import annotations
@@ -54,8 +57,13 @@ async def run_fleet(
         settings["latency_fraction"] = spec.number("fraction", 0)
     policy = PollPolicy(**settings).scaled(w.scale)
     webhooks = bool(spec.options.get("webhooks"))
+    share = spec.number("per_second", 1.0) if "per_second" in spec.options else None
     quota = RequestQuota(
-        w.rpm / w.scale, burst=max(1.0, w.rpm / 60), tokens=TokenQuota(minute=60 * w.scale)
+        w.rpm / w.scale,
+        burst=share or max(1.0, w.rpm / 60),
+        tokens=TokenQuota(minute=60 * w.scale),
+        per_second=share,  # a scenario second is the share's window, at any scale
+        per_second_window=w.scale,
     )
     fleet = Fleet(
         w.client,

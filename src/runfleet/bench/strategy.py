@@ -47,6 +47,7 @@ _OPTIONS: dict[str, dict[str, str]] = {
         "webhooks": "flag",
         "drop": "fraction",
         "safety": "duration",
+        "per_second": "factor",  # requests in any scenario second (a number >= 1)
     },
 }
 

@@ -23,6 +23,7 @@ def check_fleet_options(
     on_ambiguous_create: Any,
     shared_quota: bool,
     completion_window: Any = None,
+    per_second: Any = None,
 ) -> None:
     """Raise ``ValueError`` for the first option out of range (``tpm`` is checked by the quota)."""
     if not isinstance(rpm, int | float) or not rpm > 0 or math.isinf(rpm):
@@ -46,5 +47,6 @@ def check_fleet_options(
         raise ValueError(
             f"completion_window must be one of {', '.join(WINDOWS)}, not {completion_window!r}"
         )
-    if shared_quota and tpm is not None:
-        raise ValueError("tpm cannot be set beside a shared quota: set it on the quota")
+    for name, value in (("tpm", tpm), ("per_second", per_second)):
+        if shared_quota and value is not None:
+            raise ValueError(f"{name} cannot be set beside a shared quota: set it on the quota")

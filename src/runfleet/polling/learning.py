@@ -66,6 +66,7 @@ from typing import Generic, TypeVar
 
 from ..stats import quantile
 from .interval_fit import IntervalFit
+from .latency_guard import LatencyGuard
 from .policy import PollPolicy
 from .schedule import floor_delay, jittered
 from .windows import window_policy, window_span
@@ -101,7 +102,8 @@ class _KeyTimes:
     """Observations and derived plan of one key, and the policy its runs are polled by."""
 
     __slots__ = (
-        "done", "earliest", "intervals", "plan", "policy", "queue", "stall_after", "start",
+        "done", "earliest", "guard", "intervals", "plan", "policy", "queue", "stall_after",
+        "start",
     )  # fmt: skip
 
     def __init__(self, policy: PollPolicy) -> None:
@@ -113,6 +115,7 @@ class _KeyTimes:
         self.start: float | None = None
         self.plan: _Plan | None = None
         self.stall_after = policy.stall_unlearned
+        self.guard = LatencyGuard(policy.backoff)
 
 
 class RunTimes(Generic[K]):
@@ -220,6 +223,8 @@ class RunTimes(Generic[K]):
                 _check_seconds(given)
         times = self._touch(key)
         policy = times.policy
+        if times.plan is not None and not first_poll and previous is not None:
+            times.guard.observe(seconds, seconds - min(previous, seconds))
         times.done.append(seconds)
         times.earliest = min(times.earliest, seconds)
         since = None if first_poll else seconds if previous is None else min(previous, seconds)
@@ -232,7 +237,10 @@ class RunTimes(Generic[K]):
         if fit is not None and fit.surprise is None:
             early = fit.quantile(policy.early_share)
             median = fit.quantile(0.5)
-            gap = _clamped(policy, _target(policy, values), _cap(policy, values))
+            squeeze = times.guard.squeeze
+            gap = _clamped(
+                policy, squeeze * _target(policy, values), squeeze * _cap(policy, values)
+            )
             times.start = min(early + gap, median)
         elif times.start is None or times.plan is None:
             times.start = low
@@ -249,7 +257,7 @@ class RunTimes(Generic[K]):
                 step = min(step, -first / 2)  # the runs changed: halve, don't creep
             times.start = min(first + step, low)
         if window_span(self._policy, key) is None:
-            times.plan = _plan(policy, values, times.start)
+            times.plan = _plan(policy, values, times.start, times.guard.squeeze)
             return
         # In a discounted window the wait before the first poll is hours, so a start read off
         # a biased fit costs hours of latency (on `overnight`, 500 runs under load: a p95 of
@@ -257,7 +265,7 @@ class RunTimes(Generic[K]):
         # poll on, at the learned gap but never past the window's cap (1/32 of it), whatever
         # the learned median: no run waits more than one such gap to be seen done.
         times.start = min(times.start, policy.backoff.initial)
-        plan = _plan(policy, values, times.start)
+        plan = _plan(policy, values, times.start, times.guard.squeeze)
         cap = policy.backoff.cap
         most = cap * (1 - policy.backoff.jitter)
         times.plan = _Plan(
@@ -344,11 +352,12 @@ def _cap(policy: PollPolicy, values: Sequence[float]) -> float:
     return max(policy.backoff.cap, _CAP_SHARE * quantile(values, 0.5))
 
 
-def _plan(policy: PollPolicy, values: Sequence[float], start: float) -> _Plan:
-    """Derive a key's schedule from its sorted observed run times and its first poll."""
-    cap = _cap(policy, values)
+def _plan(policy: PollPolicy, values: Sequence[float], start: float, squeeze: float) -> _Plan:
+    """Derive a key's schedule from its sorted observed run times and its first poll, every
+    gap narrowed by the latency guard's ``squeeze``."""
+    cap = max(squeeze * _cap(policy, values), policy.backoff.min_interval)
     tail = quantile(values, policy.high_quantile)
-    target = widest = _target(policy, values)
+    target = widest = squeeze * _target(policy, values)
     if policy.latency_target is None:
         widest = max(target, (tail - start) / _MAX_WINDOW_POLLS)
     gap = min(widest, max(tail - start, 0.0) / _MIN_WINDOW_POLLS)

@@ -3,6 +3,9 @@
 Sub-minute enforcement is modelled as a bucket of ``rpm * window / 60`` tokens refilled at
 ``rpm / 60`` per second: with a 1 s window a 600 RPM account takes 10 requests at once and
 then one every 100 ms, which is how OpenAI describes "60 RPM enforced as 1 request per second".
+Such a bucket lets up to twice its share into one second (full, then refilled); a quota with
+``enforce: "log"`` counts arrivals instead, at most the share in any window, as stricter
+compatible servers do.
 Everything here runs in scenario seconds; the values put in headers are converted to the
 client's real time, because the client sleeps on them.
 
@@ -68,11 +71,33 @@ class TokenBucket:
         self.rate = quota.rpm / 60.0
         self.tokens = self.capacity
         self.updated = 0.0
+        # With ``enforce: "log"`` the arrivals of the last window, instead of a refilled level.
+        self.log: deque[float] | None = deque() if quota.enforce == "log" else None
 
     def _refill(self, now: float) -> None:
+        if self.log is not None:
+            horizon = now - self.quota.window
+            while self.log and self.log[0] <= horizon:
+                self.log.popleft()
+            self.tokens = self.capacity - len(self.log)
+            return
         if now > self.updated:
             self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
             self.updated = now
+
+    def _take(self, now: float) -> None:
+        self.tokens -= 1.0
+        if self.log is not None:
+            self.log.append(now)
+
+    def _wait(self, now: float) -> float:
+        """Return scenario seconds until one request fits."""
+        if self.log is not None:
+            # One fits once at most capacity - 1 remain: wait for the arrival whose leaving
+            # gets there (counted rejections can have overfilled the log).
+            first = max(0, len(self.log) - math.floor(self.capacity))
+            return self.log[first] + self.quota.window - now if self.log else 0.0
+        return (1.0 - self.tokens) / self.rate
 
     def admit(self, now: float) -> Admission:
         """Take a token if one is there; otherwise say how long until one will be."""
@@ -83,11 +108,11 @@ class TokenBucket:
                 return Admission(False, st.duration - into, storm=True)
         self._refill(now)
         if self.tokens >= 1.0:
-            self.tokens -= 1.0
+            self._take(now)
             return Admission(True)
-        wait = (1.0 - self.tokens) / self.rate
+        wait = self._wait(now)
         if self.quota.count_rejected:
-            self.tokens -= 1.0  # failed requests count against the limit too
+            self._take(now)  # failed requests count against the limit too
         return Admission(False, wait)
 
     def remaining_fraction(self, now: float) -> float:
@@ -98,6 +123,8 @@ class TokenBucket:
     def until_full(self, now: float) -> float:
         """Return scenario seconds until the bucket is full (``x-ratelimit-reset-requests``)."""
         self._refill(now)
+        if self.log is not None:
+            return self.log[-1] + self.quota.window - now if self.log else 0.0
         return (self.capacity - self.tokens) / self.rate
 
 

@@ -12,19 +12,19 @@ import base64
 import binascii
 import json
 import math
-import random
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
+
+from .dists import Dist, Strict
 
 __all__ = [
     "BUILTIN_SCENARIOS",
@@ -45,53 +45,14 @@ __all__ = [
     "load_scenario",
 ]
 
-BUILTIN_SCENARIOS = ("ample", "faulty", "overnight", "tight", "tokens", "tools")
+BUILTIN_SCENARIOS = ("ample", "faulty", "overnight", "strict", "tight", "tokens", "tools")
 
 
 class ScenarioError(ValueError):
     """Raised when a scenario names an unknown key or holds an impossible value."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Dist(_Strict):
-    """A duration distribution: ``fixed`` value, ``lognormal`` (median, sigma) or ``uniform``."""
-
-    dist: Literal["fixed", "lognormal", "uniform"] = "fixed"
-    value: float = Field(default=0.0, ge=0)
-    median: float = Field(default=1.0, gt=0)
-    sigma: float = Field(default=0.0, ge=0, le=5)
-    low: float = Field(default=0.0, ge=0)
-    high: float = Field(default=0.0, ge=0)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _number_is_fixed(cls, data: Any) -> Any:
-        # A bare number is the common case; accepting it keeps scenario files short.
-        if isinstance(data, int | float) and not isinstance(data, bool):
-            return {"dist": "fixed", "value": data}
-        return data
-
-    @model_validator(mode="after")
-    def _bounds(self) -> Dist:
-        if self.dist == "uniform" and self.high < self.low:
-            raise ValueError(f"uniform high ({self.high:g}) is below low ({self.low:g})")
-        return self
-
-    def draw(self, rng: random.Random) -> float:
-        """Draw one value from the injected RNG so a seed reproduces a whole scenario."""
-        if self.dist == "fixed":
-            return self.value
-        if self.dist == "uniform":
-            return rng.uniform(self.low, self.high)
-        return self.median * math.exp(rng.gauss(0.0, self.sigma)) if self.sigma else self.median
-
-    @classmethod
-    def fixed(cls, value: float) -> Dist:
-        """Return a distribution that always yields ``value``."""
-        return cls(dist="fixed", value=value)
+_Strict = Strict
 
 
 class Lifecycle(_Strict):
@@ -106,6 +67,10 @@ class Lifecycle(_Strict):
     # Background responses are kept only for a while (about 10 min per OpenAI's guide);
     # null keeps them for the life of the server.
     response_ttl: float | None = Field(default=None, gt=0)
+    # A workload that changes during the day: runs created after the first ``drift_after``
+    # work ``drift_factor`` times as long (their first pass; tool rounds keep ``resume``).
+    drift_after: int | None = Field(default=None, ge=0)
+    drift_factor: float = Field(default=2.0, gt=0)
 
 
 class Outcomes(_Strict):
@@ -156,6 +121,10 @@ class Quota(_Strict):
     # Whether requests refused with 429 still count in the window (OpenAI says failed
     # requests count); off by default so a client that backs off recovers at once.
     count_rejected: bool = False
+    # "bucket": refilled during the window, so any one window may see up to twice its share
+    # (full bucket plus refill). "log": a log of arrivals, at most rpm * window / 60 in any
+    # window at all, as servers that count per second strictly do.
+    enforce: Literal["bucket", "log"] = "bucket"
 
 
 class TokenRules(_Strict):

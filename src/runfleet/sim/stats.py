@@ -39,6 +39,7 @@ class SimStats:
         self.storm_limited = 0
         self.unauthorized = 0
         self.peak = PeakWindow(60.0)
+        self.peak_second = PeakWindow(1.0)  # against a per-second share (rpm / 60)
         self.per_second: Counter[int] = Counter()
         self.limited_per_second: Counter[int] = Counter()
         self.token_limited_per_second: Counter[int] = Counter()
@@ -61,6 +62,7 @@ class SimStats:
         self.requests[endpoint] += 1
         self.per_second[int(now)] += 1
         self.peak.record(now)
+        self.peak_second.record(now)
 
     def record_limited(self, now: float, kind: str = "requests") -> None:
         """Count one request answered 429: by the quota (of ``_LIMIT_KINDS``) or by a storm."""
@@ -137,6 +139,7 @@ class SimStats:
             "unauthorized": self.unauthorized,
             "faults": dict(sorted(self.faults.items())),
             "peak_window": {"seconds": self.peak.length, "peak": self.peak.peak, "quota": rpm},
+            "peak_second": {"peak": self.peak_second.peak, "share": rpm / 60},
             "tokens": tokens.snapshot(now, self.peak.length),
             "items": self.items(),
         }

@@ -72,6 +72,7 @@ class World:
     def __init__(self, scenario: Scenario) -> None:
         self.scenario = scenario
         self.rng = random.Random(scenario.seed)
+        self.first_passes = 0  # runs created (not tool rounds): when the workload drifts
 
     def new_job(
         self, ident: str, now: float, *, expires: bool, plan_from: Job | None = None
@@ -91,6 +92,10 @@ class World:
             queue_dist = sc.stalls.queued if plan.stalled else sc.lifecycle.queued
             queued = queue_dist.draw(self.rng)
             work = sc.lifecycle.in_progress.draw(self.rng)
+            self.first_passes += 1
+            drift = sc.lifecycle.drift_after
+            if drift is not None and self.first_passes > drift:
+                work *= sc.lifecycle.drift_factor
         return Job(
             id=ident,
             created=now,
