@@ -72,7 +72,7 @@ async def test_a_fleet_exposes_its_runs_requests_429s_and_latency(start_sim: Sta
     assert value(found, "runfleet_requests_total", kind="create", outcome="ok") == 20
     assert (
         value(found, "runfleet_requests_total", kind="retrieve", outcome="ok")
-        == (stats.by_kind_outcome["retrieve", "ok"])
+        == (stats.by_kind_outcome["retrieve"]["ok"])
     )
     assert value(found, "runfleet_rate_limited_total", type="requests") == stats.rate_limited
     assert value(found, "runfleet_rate_limited_total", type="tokens") == 0
