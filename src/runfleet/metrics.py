@@ -194,8 +194,9 @@ def fleet_metrics(snapshot: Callable[[], FleetStats]) -> Callable[[], Iterable[M
             "HTTP requests sent, by kind and outcome.",
             labels=["kind", "outcome"],
         )
-        for (kind, outcome), n in sorted(s.by_kind_outcome.items()):
-            requests.add_metric([kind, outcome], n)
+        for kind, outcomes in s.by_kind_outcome.items():
+            for outcome, n in outcomes.items():
+                requests.add_metric([kind, outcome], n)
         yield requests
         tokens = s.tokens
         limited = CounterMetricFamily(
@@ -250,8 +251,9 @@ def receiver_metrics(snapshot: Callable[[], Any]) -> Callable[[], Iterable[Metri
             "or what the verified event did: woke, relayed, unknown, duplicate).",
             labels=["type", "result"],
         )
-        for (kind, result), n in sorted(snapshot().events.items()):
-            events.add_metric([kind, result], n)
+        for kind, results in snapshot().events.items():
+            for result, n in results.items():
+                events.add_metric([kind, result], n)
         yield events
 
     return families

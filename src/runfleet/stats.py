@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Buckets", "FleetStats", "StatsCollector", "quantile"]
+__all__ = ["Buckets", "FleetStats", "StatsCollector", "nested", "quantile"]
 
 # Enough finished runs for stable percentiles, few enough that a snapshot (a progress bar
 # takes four a second) sorts them in about a millisecond: 100,000 took 12-18 ms. A fleet that
@@ -58,7 +58,7 @@ class FleetStats:
             sent in the last 60 s (settled to their real usage once known) or still in flight.
         token_limit: the tokens per minute in force (configured or learned), or None.
         tokens: the token budget's own snapshot (``TokenStats``), or None.
-        by_kind_outcome: requests by (kind, outcome).
+        by_kind_outcome: requests by kind, then by outcome (JSON-ready, as the other maps).
         detection: every finished run's detection latency, as a cumulative histogram.
         quota_wait: how long requests waited for the request quota, as a histogram.
     """
@@ -86,7 +86,7 @@ class FleetStats:
     tokens_last_minute: float = 0.0
     token_limit: float | None = None
     tokens: Any = None
-    by_kind_outcome: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    by_kind_outcome: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     detection: Buckets | None = None
     quota_wait: Buckets | None = None
 
@@ -233,10 +233,18 @@ class StatsCollector:
             tokens_last_minute=tokens.last_minute if tokens is not None else 0.0,
             token_limit=tokens.limit if tokens is not None else None,
             tokens=tokens,
-            by_kind_outcome=dict(self.by_kind_outcome),
+            by_kind_outcome=nested(self.by_kind_outcome),
             detection=self.detection.snapshot(),
             quota_wait=self.quota_wait.snapshot(),
         )
+
+
+def nested(pairs: Mapping[tuple[str, str], int]) -> dict[str, dict[str, int]]:
+    """Return ``{(a, b): n}`` as ``{a: {b: n}}``, sorted (JSON has no tuple keys)."""
+    out: dict[str, dict[str, int]] = {}
+    for (a, b), n in sorted(pairs.items()):
+        out.setdefault(a, {})[b] = n
+    return out
 
 
 def _within(times: deque[float], horizon: float) -> int:

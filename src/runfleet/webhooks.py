@@ -47,6 +47,7 @@ from starlette.types import Receive, Scope, Send
 
 from .logs import get_logger
 from .metrics import RECEIVER_FAMILIES, Metrics, expose, receiver_metrics
+from .stats import nested
 
 if TYPE_CHECKING:
     from .fleet import Fleet
@@ -84,8 +85,8 @@ class ReceiverStats:
     relayed: int = 0
     """Accepted events this fleet does not track, published through the relay to their owner
     (or left for whoever waits on them later)."""
-    events: dict[tuple[str, str], int] = field(default_factory=dict)
-    """Requests by (event type, result): ``unverified`` and the refusal's reason, or the
+    events: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Requests by event type, then result: ``unverified`` and the refusal's reason, or the
     verified event's type and ``woke``, ``relayed``, ``unknown`` or ``duplicate``."""
 
 
@@ -189,7 +190,7 @@ class WebhookReceiver:
             duplicates=c["duplicates"],
             rejected=dict(self._rejected),
             relayed=c["relayed"],
-            events=dict(self._events),
+            events=nested(self._events),
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
