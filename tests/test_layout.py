@@ -22,6 +22,7 @@ LAYER: dict[str, float] = {
     "webhooks": 1.5,
     "relay": 1.7,  # the receiver publishes through it; it wakes the fleet (by duck type)
     "fleet": 2,
+    "shortcuts": 2.5,  # the fleet's keyword shortcuts over submit
     "engine": 3,
     "kinds": 4,
     "polling": 5,

@@ -27,7 +27,7 @@ from .logs import get_logger
 from .metrics import Metrics, expose, fleet_metrics
 from .polling.learning import RunTimes
 from .polling.policy import PollPolicy
-from .results import RunResult
+from .shortcuts import UNSET, Shortcuts
 from .stats import FleetStats, StatsCollector
 from .tools import OnToolError, ToolRegistry
 
@@ -35,10 +35,9 @@ __all__ = ["Fleet"]
 
 log = get_logger(__name__)
 Spec = ResponseSpec | AssistantRunSpec
-_UNSET: Any = object()
 
 
-class Fleet:
+class Fleet(Shortcuts):
     """Keep many background responses and Assistants runs in flight through one poll loop.
 
     Every request passes one :class:`~runfleet.admission.quota.RequestQuota`, so the account's
@@ -244,7 +243,7 @@ class Fleet:
         self,
         spec: Spec,
         *,
-        timeout: float | None = _UNSET,  # noqa: ASYNC109 - the run's deadline, not this call's
+        timeout: float | None = UNSET,  # noqa: ASYNC109 - the run's deadline, not this call's
         tag: Any = None,
         on_ids: Callable[[RunHandle], None] | None = None,
     ) -> RunHandle:
@@ -278,56 +277,8 @@ class Fleet:
             raise TypeError(
                 f"expected a ResponseSpec or AssistantRunSpec, not {type(spec).__name__}"
             )
-        deadline = self._timeout if timeout is _UNSET else timeout
+        deadline = self._timeout if timeout is UNSET else timeout
         return await self._engine.start(kind, spec, timeout=deadline, tag=tag, on_ids=on_ids)
-
-    async def submit_response(
-        self,
-        *,
-        model: str,
-        input: Any,
-        instructions: str | None = None,
-        tools: Iterable[dict[str, Any]] = (),
-        metadata: dict[str, str] | None = None,
-        timeout: float | None = _UNSET,  # noqa: ASYNC109 - the run's deadline, not this call's
-        tag: Any = None,
-        **extra: Any,
-    ) -> RunHandle:
-        """Start a background response (``ResponseSpec``'s fields); return its handle."""
-        spec = ResponseSpec.of(model, input, instructions, metadata, tuple(tools), extra)
-        return await self.submit(spec, timeout=timeout, tag=tag)
-
-    async def submit_run(
-        self,
-        *,
-        assistant_id: str,
-        prompt: str | None = None,
-        thread_id: str | None = None,
-        instructions: str | None = None,
-        model: str | None = None,
-        tools: Iterable[dict[str, Any]] = (),
-        metadata: dict[str, str] | None = None,
-        timeout: float | None = _UNSET,  # noqa: ASYNC109 - the run's deadline, not this call's
-        tag: Any = None,
-        **extra: Any,
-    ) -> RunHandle:
-        """Start an Assistants run (legacy API); return its handle."""
-        spec = AssistantRunSpec(
-            assistant_id, prompt, thread_id, instructions, model, metadata, tuple(tools), extra
-        )
-        return await self.submit(spec, timeout=timeout, tag=tag)
-
-    async def respond(self, **kwargs: Any) -> RunResult:
-        """Start a background response and wait for it (arguments of :meth:`submit_response`).
-
-        Raises:
-            RunError: it failed, expired, timed out, was cancelled or refused.
-        """
-        return await (await self.submit_response(**kwargs))
-
-    async def run(self, **kwargs: Any) -> RunResult:
-        """Start an Assistants run and wait for it (arguments of :meth:`submit_run`)."""
-        return await (await self.submit_run(**kwargs))
 
     def watch(
         self,
@@ -335,7 +286,7 @@ class Fleet:
         response_id: str | None = None,
         thread_id: str | None = None,
         run_id: str | None = None,
-        timeout: float | None = _UNSET,
+        timeout: float | None = UNSET,
         tag: Any = None,
         spec: Spec | None = None,
         on_ids: Callable[[RunHandle], None] | None = None,
@@ -353,7 +304,7 @@ class Fleet:
             kind, ref = self._kinds["assistants"], RunRef(run_id, thread_id, [])
         else:
             raise ValueError("watch() takes response_id, or thread_id and run_id")
-        deadline = self._timeout if timeout is _UNSET else timeout
+        deadline = self._timeout if timeout is UNSET else timeout
         return self._engine.attach(kind, ref, spec=spec, timeout=deadline, tag=tag, on_ids=on_ids)
 
     async def map(
@@ -394,7 +345,7 @@ class Fleet:
                 on_ids=submission.on_ids,
             )
         assert submission.spec is not None
-        handle, _ = await self._start(submission.spec, _UNSET, submission.tag, submission.on_ids)
+        handle, _ = await self._start(submission.spec, UNSET, submission.tag, submission.on_ids)
         return handle
 
     def tool_definitions(

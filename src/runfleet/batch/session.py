@@ -37,9 +37,6 @@ from ..engine.feeder import Submission
 from ..engine.handle import RunHandle
 from ..errors import AuthError, RunDetached, RunNotFound
 from ..fleet import Fleet
-from ..kinds.assistants import AssistantRunSpec
-from ..kinds.base import ITEM_KEY, marked
-from ..kinds.responses import ResponseSpec
 from ..logs import get_logger
 from ..metrics import Metrics
 from ..polling.policy import PollPolicy
@@ -50,6 +47,7 @@ from .journal import Journal, JournalEntry
 from .progress import ProgressState, ProgressView, progress_view
 from .records import BatchItem, OutputLine
 from .report import BatchSummary, Tally, classic_requests, invalid_report
+from .specs import item_spec, item_window
 
 __all__ = ["BatchSession"]
 
@@ -275,7 +273,7 @@ class BatchSession:
         self.in_flight[item.id] = flight
         return Submission(
             # A response that asks for tools continues with the item's model and tools.
-            self._spec(item) if responses else None,
+            item_spec(item, self.cfg, self.journal, self.assistant_tools) if responses else None,
             tag=item.id,
             on_ids=self._ids_hook(flight),
             response_id=entry.response_id if responses else None,
@@ -289,7 +287,11 @@ class BatchSession:
         self.journal.submitting(item.id, item.line, self.cfg.kind)
         flight.run_id = None  # a recreated run's ids are journaled afresh (state "running")
         self.in_flight[item.id] = flight
-        return Submission(self._spec(item), tag=item.id, on_ids=self._ids_hook(flight))
+        return Submission(
+            item_spec(item, self.cfg, self.journal, self.assistant_tools),
+            tag=item.id,
+            on_ids=self._ids_hook(flight),
+        )
 
     def _ids_hook(self, flight: _Flight) -> Callable[[RunHandle], None]:
         """Journal a run's ids the moment they exist, and each new id of a Responses chain."""
@@ -315,32 +317,6 @@ class BatchSession:
 
         return journal_ids
 
-    def _spec(self, item: BatchItem) -> ResponseSpec | AssistantRunSpec:
-        # The item's id goes with its create, so copies of one item can be found and counted.
-        metadata = marked(item.metadata, **{ITEM_KEY: item.id})
-        if self.cfg.assistant:
-            return AssistantRunSpec(
-                self.cfg.assistant,
-                item.prompt,
-                instructions=item.instructions,
-                model=item.model,
-                metadata=metadata,
-                tools=self.assistant_tools,
-            )
-        model = item.model or self.cfg.model
-        assert model is not None
-        window = self._window(item)
-        # The journal keeps the continuation id, so a resumed chain's rounds keep priority.
-        continuation = self.journal.continuation_id(item.id) if window else None
-        return ResponseSpec(
-            model, item.prompt, item.instructions, metadata, completion_window=window,
-            continuation_id=continuation,
-        )  # fmt: skip
-
-    def _window(self, item: BatchItem) -> str | None:
-        """The item's completion window: its line's, else ``--completion-window``'s."""
-        return None if self.cfg.assistant else item.completion_window or self.cfg.completion_window
-
     # -- ends of runs --------------------------------------------------------------------------
 
     async def _ended(self, handle: RunHandle) -> None:
@@ -359,13 +335,13 @@ class BatchSession:
             result = await handle
             record = OutputLine.of_result(
                 item, result, recreated=flight.recreated, resumed=flight.resumed,
-                window=self._window(item),
+                window=item_window(item, self.cfg),
             )  # fmt: skip
             self._write(flight, record, classic_requests(result, self.scale))
         else:
             record = OutputLine.of_error(
                 item, handle.kind, error, recreated=flight.recreated, resumed=flight.resumed,
-                window=self._window(item),
+                window=item_window(item, self.cfg),
             )  # fmt: skip
             self._write(flight, record)
         self.changed.set()
