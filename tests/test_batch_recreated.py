@@ -13,6 +13,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from runfleet.batch.session import MID_CREATE, MID_ROUND
 from runfleet.sim import SimServer
 
@@ -20,6 +22,7 @@ from .helpers import StartSim
 from .test_batch_support import batch, journal_states, kill_9_when, on, read_output, until
 from .test_batch_support import write_items as write
 
+pytestmark = pytest.mark.timeout(180)  # two batch processes each, on a loaded machine
 # Every request answered 0.5 s late (50 scenario s x 0.01): creates stay on the wire long
 # enough for a kill to land among them.
 LATE = {
@@ -55,11 +58,11 @@ async def test_items_killed_mid_create_are_created_again_and_each_is_marked(
     journal = tmp_path / "out.jsonl.journal"
     async with start_sim(LATE) as sim:
         args = [str(inp), "--out", str(out), "--model", "m", "--max-in-flight", "8", *on(sim)]
-        await kill_9_when(args, lambda: journal_states(journal).get("submitting", 0) >= 8)
+        await kill_9_when(args, lambda: journal_states(journal).get("submitting", 0) >= 8, 90)
         on_the_wire = journal_states(journal)["submitting"]
         # The creates the killed batch had sent are applied after it died: wait for them.
         sent = sim.stats()["requests"]["responses.create"]  # arrived; applied 0.5 s later
-        await until(lambda: sim.stats()["items"]["created"] >= sent)
+        await until(lambda: sim.stats()["items"]["created"] >= sent, 30)
         prompt(sim)
         resumed = await batch([*args, "--summary-json", str(tmp_path / "s.json")])
         items = sim.stats()["items"]
@@ -91,7 +94,7 @@ async def test_items_killed_mid_tool_round_answer_again_and_are_marked(
     tools = ["--tools", "examples/tools_example.py:TOOLS"]
     async with start_sim(scenario) as sim:
         args = [str(inp), "--out", str(out), "--model", "m", *on(sim), *tools]
-        await kill_9_when(args, lambda: answering(journal) >= 1)
+        await kill_9_when(args, lambda: answering(journal) >= 1, 90)
         mid_round = answering(journal)
         prompt(sim)
         resumed = await batch(args)

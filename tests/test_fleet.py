@@ -397,10 +397,15 @@ async def test_watched_response_chain_answers_its_tools(start_sim: StartSim) -> 
                 model="gpt-x", input="q", background=True, tools=tools
             )
             moves: list[str] = []
-            result = await fleet.watch(response_id=resp.id, on_ids=lambda h: moves.append(h.id))
+            result = await fleet.watch(
+                response_id=resp.id,
+                on_ids=lambda h: moves.append(f"creating after {h.id}" if h.creating else h.id),
+            )
     assert len(result.tool_rounds) == 1
     assert result.raw.model == "gpt-x"
-    assert moves == [result.id]  # the chain's new id was reported before it was polled
+    # The intent first (a journal writes it before the create goes), then the new id, both
+    # before the new response is polled.
+    assert moves == [f"creating after {resp.id}", result.id]
 
 
 async def test_ids_hook_sees_the_run_before_it_ends_and_errors_carry_figures(
