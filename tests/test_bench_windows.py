@@ -44,6 +44,7 @@ def test_fixed_schedules_are_replayed_over_each_response_of_the_record() -> None
     assert schedule_polls(StrategySpec("fleet"), stats, done=1) is None
 
 
+@pytest.mark.soak  # make test stays in its budget; make soak runs it
 async def test_every_strategy_waits_in_the_8h_window_and_the_fleet_polls_minutes_apart(
     start_sim: StartSim,
 ) -> None:

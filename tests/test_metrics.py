@@ -136,6 +136,7 @@ async def test_the_receiver_counts_events_by_type_and_verification(start_sim: St
     assert value(found, "runfleet_webhook_events_total", type="unverified", result="signature") == 1
 
 
+@pytest.mark.soak  # make test stays in its budget; make soak runs it
 @pytest.mark.timeout(120)  # an interpreter starting on a loaded 2-core box
 async def test_a_batch_serves_metrics_while_it_runs(start_sim: StartSim, tmp_path: Path) -> None:
     inp = write_items(tmp_path / "in.jsonl", 20)

@@ -122,6 +122,7 @@ async def run_shards(
     assert all(r["status"] == "completed" for r in lines)
 
 
+@pytest.mark.soak  # make test stays in its budget; make soak runs it
 @pytest.mark.timeout(180)  # three interpreters starting at once on a loaded 2-core box
 async def test_three_shard_processes_finish_a_file_with_each_item_once(
     start_sim: StartSim, tmp_path: Path

@@ -37,7 +37,7 @@ SCENARIO = {
 @pytest.mark.parametrize(
     "runs",
     [
-        pytest.param(150, id="short", marks=pytest.mark.timeout(180)),
+        pytest.param(150, id="short", marks=[pytest.mark.soak, pytest.mark.timeout(180)]),
         pytest.param(3000, id="long", marks=[pytest.mark.soak, pytest.mark.timeout(3600)]),
     ],
 )

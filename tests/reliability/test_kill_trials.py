@@ -35,7 +35,7 @@ SCENARIO: dict[str, Any] = {
 @pytest.mark.parametrize(
     ("trials", "items"),
     [
-        pytest.param(2, 30, id="short", marks=pytest.mark.timeout(180)),
+        pytest.param(2, 30, id="short", marks=[pytest.mark.soak, pytest.mark.timeout(180)]),
         pytest.param(
             LONG_TRIALS, 1000, id="long", marks=[pytest.mark.soak, pytest.mark.timeout(14_400)]
         ),

@@ -40,7 +40,7 @@ SLACK = 5.0  # the process's own wind-down on a loaded 2-core machine: a supervi
 @pytest.mark.parametrize(
     "in_flight",
     [
-        pytest.param(30, id="short", marks=pytest.mark.timeout(180)),
+        pytest.param(30, id="short", marks=[pytest.mark.soak, pytest.mark.timeout(180)]),
         pytest.param(500, id="long", marks=[pytest.mark.soak, pytest.mark.timeout(600)]),
     ],
 )
