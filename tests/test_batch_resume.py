@@ -25,7 +25,9 @@ from .test_batch_support import (
     write_items,
 )
 
-KINDS = ["responses", "assistants"]
+# The Assistants variants of the kill -9 tests share the journal's code path with the Responses
+# ones; they run in `make soak` so that `make test` stays within its budget.
+KINDS_SOAK = ["responses", pytest.param("assistants", marks=pytest.mark.soak)]
 # Runs of 0.5 to 1.5 s (scenario seconds x 0.01): long enough to stop a batch mid-flight.
 SLOW = {
     "lifecycle": {"queued": 1.0, "in_progress": {"dist": "uniform", "low": 50, "high": 150}},
@@ -50,7 +52,7 @@ def assert_each_once(out: Path, count: int) -> list[dict[str, object]]:
     return lines
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", KINDS_SOAK)
 async def test_kill_9_mid_batch_resumes_without_recreating_a_run(
     start_sim: StartSim, tmp_path: Path, kind: str
 ) -> None:
@@ -76,7 +78,7 @@ async def test_kill_9_mid_batch_resumes_without_recreating_a_run(
     assert not any(r["recreated"] for r in lines)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", KINDS_SOAK)
 async def test_kill_9_in_the_middle_of_tool_rounds_resumes_and_completes(
     start_sim: StartSim, tmp_path: Path, kind: str
 ) -> None:
@@ -115,7 +117,7 @@ async def test_kill_9_in_the_middle_of_tool_rounds_resumes_and_completes(
 @pytest.mark.parametrize(
     ("sig", "status", "said"),
     [
-        pytest.param(signal.SIGINT, 130, "interrupted", id="ctrl-c"),
+        pytest.param(signal.SIGINT, 130, "interrupted", id="ctrl-c", marks=pytest.mark.soak),
         # What a container runtime or systemd sends: the same graceful stop, its own status.
         pytest.param(signal.SIGTERM, 143, "stopped by SIGTERM", id="sigterm"),
     ],
@@ -153,8 +155,10 @@ async def test_a_stop_signal_finishes_in_flight_runs_and_exits_with_a_hint(
 
 @pytest.mark.parametrize(
     ("first", "second"),
-    [(signal.SIGINT, signal.SIGINT), (signal.SIGTERM, signal.SIGTERM)],
-    ids=["ctrl-c twice", "sigterm twice"],
+    [
+        pytest.param(signal.SIGINT, signal.SIGINT, id="ctrl-c twice", marks=pytest.mark.soak),
+        pytest.param(signal.SIGTERM, signal.SIGTERM, id="sigterm twice"),
+    ],
 )
 async def test_a_second_stop_signal_stops_now_and_leaves_a_consistent_journal(
     start_sim: StartSim, tmp_path: Path, first: signal.Signals, second: signal.Signals
