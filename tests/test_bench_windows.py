@@ -69,3 +69,8 @@ async def test_every_strategy_waits_in_the_8h_window_and_the_fleet_polls_minutes
     # Round trips only make the loop poll less often than its schedule says.
     assert replayed >= 0.9 * classic.polls_per_run
     assert "schedule_polls_per_run" not in fleet.extra
+    # Tool rounds are responses of their own: the per-response figure divides by all of them.
+    assert fleet.extra["responses"] >= 6
+    assert fleet.extra["polls_per_response"] * fleet.extra["responses"] == pytest.approx(
+        windows["8h"]["retrieves"], abs=0.05 * fleet.extra["responses"]
+    )

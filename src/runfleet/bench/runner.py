@@ -208,6 +208,11 @@ async def _measure(
         replayed := schedule_polls(spec, stats, len(outcomes) - outcomes.count("lost"))
     ):
         extra["schedule_polls_per_run"] = round(replayed, 1)
+    if window is not None and (made := stats["responses"]["total"]):
+        # A tool round is a new response that needs its own retrieve once its event says it
+        # ended: with webhooks, one poll per response is the floor, not one per run.
+        extra["polls_per_response"] = round(stats["responses"]["retrieves"] / made, 2)
+        extra["responses"] = made
     return row_from_stats(spec.label, cfg.kind, outcomes, stats, wall, extra)
 
 

@@ -121,6 +121,9 @@ def run_bench_command(args: argparse.Namespace) -> int:
         for row in result.rows:  # at a small time scale a hand-written loop is round-trip bound
             if (replayed := row.extra.get("schedule_polls_per_run")) is not None:
                 print(f"{row.strategy}: its schedule at real time: {replayed:,} polls per run")
+            if (per_response := row.extra.get("polls_per_response")) is not None:
+                made = row.extra["responses"]
+                print(f"{row.strategy}: {per_response} polls per response ({made:,} responses)")
         if args.json is not None:
             result.write_json(args.json)
         if args.plot is not None:
