@@ -123,7 +123,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
                 print(f"{row.strategy}: its schedule at real time: {replayed:,} polls per run")
             if (per_response := row.extra.get("polls_per_response")) is not None:
                 made = row.extra["responses"]
-                print(f"{row.strategy}: {per_response} polls per response ({made:,} responses)")
+                print(f"{row.strategy}: {per_response:.2f} polls per response ({made:,} responses)")
         if args.json is not None:
             result.write_json(args.json)
         if args.plot is not None:
