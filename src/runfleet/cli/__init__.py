@@ -11,10 +11,10 @@ from pathlib import Path
 
 from .. import logs
 from ..batch.shards import merge_outputs
-from ..sim.scenario import BUILTIN_SCENARIOS, ScenarioError
+from ..sim.scenario import ScenarioError
 from .batch import add_batch_parser, run_batch_command
 from .bench import add_bench_parser, run_bench_command
-from .values import port, positive
+from .values import SCENARIOS, port, positive
 
 __all__ = ["main"]
 
@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--scenario",
         default="ample",
-        help=f"a built-in ({', '.join(BUILTIN_SCENARIOS)}) or a JSON file (default: ample)",
+        help=f"{SCENARIOS} (default: ample)",
     )
     sim.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
     sim.add_argument(

@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..sim.scenario import BUILTIN_SCENARIOS
-from .values import port, positive, shard_spec
+from .values import SCENARIOS, port, positive, shard_spec
 
 __all__ = ["add_batch_parser", "run_batch_command"]
 
@@ -76,8 +75,8 @@ def add_batch_parser(sub: Any) -> None:
     batch.add_argument(
         "--sim",
         metavar="SCENARIO",
-        help=f"start the built-in simulator in-process ({', '.join(BUILTIN_SCENARIOS)} or a "
-        "JSON file) and run against it; no key needed",
+        help=f"start the built-in simulator in-process ({SCENARIOS}) and run against it; no key "
+        "needed",
     )
     batch.add_argument(
         "--sim-time-scale",

@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..sim.scenario import BUILTIN_SCENARIOS
-from .values import positive
+from .values import SCENARIOS, positive
 
 __all__ = ["add_bench_parser", "run_bench_command"]
 
@@ -26,7 +25,7 @@ def add_bench_parser(sub: Any) -> None:
     bench.add_argument(
         "--scenario",
         default="ample",
-        help=f"a built-in ({', '.join(BUILTIN_SCENARIOS)}) or a JSON file (default: ample)",
+        help=f"{SCENARIOS} (default: ample)",
     )
     bench.add_argument("--runs", type=int, default=500, help="runs per strategy (default: 500)")
     bench.add_argument(

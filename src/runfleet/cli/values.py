@@ -6,8 +6,12 @@ import argparse
 import math
 
 from ..batch.shards import Shard
+from ..sim.scenario import BUILTIN_SCENARIOS
 
-__all__ = ["port", "positive", "shard_spec"]
+__all__ = ["SCENARIOS", "port", "positive", "shard_spec"]
+
+SCENARIOS = f"a built-in ({', '.join(BUILTIN_SCENARIOS)}) or a JSON file"
+"""How every command that starts a simulator names its scenario."""
 
 
 def positive(text: str) -> float:
