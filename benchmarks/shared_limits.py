@@ -194,6 +194,10 @@ def summarise(
             else None
         ),
         "round_trip_p50_us": max((s["round_trip_p50_us"] for s in shared), default=None),
+        "round_trip_p99_us": max((s["round_trip_p99_us"] for s in shared), default=None),
+        # Where the 429s fell (scenario seconds from the first request): at the start, before
+        # anything was learned, or anywhere, as delays would put them.
+        "limited_at": [i for i, n in enumerate(limited) if n],
     }
     if outage is not None:
         # Scenario seconds of the outage, and how long after it the rate was back.

@@ -73,7 +73,8 @@ class SharedStats:
             (fail_closed: waiting for Redis).
         calls: script calls that Redis answered.
         round_trip_us: their mean duration, in microseconds, as this process's loop saw it
-            (a busy loop lengthens it); ``round_trip_p50_us`` the median of the last 1,024.
+            (a busy loop lengthens it); ``round_trip_p50_us`` and ``round_trip_p99_us`` the
+            median and the 99th percentile of the last 1,024.
         members: processes alive on the account at the last answer.
         rpm_in_force: the request limit the script applied at the last answer.
         failures: calls that found Redis unreachable.
@@ -85,6 +86,7 @@ class SharedStats:
     calls: int
     round_trip_us: float
     round_trip_p50_us: float
+    round_trip_p99_us: float
     members: int
     rpm_in_force: float | None
     failures: int
@@ -387,6 +389,7 @@ class RedisLimits:
             calls=self._calls,
             round_trip_us=self._rtt / self._calls * 1e6 if self._calls else 0.0,
             round_trip_p50_us=statistics.median(self._recent) * 1e6 if self._recent else 0.0,
+            round_trip_p99_us=_p99(self._recent) * 1e6,
             members=self._members,
             rpm_in_force=self._rpm_in_force,
             failures=self._failures,
@@ -404,6 +407,11 @@ def _where(url: str) -> str:
     host = parts.hostname or ""
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def _p99(samples: deque[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[int(0.99 * (len(ordered) - 1))] if ordered else 0.0
 
 
 def _why(exc: BaseException) -> str:
