@@ -195,6 +195,7 @@ def summarise(
         ),
         "round_trip_p50_us": max((s["round_trip_p50_us"] for s in shared), default=None),
         "round_trip_p99_us": max((s["round_trip_p99_us"] for s in shared), default=None),
+        "round_trip_allowance_s": max((s["round_trip_allowance"] for s in shared), default=None),
         # Where the 429s fell (scenario seconds from the first request): at the start, before
         # anything was learned, or anywhere, as delays would put them.
         "limited_at": [i for i, n in enumerate(limited) if n],
