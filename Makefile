@@ -66,13 +66,15 @@ bench-sim: $(STAMP)
 # items, SIGTERM with 500 in flight; each prints its figures. Memory: 3,000 runs kept in flight
 # for 200,000 polls (about 20 minutes), RSS and traced memory per 10,000 polls after warm-up.
 # Event-loop lag (max and p99) with 10,000 runs in flight. The other soak-marked tests too
-# (shards over three processes on 3,000 items).
+# (shards over three processes on 90 items, without Redis).
 soak: $(STAMP)
 	$(BIN)/pytest -m soak -s -p no:cacheprovider
 	$(BIN)/python benchmarks/memory_soak.py --in-flight 3000 --polls 200000 --warmup 50000
 	$(BIN)/python benchmarks/fleet_scale.py --runs 10000 --http httpx --no-profile
 
-# Invariant 9 with real OS processes, one simulator and one Redis (README, "Many processes").
+# Invariant 9 with real OS processes, one simulator and one Redis (README, "Many processes"):
+# shared limits, a 429 pausing the others, priorities, Redis restarts, the webhook relay, and
+# three --shard --redis processes on 3,000 items (about 9 minutes at load 9-12 on 2 cores).
 test-processes: $(STAMP)
 	$(BIN)/pytest -q -m processes
 

@@ -20,7 +20,9 @@ Figures, from the simulator's ``GET /_sim/stats?timeline=1`` and the workers' ow
 quota; throughput while work waits (requests per scenario second from the first request to
 the last second at half the quota or more, against the quota's 10/s); runs ended done, failed
 (the 1 % the scenario fails) or lost (no end, or an error that is not the run's); the mean
-Redis round trip per admission (the script call as the worker's loop saw it, microseconds).
+Redis round trip per admission (the script call as the worker's loop saw it, microseconds),
+its p99 and the round-trip allowance the shared bucket applied; the scenario seconds in which
+the 429s fell (``limited_at``), to tell a first burst from delays in the run.
 For an outage: requests and 429s during the 5 s, and seconds from the restart until the rate
 is back at 90 % of the quota.
 
@@ -194,6 +196,11 @@ def summarise(
             else None
         ),
         "round_trip_p50_us": max((s["round_trip_p50_us"] for s in shared), default=None),
+        "round_trip_p99_us": max((s["round_trip_p99_us"] for s in shared), default=None),
+        "round_trip_allowance_s": max((s["round_trip_allowance"] for s in shared), default=None),
+        # Where the 429s fell (scenario seconds from the first request): at the start, before
+        # anything was learned, or anywhere, as delays would put them.
+        "limited_at": [i for i, n in enumerate(limited) if n],
     }
     if outage is not None:
         # Scenario seconds of the outage, and how long after it the rate was back.

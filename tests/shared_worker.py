@@ -2,7 +2,9 @@
 
 Run as ``python -m tests.shared_worker BASE_URL --runs N ...`` from the repository root; it
 prints one JSON line (its runs, its 429s, its shared store's view). Several of these against
-one simulator and one Redis are the "many processes, one account" of invariant 9.
+one simulator and one Redis are the "many processes, one account" of invariant 9. With
+``--priorities K`` it queues K polls, K creates and K submits (in that order) on its own
+request quota instead, and prints the order they were admitted in.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ import asyncio
 import dataclasses
 import json
 import sys
+import time
 from typing import Any
 
+import anyio
 from openai import AsyncOpenAI
 
 from runfleet import Fleet, PollPolicy, RedisLimits, RequestQuota, ResponseSpec, RunfleetError
+from runfleet.admission.quota import Priority
 
 from .helpers import API_KEY
 
@@ -39,6 +44,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     # on a loaded machine, so each says when it is ready and waits for the word.
     print("ready", flush=True)
     await asyncio.to_thread(sys.stdin.readline)
+    if args.priorities:
+        return await admit_in_order(quota, args.priorities)
     specs = [
         ResponseSpec.of("gpt-5-mini", "x" * args.prompt_chars, None, None, (), extra)
         for _ in range(args.runs)
@@ -71,6 +78,29 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+async def admit_in_order(quota: RequestQuota, k: int) -> dict[str, Any]:
+    """Queue k polls, k creates, k submits at once; return who went when (wall clock)."""
+    order: list[tuple[str, bool, float]] = []
+    queued = 0
+
+    async def one(priority: Priority) -> None:
+        nonlocal queued
+        queued += 1
+        await quota.acquire(priority)
+        # Whether every waiter was queued when this one went: before that, the first caller
+        # may be admitted alone, with nothing to be ordered against.
+        order.append((priority.name, queued == 3 * k, time.time()))
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for priority in [Priority.POLL] * k + [Priority.CREATE] * k + [Priority.SUBMIT] * k:
+                tg.start_soon(one, priority)
+    finally:
+        await quota.aclose()
+    shared = quota.stats().shared
+    return {"order": order, "shared": None if shared is None else dataclasses.asdict(shared)}
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("base_url")
@@ -84,6 +114,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prompt-chars", type=int, default=8)
     parser.add_argument("--max-output", type=int)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--priorities", type=int, default=0)
     return parser.parse_args(argv)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import pytest
 import redis.asyncio as aioredis
+from structlog.testing import capture_logs
 
 from runfleet import Fleet
 from runfleet.relay import RelayError, WebhookRelay
@@ -77,9 +78,12 @@ async def test_an_event_with_no_owner_alive_waits_for_whoever_waits_on_it_later(
 ) -> None:
     async with start_sim(SLOW) as sim, sdk(sim) as client:
         response = await client.responses.create(model="m", input="hi", background=True)
-        async with fleet_on(sim) as fleet_b, WebhookRelay(fleet_b, redis_url) as relay_b:
-            # Delivered while no replica waits on it (the owner died, the batch not resumed).
-            assert await relay_b.publish(response.id, "response.completed") is None
+        with capture_logs() as logs:
+            # A replica that only receives: its fleet has no webhooks, which the relay says.
+            async with fleet_on(sim) as fleet_b, WebhookRelay(fleet_b, redis_url) as relay_b:
+                # Delivered while no replica waits on it (the owner died, the batch not resumed).
+                assert await relay_b.publish(response.id, "response.completed") is None
+        assert [e["event"] for e in logs] == ["relay_fleet_without_webhooks"]
         async with (
             fleet_on(sim, webhooks=True, safety_poll=600.0) as fleet,
             WebhookRelay(fleet, redis_url) as relay,

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aredis
 
 from runfleet.batch.files import read_items
 from runfleet.batch.shards import Shard, merge_outputs
@@ -97,17 +98,27 @@ def test_merge_keeps_each_line_once_and_names_the_missing_and_twice_seen(tmp_pat
 
 
 async def run_shards(
-    start_sim: StartSim, tmp_path: Path, count: int, scenario: Mapping[str, object]
+    start_sim: StartSim,
+    tmp_path: Path,
+    count: int,
+    scenario: Mapping[str, object],
+    redis_url: str | None = None,
 ) -> None:
+    """Three shard processes (sharing the account's limits if given a Redis), then the merge."""
     inp = support.write_items(tmp_path / "in.jsonl", count)
     out = tmp_path / "out.jsonl"
+    shared = [] if redis_url is None else ["--redis", redis_url, "--account", "shards"]
     async with start_sim(scenario) as sim:
-        base = [str(inp), "--out", str(out), "--model", "gpt-5-mini", *support.on(sim)]
+        base = [str(inp), "--out", str(out), "--model", "gpt-5-mini", *support.on(sim), *shared]
         procs = [await support.spawn([*base, "--shard", f"{k}/3"]) for k in (1, 2, 3)]
-        done = [await support.finish(p, within=240) for p in procs]
-        made = support.creates(sim.stats())
+        done = [await support.finish(p, within=540) for p in procs]
+        stats = sim.stats()
     assert [d.returncode for d in done] == [0, 0, 0], [d.stderr[-500:] for d in done]
-    assert made == count  # each item created by exactly one shard
+    assert support.creates(stats) == count  # each item created by exactly one shard
+    if redis_url is not None:
+        assert stats["rate_limited"] == 0
+        async with aredis.Redis.from_url(redis_url) as r:  # the shards spent one account
+            assert await r.exists("runfleet:{shards}:limits")
     parts = [tmp_path / f"out.{k}of3.jsonl" for k in (1, 2, 3)]
     assert all(len(support.read_output(p)) > count // 5 for p in parts)  # each did its share
     merge = await asyncio.create_subprocess_exec(
@@ -130,18 +141,22 @@ async def test_three_shard_processes_finish_a_file_with_each_item_once(
     await run_shards(start_sim, tmp_path, 90, QUICK)
 
 
-@pytest.mark.soak
+@pytest.mark.processes  # with make test-processes: several processes on one Redis
 @pytest.mark.timeout(600)
-async def test_three_shard_processes_finish_3000_items_with_each_item_once(
-    start_sim: StartSim, tmp_path: Path
+async def test_three_shard_processes_on_one_redis_finish_3000_items_with_each_item_once(
+    start_sim: StartSim, tmp_path: Path, redis_url: str
 ) -> None:
-    await run_shards(start_sim, tmp_path, 3000, QUICK)
+    await run_shards(start_sim, tmp_path, 3000, QUICK, redis_url)
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize(
+    "shared", [False, pytest.param(True, marks=pytest.mark.processes)], ids=["alone", "redis"]
+)
 async def test_a_shard_killed_with_kill_9_reruns_elsewhere_and_reattaches(
-    start_sim: StartSim, tmp_path: Path
+    start_sim: StartSim, tmp_path: Path, request: pytest.FixtureRequest, shared: bool
 ) -> None:
+    redis = ["--redis", request.getfixturevalue("redis_url")] if shared else []
     inp = support.write_items(tmp_path / "in.jsonl", 60)
     here, elsewhere = tmp_path / "host-a", tmp_path / "host-b"
     here.mkdir()
@@ -149,7 +164,7 @@ async def test_a_shard_killed_with_kill_9_reruns_elsewhere_and_reattaches(
     ours = [i for i in read_items(inp).items if Shard(2, 3).owns(i.id)]
     journal = here / "out.2of3.jsonl.journal"
     async with start_sim(SLOW) as sim:
-        args = ["--model", "gpt-5-mini", *support.on(sim), "--shard", "2/3"]
+        args = ["--model", "gpt-5-mini", *support.on(sim), "--shard", "2/3", *redis]
         proc = await support.spawn([str(inp), "--out", str(here / "out.jsonl"), *args])
         try:
             # Every item has its run id journaled, and some still run: none is on the wire.
@@ -158,9 +173,9 @@ async def test_a_shard_killed_with_kill_9_reruns_elsewhere_and_reattaches(
             proc.kill()
             await support.finish(proc)
         assert support.journal_states(journal).get("running", 0) > 0  # it died with runs in flight
-        # Another host: the shard's output and journal (with SQLite's sides) moved there.
+        # Another host: the shard's output and journal (with SQLite's sides) copied there.
         for path in here.iterdir():
-            shutil.move(path, elsewhere / path.name)
+            shutil.copy2(path, elsewhere / path.name)
         rerun = await support.batch([str(inp), "--out", str(elsewhere / "out.jsonl"), *args])
         made = support.creates(sim.stats())
     assert rerun.returncode == 0, rerun.stderr

@@ -146,6 +146,56 @@ async def test_a_limit_learned_by_one_process_binds_all(redis_url: str, clock: C
         assert b.stats().rpm_in_force == 300
 
 
+async def only_member(client: aredis.Redis) -> str:
+    """The one process alive on the account, as the heartbeats name it."""
+    (member,) = await client.zrange("runfleet:{acct}:members", 0, -1)
+    assert isinstance(member, str)  # the client decodes
+    return member
+
+
+@pytest.mark.parametrize(
+    ("lag", "at_once", "drain"),
+    [(0.5, 5, (600 - 5) / 60.5), (1.0, 1, (10 - 1) / 1.0)],
+    ids=["capacity", "then-rate"],
+)
+async def test_the_slowest_round_trip_widens_everyones_delay_allowance(
+    redis_url: str, clock: Clock, lag: float, at_once: int, drain: float
+) -> None:
+    """A member whose round trips take ``lag`` (p99): the burst gives up what drains meanwhile,
+    then the drain slows, so that a burst sent ``lag`` late still fits the server's 10."""
+    async with stores(redis_url, 2, clock) as (a, b):
+        await a.reserve(0, RATE)  # a's heartbeat; then its round trips are said to be slow
+        client = aredis.Redis.from_url(redis_url, decode_responses=True)
+        try:
+            member = await only_member(client)  # a's
+            await client.hset("runfleet:{acct}:configured", f"{member}:lag", str(lag))
+            await client.hset("runfleet:{acct}:limits", mapping={"r_level": 0})
+        finally:
+            await client.aclose()
+        waits = [await b.reserve(0, RATE) for _ in range(at_once)]
+        assert waits == [0.0] * at_once
+        assert await b.reserve(0, RATE) == pytest.approx(1 / drain)
+        assert b.stats().round_trip_allowance == lag
+
+
+async def test_each_process_measures_its_round_trips_and_shares_their_p99(redis_url: str) -> None:
+    async with stores(redis_url, 1, None, heartbeat=0.001) as (a,):
+        for _ in range(5):
+            await a.reserve(0, RATE)
+            await anyio.sleep(0.002)  # past the heartbeat: each call beats
+        stats = a.stats()
+        client = aredis.Redis.from_url(redis_url, decode_responses=True)
+        try:
+            member = await only_member(client)
+            lag = float(await client.hget("runfleet:{acct}:configured", f"{member}:lag") or 0)
+        finally:
+            await client.aclose()
+    assert stats.calls == 5
+    assert 0 < stats.round_trip_p50_us <= stats.round_trip_p99_us
+    assert 0 < lag <= 1.0
+    assert stats.round_trip_allowance == pytest.approx(lag)
+
+
 async def test_keys_carry_the_account_as_a_hash_tag(redis_url: str, clock: Clock) -> None:
     async with stores(redis_url, 1, clock) as (a,):
         await a.reserve(0, RATE)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from asyncio.subprocess import PIPE
+from asyncio.subprocess import PIPE, Process
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+import redis.asyncio as aredis
 
 from runfleet.sim import SimServer
 
@@ -34,6 +36,33 @@ RPM = 1200  # 20 a second, which three processes easily exceed
 ALONE = ("--runs", "30", "--rpm", str(RPM), "--burst", str(RPM / 60), "--scale", str(SCALE))
 
 
+async def spawn(sim: SimServer, seed: int, *args: str) -> Process:
+    """Start one worker process and wait until it is ready for the word."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.shared_worker",
+        sim.base_url,
+        "--seed",
+        str(seed),
+        *args,
+        cwd=ROOT,
+        stdin=PIPE,
+        stdout=PIPE,
+        stderr=PIPE,
+    )
+    assert proc.stdout is not None
+    assert await proc.stdout.readline() == b"ready\n"
+    return proc
+
+
+async def finish(proc: Process) -> dict[str, Any]:
+    """Say go (if not said yet), wait for the worker to end, return what it printed."""
+    out, err = await proc.communicate(b"go\n")
+    assert proc.returncode == 0, err.decode()[-2000:]
+    return dict(json.loads(out.decode().strip().splitlines()[-1]))
+
+
 async def run_workers(
     sim: SimServer, n: int, *args: str, during: Callable[[], Awaitable[None]] | None = None
 ) -> list[dict[str, Any]]:
@@ -41,32 +70,11 @@ async def run_workers(
 
     ``during`` runs beside them once they are off (a Redis outage, say).
     """
-    procs = [
-        await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.shared_worker",
-            sim.base_url,
-            "--seed",
-            str(i),
-            *args,
-            cwd=ROOT,
-            stdin=PIPE,
-            stdout=PIPE,
-            stderr=PIPE,
-        )
-        for i in range(n)
-    ]
-    for proc in procs:
-        assert proc.stdout is not None
-        assert await proc.stdout.readline() == b"ready\n"
-    ran = asyncio.gather(*(p.communicate(b"go\n") for p in procs))
+    procs = [await spawn(sim, i, *args) for i in range(n)]
+    ran = asyncio.gather(*(finish(p) for p in procs))
     if during is not None:
         await during()
-    outs = await ran
-    for proc, (_, err) in zip(procs, outs, strict=True):
-        assert proc.returncode == 0, err.decode()[-2000:]
-    return [json.loads(out.decode().strip().splitlines()[-1]) for out, _ in outs]
+    return list(await ran)
 
 
 def requests_account(rpm: float) -> dict[str, Any]:
@@ -156,3 +164,80 @@ async def test_a_redis_restart_under_load_loses_no_run(
     assert sum(r["shared"]["failures"] for r in results) > 0  # and each saw it go
     # What the outage cost: fail_closed sends nothing unshared; the fallback runs at rpm / N.
     assert stats["rate_limited"] <= (0 if policy == "fail_closed" else 10)
+
+
+# Every request is refused for the first 6 s after the simulator's first request (a storm:
+# its 429s say how long it has left), then the account is wide open.
+STORM = {
+    "name": "storm",
+    "seed": 5,
+    "lifecycle": {"queued": 0.2, "in_progress": 0.5},
+    "quota": {"rpm": 6000, "window": 1},
+    "faults": {"storms": {"every": 10_000, "duration": 6}},
+}
+
+
+async def pause_left(url: str) -> float:
+    """Seconds left of the requests pause the account's processes share (0: none)."""
+    async with aredis.Redis.from_url(url) as r:
+        until = float(await r.hget("runfleet:{tests}:limits", "pause_r") or 0)
+        secs, micros = await r.time()
+    return until - (secs + micros / 1e6)
+
+
+@pytest.mark.timeout(120)
+async def test_a_429_in_one_process_pauses_the_others_until_its_retry_after(
+    start_sim: StartSim, redis_url: str
+) -> None:
+    """A meets the storm; B, started while it lasts, sends nothing until the pause A shared ends.
+
+    B has seen no 429 of its own: had it sent a request before the storm's end, the simulator
+    would have refused it.
+    """
+    async with start_sim(STORM, time_scale=1.0) as sim:
+        shared = ("--rpm", "6000", "--burst", "50", "--redis", redis_url)
+        a = await spawn(sim, 1, "--runs", "1", *shared)
+        b = await spawn(sim, 2, "--runs", "10", *shared)
+        sim.reset()  # the storm starts at the next request: A's create
+        ran_a = asyncio.create_task(finish(a))
+        with anyio.fail_after(30):
+            while (left := await pause_left(redis_url)) <= 0:  # noqa: ASYNC110 - another process's
+                await asyncio.sleep(0.02)
+        result_b = await finish(b)
+        result_a = await ran_a
+        stats = sim.stats()
+    assert left > 2.0  # B was let go with most of the storm still ahead of it
+    assert result_a["rate_limited"] >= 1
+    assert result_b["rate_limited"] == 0
+    assert (result_a["done"], result_b["done"]) == (1, 10)
+    assert stats["storm_limited"] == result_a["rate_limited"]  # B's requests all came after
+
+
+@pytest.mark.timeout(120)
+async def test_priorities_hold_inside_each_process_while_the_reservation_is_shared(
+    start_sim: StartSim, redis_url: str
+) -> None:
+    """Two processes queue polls, creates, then submits on one account held to 5 a second.
+
+    In each, the submits go before every poll and create queued with them; together they are
+    admitted at the one rate (alone each would finish in half the time).
+    """
+    rpm, k = 300.0, 5
+    async with start_sim(requests_account(6000), time_scale=1.0) as sim:
+        args = ("--runs", "0", "--rpm", str(rpm), "--burst", "1", "--redis", redis_url)
+        results = await run_workers(sim, 2, *args, "--priorities", str(k))
+    times = []
+    for result in results:
+        order = result["order"]
+        assert len(order) == 3 * k
+        assert sum(1 for _, all_queued, _ in order if not all_queued) <= 1
+        ranked = [name for name, all_queued, _ in order if all_queued]
+        assert ranked[:k] == ["SUBMIT"] * k, ranked
+        assert result["shared"]["members"] == 2
+        times.append([at for _, _, at in order])
+    # Both were admitted over the same stretch, at the account's rate, not each at its own.
+    assert min(times[0]) < max(times[1])
+    assert min(times[1]) < max(times[0])
+    every = sorted(times[0] + times[1])
+    rate = (rpm - 1) / (60 + 0.5)  # the bucket's drain: the worker's delay allowance is 0.5 s
+    assert every[-1] - every[0] >= 0.8 * (len(every) - 2) / rate

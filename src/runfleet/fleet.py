@@ -362,9 +362,10 @@ class Fleet(Shortcuts):
         """
         return self._engine.notify(response_id)
 
-    def on_waiting(self, hook: Callable[[str, bool], None] | None) -> None:
-        """Tell ``hook(response_id, waiting)`` as runs start/stop waiting (a webhook relay)."""
-        self._engine.on_waiting(hook)
+    def on_waiting(self, hook: Callable[[str, bool], None] | None) -> bool:
+        """Tell ``hook(response_id, waiting)`` as runs start/stop waiting (a webhook relay);
+        return False if it never will (``webhooks=False``)."""
+        return self._engine.on_waiting(hook)
 
     @property
     def client(self) -> AsyncOpenAI:

@@ -83,7 +83,9 @@ class WebhookRelay:
             app.router.routes.append(WebhookReceiver(fleet, relay=relay).route())
 
     Args:
-        fleet: the fleet whose runs this replica owns and wakes.
+        fleet: the fleet whose runs this replica owns and wakes. Only a fleet with
+            ``webhooks=True`` registers its runs; with it off, the relay only publishes (a
+            replica that only receives) and warns once (``relay_fleet_without_webhooks``).
         redis: a ``redis://`` URL or a ``redis.asyncio.Redis`` client (not closed here).
         namespace: keeps several services apart on one Redis (the key's hash tag).
         owner_ttl: seconds a replica counts as alive after its last heartbeat (sent every
@@ -149,7 +151,16 @@ class WebhookRelay:
         tg.start_soon(self._heartbeat)
         tg.start_soon(self._write_changes)
         tg.start_soon(self._read_inbox)
-        self._fleet.on_waiting(self._on_waiting)  # the ids waited on now come at once
+        # The ids waited on now come at once. A fleet without webhooks waits on no event, so
+        # none of its runs is registered: it can still publish (a replica that only receives),
+        # but events for its own runs will not find it. Said once, as a warning: not an error.
+        if not self._fleet.on_waiting(self._on_waiting):
+            log.warning(
+                "relay_fleet_without_webhooks",
+                replica=self.replica,
+                note="this fleet has webhooks=False: its runs are not registered with the relay, "
+                "events for them reach them only through their polls",
+            )
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -25,7 +25,8 @@ from ..logs import get_logger
 from .bucket import AdmissionBucket, LeakyBucket, RateGovernor
 from .headers import LimitHit, RateLimitHeaders, parse_rate_limit_headers, retry_after_seconds
 from .priority import AdmissionQueue, Priority
-from .shared import RedisLimits, SharedStats
+from .round_trips import SharedStats
+from .shared import RedisLimits
 from .token_quota import TokenQuota, TokenStats
 from .window_cap import WindowCap, sub_minute_window
 

@@ -45,8 +45,9 @@ def keys_for(account: str) -> list[str]:
 #       12 tokens given back | 13 pause requests s | 14 pause tokens s
 #       15 server rpm learned ("" = none) | 16 server tpm learned ("" = none)
 #       17 requests carried in (a fallback's level) | 18 tokens carried in
-# Returns {request wait, token wait, rpm in force, smallest rpm, largest rpm, members, now} as
-# strings (Lua numbers would be truncated to integers on the way out).
+#       19 this member's round-trip allowance s (sent with its heartbeat)
+# Returns {request wait, token wait, rpm in force, smallest rpm, largest rpm, members, now,
+# round-trip allowance in force} as strings (Lua numbers would be truncated to integers).
 SCRIPT = """
 local limits, members, configured = KEYS[1], KEYS[2], KEYS[3]
 local now = tonumber(ARGV[1])
@@ -71,18 +72,22 @@ if member ~= '' then
   redis.call('ZADD', members, now, member)
   redis.call('HSET', configured, member .. ':rpm', ARGV[4])
   if ARGV[5] ~= '' then redis.call('HSET', configured, member .. ':tpm', ARGV[5]) end
+  redis.call('HSET', configured, member .. ':lag', ARGV[19])
 end
 local gone = redis.call('ZRANGEBYSCORE', members, '-inf', now - tonumber(ARGV[3]))
-for _, m in ipairs(gone) do redis.call('HDEL', configured, m .. ':rpm', m .. ':tpm') end
+for _, m in ipairs(gone) do
+  redis.call('HDEL', configured, m .. ':rpm', m .. ':tpm', m .. ':lag')
+end
 if #gone > 0 then redis.call('ZREMRANGEBYSCORE', members, '-inf', now - tonumber(ARGV[3])) end
 local alive = redis.call('ZCARD', members)
-local min_rpm, max_rpm, min_tpm = nil, nil, nil
+local min_rpm, max_rpm, min_tpm, lag = nil, nil, nil, 0
 local conf = redis.call('HGETALL', configured)
 for i = 1, #conf, 2 do
-  local v = tonumber(conf[i + 1])
-  if string.sub(conf[i], -4) == ':rpm' then
+  local v, what = tonumber(conf[i + 1]), string.sub(conf[i], -4)
+  if what == ':rpm' then
     if not min_rpm or v < min_rpm then min_rpm = v end
     if not max_rpm or v > max_rpm then max_rpm = v end
+  elseif what == ':lag' then lag = math.max(lag, v)
   elseif not min_tpm or v < min_tpm then min_tpm = v end
 end
 
@@ -103,8 +108,16 @@ end
 -- Requests: the bucket of runfleet.admission.bucket, at the smallest rpm anyone knows.
 local rpm_here = tonumber(ARGV[7])
 local rpm = math.max(2, math.min(rpm_here, min_rpm or rpm_here, num('server_rpm', rpm_here)))
-local cap = math.max(1, tonumber(ARGV[8]) * rpm / rpm_here)
-local r_rate = (rpm - cap) / (60 + tonumber(ARGV[9]))
+-- The round trip is a delay the local bucket never had: a request is counted here, at Redis'
+-- TIME, and leaves its process after the reply (and a loaded loop's stall) reached it. The
+-- slowest live member's allowance (its recent round trips' 99th percentile) widens the
+-- delay allowance of bucket.py for everyone: the capacity gives up what drains meanwhile,
+-- and once it is down to one request the drain slows, so that what a window of the server
+-- sees stays within the burst the caller's capacity stood for.
+local held = tonumber(ARGV[8]) * rpm / rpm_here
+local cap = math.max(1, held - lag * rpm / 60)
+local r_rate = (rpm - cap) / (60 + tonumber(ARGV[9]) + lag)
+if lag > 0 and held > cap then r_rate = math.min(r_rate, (held - cap) / lag) end
 local r_level, r_at = drained('r', r_rate, now)
 r_level = r_level + tonumber(ARGV[17])
 local paused = num('pause_r', 0)
@@ -158,5 +171,5 @@ if t_limit then
 end
 for _, k in ipairs(KEYS) do redis.call('EXPIRE', k, 3600) end
 return {tostring(r_wait), tostring(t_wait), tostring(rpm), tostring(min_rpm or rpm_here),
-        tostring(max_rpm or rpm_here), tostring(alive), tostring(now)}
+        tostring(max_rpm or rpm_here), tostring(alive), tostring(now), tostring(lag)}
 """

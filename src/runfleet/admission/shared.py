@@ -36,12 +36,9 @@ import contextlib
 import math
 import os
 import socket
-import statistics
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -54,41 +51,17 @@ from ..errors import RedisUnavailable
 from ..logs import get_logger
 from .bucket import LeakyBucket, Rate
 from .redis_script import SCRIPT, keys_for
+from .round_trips import RoundTrips, SharedStats
 
-__all__ = ["OnRedisFailure", "RedisLimits", "SharedStats"]
+__all__ = ["OnRedisFailure", "RedisLimits"]
 
 log = get_logger(__name__)
 
 OnRedisFailure = Literal["fail_closed", "local_fallback"]
 _DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
-
-
-@dataclass(frozen=True, slots=True)
-class SharedStats:
-    """A snapshot of the shared store, as this process sees it.
-
-    Attributes:
-        account: the account whose limits are shared.
-        state: ``"shared"`` (Redis answers), ``"fallback"`` (alone at limit / N) or ``"down"``
-            (fail_closed: waiting for Redis).
-        calls: script calls that Redis answered.
-        round_trip_us: their mean duration, in microseconds, as this process's loop saw it
-            (a busy loop lengthens it); ``round_trip_p50_us`` the median of the last 1,024.
-        members: processes alive on the account at the last answer.
-        rpm_in_force: the request limit the script applied at the last answer.
-        failures: calls that found Redis unreachable.
-        fallback_admissions: requests admitted alone, without Redis.
-    """
-
-    account: str
-    state: str
-    calls: int
-    round_trip_us: float
-    round_trip_p50_us: float
-    members: int
-    rpm_in_force: float | None
-    failures: int
-    fallback_admissions: int
+# A round trip slower than this is an outage's business, not a delay to allow for: the
+# allowance would otherwise slow the account to a crawl for one slow member.
+_MAX_LAG = 1.0
 
 
 class RedisLimits:
@@ -183,10 +156,10 @@ class RedisLimits:
         self._local_tokens = LeakyBucket()
         self._members = 1
         self._rpm_in_force: float | None = None
+        self._lag = 0.0  # this process's round-trip allowance, sent with its heartbeat
+        self._lag_in_force = 0.0  # the largest among the live processes, as last answered
         self._warned_rpm = False
-        self._calls = 0
-        self._rtt = 0.0
-        self._recent: deque[float] = deque(maxlen=1024)
+        self._trips = RoundTrips()
         self._failures = 0
         self._fallback_admissions = 0
 
@@ -284,6 +257,7 @@ class RedisLimits:
             "" if learned[1] is None or learned[1] == self._told[1] else repr(learned[1]),
             repr(carry_r),
             repr(carry_t),
+            repr(self._lag_allowance(beat)),
         ]
         started = time.perf_counter()
         try:
@@ -292,9 +266,7 @@ class RedisLimits:
             self._last_try = loop_now
             self._failures += 1
             return self._without_redis(loop_now, exc, rate, requests, tokens, token_limit)
-        self._calls += 1
-        self._recent.append(time.perf_counter() - started)
-        self._rtt += self._recent[-1]
+        self._trips.add(time.perf_counter() - started)
         self._reached = True
         if token_limit is not None:
             self._refund -= refund
@@ -313,6 +285,7 @@ class RedisLimits:
             self._local, self._local_tokens = LeakyBucket(), LeakyBucket()
         r_wait, t_wait, in_force, smallest, largest, alive = (float(x) for x in out[:6])
         self._rpm_in_force, self._members = in_force, max(1, int(alive))
+        self._lag_in_force = float(out[7])
         if smallest != largest and not self._warned_rpm:
             self._warned_rpm = True
             log.warning(
@@ -360,6 +333,16 @@ class RedisLimits:
         until_try = max(0.01, self._last_try + self.retry_every - now)
         return min(r_wait, until_try) if r_wait else 0.0, min(t_wait, until_try) if t_wait else 0.0
 
+    def _lag_allowance(self, beat: bool) -> float:
+        """This process's round-trip allowance, recomputed with each heartbeat.
+
+        The 99th percentile of its recent script calls as its loop saw them (a loaded loop's
+        stalls included), at most ``_MAX_LAG``; none on a clock faked by a test.
+        """
+        if beat and self._redis_time is None:
+            self._lag = min(_MAX_LAG, self._trips.p99())
+        return self._lag
+
     def _share(self) -> int:
         return self.processes if self.processes is not None else self._members
 
@@ -384,11 +367,13 @@ class RedisLimits:
         return SharedStats(
             account=self.account,
             state=state,
-            calls=self._calls,
-            round_trip_us=self._rtt / self._calls * 1e6 if self._calls else 0.0,
-            round_trip_p50_us=statistics.median(self._recent) * 1e6 if self._recent else 0.0,
+            calls=self._trips.calls,
+            round_trip_us=self._trips.mean() * 1e6,
+            round_trip_p50_us=self._trips.median() * 1e6,
+            round_trip_p99_us=self._trips.p99() * 1e6,
             members=self._members,
             rpm_in_force=self._rpm_in_force,
+            round_trip_allowance=self._lag_in_force,
             failures=self._failures,
             fallback_admissions=self._fallback_admissions,
         )

@@ -286,15 +286,17 @@ class Engine:
         self._wake(run)
         return True
 
-    def on_waiting(self, hook: Callable[[str, bool], None] | None) -> None:
+    def on_waiting(self, hook: Callable[[str, bool], None] | None) -> bool:
         """Tell ``hook(response_id, waiting)`` as runs start and stop waiting on a response id
-        (webhooks on); the ids waited on now are told at once. None removes it."""
+        (webhooks on); the ids waited on now are told at once. None removes it. Return
+        whether the hook will hear of any run: with webhooks off, none waits on an event."""
         if hook is not None and self._pacer.on_waiting is not None:
             raise ValueError("the fleet's waiting runs are followed already (one relay a fleet)")
         self._pacer.on_waiting = hook
         if hook is not None:
             for response_id in list(self._pacer.by_response):
                 hook(response_id, True)
+        return self._pacer.safety_poll is not None
 
     # -- one poll and what it saw --------------------------------------------------------------
 
