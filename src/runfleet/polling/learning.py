@@ -85,6 +85,7 @@ _START_STEP = 0.5
 """How far one observation moves the first poll, as a fraction of the window's gap."""
 _STALL_QUANTILE = 0.99
 _COMB_MARGIN = 0.9
+_COMB_FIRST = 10
 _COMB_EARLY = 1.0
 """Share of runs a comb may leave done before its first poll: none kept back (a cap at
 ``low_quantile`` kept the p95 on sharp lower edges but spent 1.2-1.6 times the oracle's polls)."""
@@ -241,7 +242,9 @@ class RunTimes(Generic[K]):
         if policy.comb and times.sketch.add(since, seconds):
             times.done.clear()
             times.done.extend(high for _, high in times.sketch.samples)
-        if len(times.done) < policy.min_samples:
+        if len(times.done) < (
+            min(policy.min_samples, _COMB_FIRST) if policy.comb else policy.min_samples
+        ):
             return
         if policy.comb and policy.latency_target is None and window_span(self._policy, key) is None:
             fit, tally = times.intervals.refit(), times.intervals.predicted
