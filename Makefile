@@ -53,6 +53,7 @@ bench: $(STAMP)
 	# The grid (README, "Other run-time shapes"): 1 min offline, ~25 min on the simulator;
 	# per-second enforcement on `strict`: ~10 min.
 	$(BIN)/python benchmarks/grid.py --offline --runs 500 --out docs/bench/grid-offline
+	$(BIN)/python benchmarks/grid.py --offline --comb --runs 500 --out docs/bench/grid-offline-comb
 	$(BIN)/python benchmarks/grid.py --runs 200 --time-scale 1 --out docs/bench/grid-sim \
 		--cells m1-s0.3,m1-s0.6,m4-s0.3,m4-s0.6,drift,m1-s1.2,m4-s1.2
 	$(BIN)/runfleet bench --scenario strict --runs 1000 --time-scale 1 \

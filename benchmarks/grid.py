@@ -51,6 +51,7 @@ import numpy as np
 
 from runfleet.bench.race import race
 from runfleet.bench.runner import BenchConfig, run_bench
+from runfleet.polling.policy import PollPolicy
 
 QUEUED = {"dist": "lognormal", "median": 0.5, "sigma": 0.5}
 MEDIANS = (1.0, 4.0, 15.0, 60.0)
@@ -160,13 +161,15 @@ def _drawer(cell: Cell, runs: int) -> Callable[[random.Random], float]:
     return draw
 
 
-def offline(cell: Cell, runs: int, seeds: int = 3) -> dict[str, Any]:
+def offline(
+    cell: Cell, runs: int, seeds: int = 3, policy: PollPolicy | None = None
+) -> dict[str, Any]:
     """The learned schedule alone against the classic loop and the oracle, on no network.
 
     ``bench.race``: runs polled one after another, the model learning online from what its own
     polls saw; no first wave, no scouts, no machine load. Means over ``seeds`` seeds.
     """
-    races = [race(_drawer(cell, runs), seed, runs) for seed in range(seeds)]
+    races = [race(_drawer(cell, runs), seed, runs, policy) for seed in range(seeds)]
 
     def row(polls: float, p95: float) -> dict[str, Any]:
         return {"requests_per_run": 1 + polls, "polls_per_run": polls, "p95": p95, "lost": 0}
@@ -323,6 +326,9 @@ async def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/bench"))
     parser.add_argument("--render", action="store_true", help="redraw from --out/grid.json")
     parser.add_argument("--offline", action="store_true", help="the schedule alone (bench.race)")
+    parser.add_argument(
+        "--comb", action="store_true", help="offline: the learned schedule as PollPolicy(comb=True)"
+    )
     parser.add_argument("--time-scale", type=float, help="for every cell (default: per cell)")
     args = parser.parse_args()
     every = {c.name: c for c in cells(args.runs)}
@@ -335,7 +341,7 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for cell in chosen:
             if args.offline:
-                grid.append(offline(cell, args.runs))
+                grid.append(offline(cell, args.runs, policy=PollPolicy(comb=args.comb)))
             else:
                 grid.append(await measure(cell, args.runs, Path(folder), args.time_scale))
             print(f"{cell.name}: {grid[-1]['wall']:.0f} s, {verdict(grid[-1])}", file=sys.stderr)

@@ -36,6 +36,19 @@ def test_the_cap_admits_count_in_any_window_plus_delay() -> None:
     assert cap.wait(1.25) == pytest.approx(0.01)
 
 
+def test_the_spread_allowed_for_is_the_longest_recent_round_trip() -> None:
+    cap = WindowCap(10, 1.0, delay=0.25)
+    cap.observe_trip(0.0, 0.02)
+    assert cap.span == 1.25  # quiet: the setting's quarter second
+    cap.observe_trip(1.0, 0.6)
+    cap.observe_trip(2.0, 0.1)
+    assert cap.span == pytest.approx(1.6)  # a stall: as long as it, for 10 s
+    cap.observe_trip(11.5, 0.05)
+    assert cap.span == 1.25
+    cap.observe_trip(12.0, 5.0)
+    assert cap.span == 2.0  # at most the window again
+
+
 def test_a_fractional_share_rounds_down_and_bad_values_are_refused() -> None:
     assert WindowCap(10.9).count == 10
     with pytest.raises(ValueError, match="per_second must be a number of requests of at least 1"):
@@ -121,6 +134,35 @@ async def test_the_busiest_second_stays_within_the_share(per_second: int | None)
     assert sum(sim["responses"]["by_status"].values()) == 150
     learned = [e for e in logs if e["event"] == "quota_per_second_learned"]
     assert len(learned) == (per_second is None)
+
+
+class Stalling(httpx2.AsyncBaseTransport):
+    """The network to an in-process simulator whose process stalls: every ``every`` seconds,
+    what is sent waits until ``stall`` seconds have passed (a loaded machine's loop)."""
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport, every: float, stall: float) -> None:
+        self.inner, self.every, self.stall = inner, every, stall
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        into = asyncio.get_running_loop().time() % self.every
+        if into < self.stall:
+            await asyncio.sleep(self.stall - into)
+        return await self.inner.handle_async_request(request)
+
+
+@pytest.mark.looptime
+async def test_stalls_longer_than_the_quarter_second_bring_no_429() -> None:
+    """A stall holds requests admitted apart and lets them arrive together; the cap allows for
+    the longest recent round trip, which the stalls lengthen, so none is over the share."""
+    app = SimApp({"seed": 5, **RUNS})
+    stalling = Stalling(httpx2.ASGITransport(app=app), every=1.7, stall=0.45)
+    http = DefaultAsyncHttpxClient(transport=stalling)
+    client = AsyncOpenAI(base_url="http://sim/v1", api_key=API_KEY, http_client=http)
+    async with client, Fleet(client, rpm=600, seed=3, per_second=10) as fleet:
+        await _run(fleet, 150)
+    sim = app.snapshot()
+    assert sim["rate_limited"] == 0
+    assert sim["peak_second"]["peak"] <= 10
 
 
 def _busiest(times: list[float], span: float) -> int:

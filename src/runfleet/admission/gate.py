@@ -200,7 +200,9 @@ class RequestGate:
         call: Callable[[], Awaitable[LegacyAPIResponse[T]]],
         tokens: Reservation | None,
     ) -> tuple[T, Any]:
-        self.stats.request_started(kind, asyncio.get_running_loop().time())
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        self.stats.request_started(kind, started)
         if tokens is not None:
             tokens.sent()
         since = self.quota.tokens.mark()  # answers come back out of order (TokenBudget.learn)
@@ -215,7 +217,12 @@ class RequestGate:
             hit = limit_hit(exc.type, exc.message) if exc.status_code == 429 else "requests"
             headers = exc.response.headers
             self.quota.observe(
-                headers, status=exc.status_code, limit=hit, since=since, message=exc.message
+                headers,
+                status=exc.status_code,
+                limit=hit,
+                since=since,
+                message=exc.message,
+                trip=loop.time() - started,
             )
             if exc.status_code == 429:
                 await self.quota.publish()  # the other processes on the account pause too
@@ -237,7 +244,9 @@ class RequestGate:
             raise
         if tokens is not None:
             since += tokens.answered()  # before the headers that count it are read
-        self.quota.observe(raw.headers, status=raw.status_code, since=since)
+        self.quota.observe(
+            raw.headers, status=raw.status_code, since=since, trip=loop.time() - started
+        )
         try:
             parsed = raw.parse()
         except (ValueError, openai.APIResponseValidationError) as exc:

@@ -221,6 +221,7 @@ class RequestQuota:
         limit: LimitHit = "requests",
         since: float | None = None,
         message: str | None = None,
+        trip: float | None = None,
     ) -> None:
         """Learn from one response's headers; call it for every response, 429s included.
 
@@ -230,7 +231,8 @@ class RequestQuota:
         (:func:`~runfleet.admission.headers.limit_hit`): a tokens 429 pauses only what costs
         tokens, and "request too large" pauses nothing (that request alone fails). ``since``
         is the token quota's mark when the request left (:meth:`TokenQuota.mark`). A
-        requests 429's ``message``, like the headers, may show a per-second share.
+        requests 429's ``message``, like the headers, may show a per-second share. ``trip``
+        is the seconds from the request's admission to this answer (:meth:`WindowCap.observe_trip`).
         """
         self.tokens.observe(headers, since)
         if status == 429 and limit != "requests":
@@ -249,6 +251,8 @@ class RequestQuota:
             self.shared.learned(governor.server_limit, self.tokens.budget.server_limit)
         if self._cap is None:
             self._learn_window(parsed, message if status == 429 else None)
+        if self._cap is not None and trip is not None:
+            self._cap.observe_trip(now, trip)
         if governor.limit != limit_before:
             log.info(
                 "quota_limit_learned",

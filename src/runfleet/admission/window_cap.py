@@ -16,6 +16,12 @@ gets the allowance, and a learned one starts without it and gets it only after a
 doubles it from 0.1 s): most servers that enforce per second do so with a bucket, which
 tolerates that spread, and would only lose a fifth of their rate to it.
 
+The spread on the way is at most the longest round trip (a request is counted between its
+admission and its answer), so the allowance is also the longest round trip of the latest 10 s
+when that is longer (:meth:`WindowCap.observe_trip`): on a quiet machine a few milliseconds, on
+a loaded one, where the simulator's process stalls for a quarter of a second or more, as long
+as the stalls, which a fixed quarter second let through as 429s.
+
 It also says when a server enforces such a share (:func:`sub_minute_window`): from the
 ``x-ratelimit-*-requests`` headers, whose reset is "until the quota is full again", or from a
 429's message. Pure: ``now`` is an argument, no clock is read.
@@ -37,13 +43,14 @@ __all__ = ["WindowCap", "sub_minute_window"]
 _SUB_MINUTE = 20.0  # seconds
 _SLIVER = 1e-9  # seconds
 _MIN_USED = 3.0
+_TRIP_MEMORY = 10.0  # seconds a long round trip is allowed for after it was seen
 _PER_SECOND_MESSAGE = re.compile(r"per second|\bRPS\b|per 1s\b", re.IGNORECASE)
 
 
 class WindowCap:
     """At most ``count`` admissions in any ``window + delay`` seconds (see the module doc)."""
 
-    __slots__ = ("_times", "count", "delay", "window")
+    __slots__ = ("_times", "_trips", "count", "delay", "window")
 
     def __init__(self, count: float, window: float = 1.0, delay: float = 0.0) -> None:
         if not (isinstance(count, int | float) and 1 <= count < math.inf):
@@ -56,11 +63,32 @@ class WindowCap:
         self.window = float(window)
         self.delay = float(delay)
         self._times: deque[float] = deque()
+        # (when answered, round trip), the longest of the latest _TRIP_MEMORY seconds first:
+        # a deque kept decreasing in trip, so the front is the longest still remembered.
+        self._trips: deque[tuple[float, float]] = deque()
 
     @property
     def span(self) -> float:
-        """The admission-time window the count is held over: ``window + delay``."""
-        return self.window + self.delay
+        """The admission-time window the count is held over: ``window`` plus the spread
+        allowed for (``delay``, or the longest recent round trip, at most ``window``)."""
+        trip = self._trips[0][1] if self._trips else 0.0
+        return self.window + min(max(self.delay, trip), self.window)
+
+    def observe_trip(self, now: float, seconds: float) -> None:
+        """Note a request answered at ``now``, ``seconds`` after it was admitted.
+
+        The server counted it somewhere in that time, so two requests admitted ``t`` apart
+        arrived at least ``t`` minus the longer round trip apart: allowing for the longest
+        recent trip keeps what arrives within the share when the server's process or the
+        network stalls (on a loaded machine, for a quarter of a second or more), before any
+        429 says so.
+        """
+        trips = self._trips
+        while trips and trips[-1][1] <= seconds:
+            trips.pop()
+        trips.append((now, seconds))
+        while trips[0][0] < now - _TRIP_MEMORY:
+            trips.popleft()
 
     def wait(self, now: float) -> float:
         """Return ``0.0`` if one more may be admitted at ``now``, else the seconds until one may."""

@@ -1,0 +1,138 @@
+"""The non-parametric estimate of run times (``polling/completion_sketch.py``) and the comb
+planned on it (``polling/comb.py``): deterministic, no clock."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from runfleet.bench.race import lognormal, race, uniform
+from runfleet.polling.comb import cheapest_comb, classic_p95
+from runfleet.polling.completion_sketch import CompletionSketch
+from runfleet.polling.policy import PollPolicy
+from runfleet.polling.schedule import Backoff
+
+
+def bracketed(median: float, sigma: float, runs: int, seed: int) -> list[tuple[float, float]]:
+    """Runs seen done by a poll 0.5 s after one that found them working."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(runs):
+        t = rng.lognormvariate(math.log(median), sigma)
+        high = math.ceil(t / 0.5) * 0.5
+        out.append((high - 0.5, high))
+    return out
+
+
+def test_nothing_is_estimated_before_ten_runs_were_seen_working() -> None:
+    sketch = CompletionSketch(256)
+    for _ in range(30):
+        sketch.add(None, 3.0)  # found done at the first poll: says only "before 3 s"
+    for low, high in bracketed(8.0, 0.3, 9, seed=1):
+        sketch.add(low, high)
+    assert sketch.points() is None
+    sketch.add(7.5, 8.0)
+    assert sketch.points() is not None
+
+
+@pytest.mark.parametrize(("median", "sigma"), [(8.0, 0.3), (30.0, 0.6)])
+def test_the_estimate_recovers_the_quantiles_of_bracketed_runs(median: float, sigma: float) -> None:
+    sketch = CompletionSketch(256)
+    for low, high in bracketed(median, sigma, 256, seed=2):
+        sketch.add(low, high)
+    points = sketch.points()
+    assert points is not None
+    assert points == sorted(points)
+    for q, index in ((0.5, 64), (0.9, 115)):
+        true = median * math.exp(sigma * 1.2816 * (q == 0.9))
+        assert points[index] == pytest.approx(true, rel=0.12)
+
+
+def test_a_mixture_keeps_both_modes() -> None:
+    sketch = CompletionSketch(256)
+    fast, slow = bracketed(4.0, 0.2, 180, seed=3), bracketed(40.0, 0.2, 76, seed=4)
+    for low, high in sorted(fast + slow, key=lambda _: random.Random(5).random()):
+        sketch.add(low, high)
+    points = sketch.points()
+    assert points is not None
+    assert points[int(0.6 * 128)] < 6.0 < 30.0 < points[int(0.8 * 128)]  # nothing in between
+
+
+def test_runs_found_done_at_the_first_poll_spread_evenly_from_0s_without_a_fit() -> None:
+    sketch = CompletionSketch(256)
+    for low, high in bracketed(10.0, 0.1, 200, seed=6):
+        sketch.add(low, high)
+    for _ in range(56):
+        sketch.add(None, 8.0)
+    points = sketch.points()
+    assert points is not None
+    early = [p for p in points if p < 8.0]
+    assert len(early) == pytest.approx(28, abs=3)
+    assert min(early) < 2.0  # the worst case for their latency, not just under the first poll
+
+
+def test_a_doubled_median_is_detected_and_older_runs_are_forgotten() -> None:
+    sketch = CompletionSketch(256)
+    for low, high in bracketed(4.0, 0.3, 256, seed=7):
+        assert not sketch.add(low, high)
+        sketch.points()
+    changed_after = None
+    for i, (low, high) in enumerate(bracketed(8.0, 0.3, 100, seed=8)):
+        if sketch.add(low, high):
+            changed_after = i + 1
+            break
+    assert changed_after is not None
+    assert changed_after <= 45
+    assert len(sketch.samples) == 32
+    points = sketch.points()
+    # The latest 32 still hold some runs of before the change; the median has moved most of
+    # the way, where the 256 it had would have kept it near 4 s.
+    assert points is not None
+    assert points[64] > 1.4 * 4.0
+
+
+def test_steady_runs_are_not_taken_for_a_change() -> None:
+    sketch = CompletionSketch(256)
+    for low, high in bracketed(6.0, 0.6, 1000, seed=9):
+        assert not sketch.add(low, high)
+        sketch.points()
+
+
+def test_the_classic_loops_p95_on_long_runs_is_under_its_cap() -> None:
+    # Runs of minutes are polled every 4-5 s (5 s, +-20 %, cut to 5 s).
+    assert 4.4 < classic_p95([100.0 + i for i in range(128)], Backoff()) < 5.0
+
+
+def test_runs_that_all_take_8s_are_polled_once_at_8s() -> None:
+    start, gap = cheapest_comb([8.0] * 128, latency=4.0, jitter=0.2, least_gap=0.05, most_early=1)
+    assert start == 8.0
+    assert gap <= 4.0 / 0.8
+
+
+def test_the_comb_keeps_the_p95_latency_it_is_given() -> None:
+    rng = random.Random(10)
+    points = sorted(rng.lognormvariate(math.log(8.0), 0.5) for _ in range(128))
+    start, gap = cheapest_comb(points, latency=3.0, jitter=0.0, least_gap=0.05, most_early=1)
+    waits = sorted(
+        (start - t) if t <= start else gap * math.ceil((t - start) / gap) - (t - start)
+        for t in points
+    )
+    assert waits[int(0.95 * 128) - 1] <= 3.0 + 1e-9
+    assert start > points[6]  # it does not poll from the first run on
+
+
+@pytest.mark.soak  # 3-6 s each on 2 loaded cores: `make soak`
+@pytest.mark.parametrize("draw", [lognormal(8.0, 0.5), lognormal(30.0, 0.3)], ids=["8s", "30s"])
+def test_comb_polls_half_the_classic_loops_at_no_worse_p95(draw: object) -> None:
+    result = race(draw, 0, 500, PollPolicy(comb=True))  # type: ignore[arg-type]
+    assert result.learned_polls <= 0.5 * result.classic_polls, result
+    assert result.learned_p95 <= result.classic_p95, result
+
+
+@pytest.mark.soak  # 11 s on 2 loaded cores: `make soak`
+def test_comb_on_a_sharp_lower_edge_is_late_as_its_setting_says() -> None:
+    """What ``PollPolicy.comb``'s docstring admits: it cannot see below its first poll."""
+    result = race(uniform(4.0, 12.0), 0, 1000, PollPolicy(comb=True))
+    assert result.learned_p95 > 1.1 * result.classic_p95
