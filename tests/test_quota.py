@@ -76,6 +76,7 @@ def test_priorities_run_from_submit_down_to_poll() -> None:
         ({"rpm": 60, "max_consecutive_rate_limits": 0}, "max_consecutive_rate_limits"),
         ({"rpm": 60, "create_share": 0}, "create_share must be in"),
         ({"rpm": 60, "create_share": 1.5}, "create_share must be in"),
+        ({"rpm": 60, "poll_patience": -1}, "poll_patience must be >= 0"),
     ],
 )
 def test_bad_settings_raise_value_error(kwargs: dict[str, Any], message: str) -> None:
@@ -217,8 +218,34 @@ async def test_creates_faster_than_the_quota_delay_a_poll_by_a_few_steps_not_for
 
 
 @pytest.mark.looptime
+@pytest.mark.parametrize(("late", "first"), [(5.0, "poll"), (1.0, "c0")])
+async def test_a_poll_due_past_its_patience_goes_before_every_create(
+    late: float, first: str
+) -> None:
+    # 60 RPM, patience 3 admissions: 3 s. A poll whose run has been due 5 s goes before a
+    # backlog of creates; one due 1 s ago still alternates with them (a create first).
+    quota = RequestQuota(60, poll_patience=3)
+    loop = asyncio.get_running_loop()
+    order: list[str] = []
+
+    async def request(name: str, priority: Priority, since: float | None = None) -> None:
+        await quota.acquire(priority, since=since)
+        order.append(name)
+
+    async with asyncio.TaskGroup() as tg:
+        await quota.acquire(Priority.CREATE)  # empties the bucket: everyone below queues
+        for n in range(10):
+            tg.create_task(request(f"c{n}", Priority.CREATE))
+        tg.create_task(request("poll", Priority.POLL, since=loop.time() - late))
+        await until(lambda: quota.stats().waiting_total == 11)
+    assert order[0] == first
+    assert order.index("poll") <= 1
+
+
+@pytest.mark.looptime
 async def test_while_both_wait_creates_get_their_share_and_each_class_keeps_its_order() -> None:
-    quota = RequestQuota(60, create_share=0.25)
+    # No poll ages into priority here (the one before covers it): the share alone.
+    quota = RequestQuota(60, create_share=0.25, poll_patience=math.inf)
     order: list[str] = []
 
     async def request(name: str, priority: Priority) -> None:

@@ -11,9 +11,13 @@ the result. Everything else here is about not being fooled and not being retried
   chunks read exceed it: a 10 MiB body is never held in memory.
 - Reading happens before any signature can be checked, so anyone can hold a body open: a
   body not read within ``body_timeout`` gets a 408, and past ``max_pending`` bodies being
-  read at once a new request gets a 503 at once (OpenAI retries it). Without both, 300
+  read at once the one read longest gets its 408 now, to make room. Without both, 300
   connections that sent headers and 10 bytes held the receiver for good and, at a 1,024-fd
-  limit, no valid delivery got through.
+  limit, no valid delivery got through. Turning the newcomer away instead (503) let a
+  slow-loris flood that keeps ``max_pending`` bodies open refuse every valid delivery for as
+  long as it lasts; a valid body comes with its headers and is read at once, so it is never
+  the one read longest. A 408 says ``connection: close``: the server drops the socket at
+  once, keeping its descriptors for deliveries.
 - Several secrets may be given at once: during a rotation OpenAI keeps the old secret valid
   for up to 24 h, and a receiver that knows both verifies events signed with either.
 - Delivery is at-least-once, so events are deduplicated by ``webhook-id``, remembered at
@@ -32,6 +36,7 @@ Nothing logged carries a header value but the (truncated) ``webhook-id``; never 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -119,7 +124,7 @@ class WebhookReceiver:
         max_body: larger bodies are refused with 413 (OpenAI's events are a few hundred bytes).
         max_ids: most ``webhook-id`` values remembered for deduplication.
         body_timeout: seconds to read a body before answering 408.
-        max_pending: bodies read at once; a request past it gets 503 without being read.
+        max_pending: bodies read at once; past it, the one read longest is answered 408.
         relay: routes events for runs this fleet does not own to the replica that does.
         metrics: expose the receiver's counts to Prometheus (True: the default registry).
 
@@ -160,7 +165,8 @@ class WebhookReceiver:
         self._max_ids = max_ids
         self._body_timeout = body_timeout
         self._max_pending = max_pending
-        self._pending = 0
+        self._pending: OrderedDict[int, anyio.CancelScope] = OrderedDict()  # oldest first
+        self._reads = itertools.count()
         self._seen: OrderedDict[str, float] = OrderedDict()
         self._counts: Counter[str] = Counter()
         self._rejected: Counter[str] = Counter()
@@ -207,7 +213,10 @@ class WebhookReceiver:
             self._events["unverified", rej.reason] += 1
             log.info("webhook_rejected", reason=rej.reason, status=rej.status)
             status, answer = rej.status, {"error": rej.reason}
-        await _respond(send, status, answer)
+        # A stalled body's connection is closed after its 408, not kept for the rest of it. (A
+        # 413's is not: its client is still sending, and a close would reset the connection
+        # before it reads the answer; the server drops the rest as it comes.)
+        await _respond(send, status, answer, close=status == 408)
 
     async def _handle(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
         if scope.get("method") != "POST":
@@ -216,16 +225,7 @@ class WebhookReceiver:
         ctype = headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "application/json":
             raise _Reject(415, "content_type")
-        if self._pending >= self._max_pending:
-            raise _Reject(503, "busy")  # before reading: a flood of slow bodies stops here
-        self._pending += 1
-        try:
-            with anyio.fail_after(self._body_timeout):
-                body = await self._read(headers, receive)
-        except TimeoutError:
-            raise _Reject(408, "slow_body") from None
-        finally:
-            self._pending -= 1
+        body = await self._read_within(headers, receive)
         try:
             body.decode("utf-8")
         except UnicodeDecodeError:
@@ -272,6 +272,23 @@ class WebhookReceiver:
             except Exception:  # a missing header, a non-ASCII signature: forged, never a 500
                 raise _Reject(400, "headers") from None
         raise _Reject(400, "signature")
+
+    async def _read_within(self, headers: dict[str, str], receive: Receive) -> bytes:
+        """Read the body within ``body_timeout``, as one of at most ``max_pending``."""
+        if len(self._pending) >= self._max_pending:
+            _, oldest = self._pending.popitem(last=False)
+            oldest.cancel()  # its reader answers 408 "evicted": a slow body makes room
+        key = next(self._reads)
+        reading = anyio.CancelScope(deadline=anyio.current_time() + self._body_timeout)
+        self._pending[key] = reading
+        try:
+            with reading:
+                return await self._read(headers, receive)
+        finally:
+            evicted = self._pending.pop(key, None) is None
+        if evicted:
+            raise _Reject(408, "evicted")
+        raise _Reject(408, "slow_body")
 
     async def _read(self, headers: dict[str, str], receive: Receive) -> bytes:
         """Read the body, refusing it as soon as it is known to exceed ``max_body``."""
@@ -341,9 +358,11 @@ def _response_id(event: Any) -> str | None:
     return ident if isinstance(ident, str) else None
 
 
-async def _respond(send: Send, status: int, answer: dict[str, Any]) -> None:
+async def _respond(send: Send, status: int, answer: dict[str, Any], *, close: bool) -> None:
     body = json.dumps(answer).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

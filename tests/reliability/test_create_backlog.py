@@ -1,14 +1,15 @@
 """A backlog of creates on a tight quota: runs already started are still seen done promptly.
 
 All runs are submitted at once against 600 requests per minute, enforced per second: the
-creates alone take the quota for minutes. A started run is a debt of polls, so creates and
-polls share the quota while both wait (``create_share``, DESIGN invariant 5): the runs that
-finished are noticed within a bounded delay, measured by the simulator (from the moment a
-run ended to the first poll that saw it), never after the backlog drained. The bound stated:
-detection p95 at most half the time the creates alone take (``runs / quota``), for runs much
-shorter than that; creates first would make it about all of it (13.6 s of a 15 s backlog
-here, measured with ``RequestQuota(create_share=1.0)``). The short version runs in
-``make test``, the long one (3,000 runs) in ``make soak``.
+creates alone take the quota for as long as ``runs / 10`` seconds. A started run is a debt of
+polls (DESIGN invariant 5): creates and polls share the quota while both wait
+(``create_share``), and a poll whose run has been due longer than its patience (20
+admissions: 2 s here) goes before every create. The bound stated: for runs of about 2 s,
+detection p95 (measured by the simulator, from the moment a run ended to the first poll that
+saw it) stays within 5 s however long the backlog (the patience, plus the schedule's own
+lateness: 1.1 s p95 with no backlog), 10 s of creates or 300 s. Before polls aged into
+priority it grew with the backlog: 7.6 s p95 for 100 runs, 10.3 s for 150, 14.0 s for 600.
+The short version (100 runs) runs in ``make test``, the long one (3,000) in ``make soak``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from runfleet.sim import SimApp
 from ..helpers import API_KEY
 
 QUOTA = 600  # per minute, enforced per second
+BOUND = 5.0  # seconds: detection p95, whatever the backlog
 SCENARIO = {
     "seed": 3,
     "lifecycle": {"queued": 0.2, "in_progress": 2.0},  # runs far shorter than the backlog
@@ -37,7 +39,7 @@ SCENARIO = {
 @pytest.mark.parametrize(
     "runs",
     [
-        pytest.param(150, id="short", marks=[pytest.mark.soak, pytest.mark.timeout(180)]),
+        pytest.param(100, id="short", marks=pytest.mark.timeout(180)),
         pytest.param(3000, id="long", marks=[pytest.mark.soak, pytest.mark.timeout(3600)]),
     ],
 )
@@ -59,4 +61,4 @@ async def test_a_create_backlog_delays_detection_by_a_bounded_share(runs: int) -
     )
     assert all(h.exception() is None for h in ended)
     assert seen["rate_limited"] == 0
-    assert detection["p95"] <= backlog / 2
+    assert detection["p95"] <= BOUND

@@ -3,8 +3,13 @@
 What ``docker stop``, Kubernetes and systemd send before SIGKILL. The batch must stop starting
 items, give the runs in flight ``--grace`` seconds, hand the rest back to the journal and exit
 143 before the supervisor's SIGKILL would land; every item is then either done (its line
-written once) or running with its ids (re-attached on resume, never created again). The short
-version runs in ``make test``, the long one (500 in flight) in ``make soak``.
+written once) or running with its ids (re-attached on resume, never created again). The exit
+used to come 1.5-2 s after the grace on an idle machine (12.6 s after a 2 s grace at 500 in
+flight under load): timestamps put it after the last line of ``main``, in the interpreter's
+teardown collecting the ~200,000 objects the SDK's import made; the batch now freezes them
+at exit. The short version (30 in flight, no resume: ``tests/test_batch_resume.py`` resumes
+after SIGTERM) runs in ``make test``, the long one (500 in flight, then the resume) in
+``make soak``.
 """
 
 from __future__ import annotations
@@ -34,18 +39,18 @@ LONG_RUNS = {
     "outcomes": {"failed": 0.0},
 }
 GRACE = 2.0
-SLACK = 5.0  # the process's own wind-down on a loaded 2-core machine: a supervisor's margin
+SLACK = 3.0  # handing the runs back and exiting, on a loaded 2-core machine
 
 
 @pytest.mark.parametrize(
-    "in_flight",
+    ("in_flight", "resume"),
     [
-        pytest.param(30, id="short", marks=[pytest.mark.soak, pytest.mark.timeout(180)]),
-        pytest.param(500, id="long", marks=[pytest.mark.soak, pytest.mark.timeout(600)]),
+        pytest.param(30, False, id="short", marks=pytest.mark.timeout(120)),
+        pytest.param(500, True, id="long", marks=[pytest.mark.soak, pytest.mark.timeout(600)]),
     ],
 )
 async def test_sigterm_with_runs_in_flight_exits_within_the_grace_and_resumes(
-    start_sim: StartSim, tmp_path: Path, in_flight: int
+    start_sim: StartSim, tmp_path: Path, in_flight: int, resume: bool
 ) -> None:
     items = in_flight + 50  # some never started
     inp = write_items(tmp_path / "in.jsonl", items)
@@ -61,13 +66,15 @@ async def test_sigterm_with_runs_in_flight_exits_within_the_grace_and_resumes(
         states = journal_states(journal)
         print(
             f"\nSIGTERM with {in_flight} in flight: exit {stopped.returncode} after {took:.1f} s "
-            f"(grace {GRACE:g} s); journal {states}"
+            f"(grace {GRACE:g} s: {took - GRACE:.1f} s to hand back and exit); journal {states}"
         )
         assert stopped.returncode == 143, stopped.stderr
         assert took < GRACE + SLACK
         assert "submitting" not in states  # every started item has its ids
         assert states.get("done", 0) == len(read_output(out))  # each done line written once
         assert in_flight <= states.get("done", 0) + states.get("running", 0) < items
+        if not resume:
+            return
         resumed = await finish(await spawn(args), within=150)
         stats = sim.stats()
     assert resumed.returncode == 0, resumed.stderr

@@ -122,8 +122,11 @@ class RequestGate:
         self.stats = stats
         self.limiter = anyio.CapacityLimiter(concurrency)
 
-    async def admit(self, kind: RequestKind) -> Ticket:
+    async def admit(self, kind: RequestKind, *, since: float | None = None) -> Ticket:
         """Wait for a concurrency slot, then for the quota; return the admission as a ticket.
+
+        ``since``: when the poll's run came due; a poll late past its patience goes before
+        creates (:mod:`runfleet.admission.priority`).
 
         Raises:
             QuotaExhausted: 429s persisted past the quota's patience (no slot is kept).
@@ -131,16 +134,16 @@ class RequestGate:
         ticket = Ticket(self, kind)
         await self.limiter.acquire_on_behalf_of(ticket)
         try:
-            await self._acquire(kind)
+            await self._acquire(kind, since)
         except BaseException:
             ticket.release()
             raise
         return ticket
 
-    async def _acquire(self, kind: RequestKind) -> None:
+    async def _acquire(self, kind: RequestKind, since: float | None = None) -> None:
         """Pass the request quota behind ``kind``'s priority; the wait goes to the stats."""
         start = asyncio.get_running_loop().time()
-        await self.quota.acquire(_PRIORITY[kind])
+        await self.quota.acquire(_PRIORITY[kind], since=since)
         self.stats.quota_waited(asyncio.get_running_loop().time() - start)
 
     async def reserve_tokens(self, cost: TokenCost) -> Reservation:

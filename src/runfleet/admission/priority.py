@@ -18,6 +18,17 @@ polls first, and a busy fleet never starts new work. When only one class waits, 
 every slot. Only one poll ever waits here (the poll loop admits one at a time, then polls the
 most urgent due run), so a slow poll share makes polls later, not more numerous.
 
+A share alone does not bound how late polls get: a run costs about one poll when polls are
+late, so a half is just enough on average, and every slot creates take while no poll waits
+starts runs whose polls come due later, all at once. The backlog of due polls then grew with
+the backlog of creates (150 runs of 2 s at once on 600 RPM: detection p95 10 s; 600: 14 s).
+So a poll *ages into priority*: the poll loop says since when its run has been due, and a
+poll due for longer than its patience goes before any create. The patience is counted in
+admissions at the rate in force (``poll_patience``, 20: two seconds at 600 RPM), so it
+scales with the quota and with a time-scaled simulator. Creates then get what polls leave
+over, and detection stays within the patience of the schedule's own lateness, however long
+the backlog of creates (``tests/reliability/test_create_backlog.py``).
+
 A share of one in the requests a run costs (about 3.4) was tried and measured: on 1,000
 creates queued at once against 600 RPM it bounded detection (p95 5 s against 110 s) but gave
 polls enough to follow the learned schedule at full cost (3.38 requests a run against 2.00),
@@ -34,6 +45,7 @@ import asyncio
 import enum
 import heapq
 import itertools
+import math
 from collections.abc import Awaitable, Callable
 
 from ..errors import QuotaExhausted
@@ -83,6 +95,8 @@ class AdmissionQueue:
         reserve: takes a slot at ``now`` and returns ``0.0``, or returns the seconds until one
             may be taken.
         create_share: the share of admissions creates get while a poll waits too.
+        patience: seconds a poll may be due behind creates before it goes first (read at
+            each choice: it follows the rate in force).
     """
 
     def __init__(
@@ -90,9 +104,11 @@ class AdmissionQueue:
         reserve: Callable[[float], Awaitable[float]],
         *,
         create_share: float,
+        patience: Callable[[], float] = lambda: math.inf,
     ) -> None:
         self._reserve = reserve
         self._create_share = create_share
+        self._patience = patience
         self._credit = 1.0  # creates' due admissions; a contended create spends one
         # Submits, fetches, cancels by priority; creates and polls apart, each in arrival order.
         self._strict: _Heap = []
@@ -112,11 +128,12 @@ class AdmissionQueue:
         """Why the queue gave up (see :meth:`close`), or ``None`` while it admits."""
         return self._exhausted
 
-    async def admit(self, priority: Priority) -> None:
+    async def admit(self, priority: Priority, *, since: float | None = None) -> None:
         """Wait until one request of this priority may go out, then return.
 
-        Cancelling a waiting call is safe: it leaves the queue, and a slot granted to it in the
-        meantime passes to the next waiter.
+        ``since`` is when a poll's run came due (on the loop's clock), if earlier than now:
+        past its patience, it goes before creates. Cancelling a waiting call is safe: it
+        leaves the queue, and a slot granted to it in the meantime passes to the next waiter.
 
         Raises:
             QuotaExhausted: the queue was closed, before or while waiting.
@@ -124,7 +141,8 @@ class AdmissionQueue:
         self._check_exhausted()
         loop = asyncio.get_running_loop()
         me = _Waiter(priority, loop.create_future())
-        heapq.heappush(self._heap(priority), (-priority, loop.time(), next(self._seq), me))
+        arrived = loop.time() if since is None else min(since, loop.time())
+        heapq.heappush(self._heap(priority), (-priority, arrived, next(self._seq), me))
         self.waiting[priority] += 1
         try:
             if self._head is None:
@@ -172,7 +190,7 @@ class AdmissionQueue:
                 continue
             # The slot is ours, and nothing awaits before the grant, so no cancellation loses
             # it. The heap can be empty if ``me`` was handed a cancelled waiter's slot meanwhile.
-            top = self._pop_live()
+            top = self._pop_live(loop.time())
             if top is not None:
                 self._grant(top)
         self._head = None
@@ -209,10 +227,10 @@ class AdmissionQueue:
             self._bury(waiter)
         return None
 
-    def _pop_live(self) -> _Waiter | None:
-        """Pop the waiter the next slot goes to: strict priorities, then creates and polls by
-        their shares while both wait (deficit counting: a create spends one credit, each
-        contended choice earns ``create_share`` of one)."""
+    def _pop_live(self, now: float) -> _Waiter | None:
+        """Pop the waiter the next slot goes to: strict priorities, then a poll due past its
+        patience, then creates and polls by their shares while both wait (deficit counting: a
+        create spends one credit, each contended choice earns ``create_share`` of one)."""
         if self._top_live(self._strict) is not None:
             return heapq.heappop(self._strict)[-1]
         create = self._top_live(self._creates)
@@ -221,6 +239,8 @@ class AdmissionQueue:
             self._credit = 1.0  # no contention: nothing is owed either way
             heap = self._creates if create is not None else self._polls
             return heapq.heappop(heap)[-1] if heap else None
+        if now - self._polls[0][1] > self._patience():
+            return heapq.heappop(self._polls)[-1]  # late: creates wait, the share owes nothing
         self._credit = min(1.0, self._credit + self._create_share)
         if self._credit >= 1.0:
             self._credit -= 1.0
@@ -255,7 +275,7 @@ class AdmissionQueue:
         elif me.state is _ADMITTED:
             # Granted, then cancelled before it could run: the slot goes to the next waiter
             # instead of going unused.
-            successor = self._pop_live()
+            successor = self._pop_live(asyncio.get_running_loop().time())
             if successor is not None:
                 self._grant(successor)
         if self._head is me:

@@ -95,6 +95,9 @@ class RequestQuota:
         create_share: the share of admissions creates get while a poll waits too: a started
             run is a debt of polls, and creates may not outrun the polls that pay it. The
             default, a half, alternates them.
+        poll_patience: admissions (at the rate in force) a due poll may wait behind creates
+            before it goes first; 20 is two seconds at 600 RPM. It bounds how late a backlog
+            of creates makes polls (see :mod:`runfleet.admission.priority`).
         max_consecutive_rate_limits: give up after this many back-offs without a success.
         bucket: where admission is decided; a private :class:`LeakyBucket` by default.
         tpm: tokens per minute never to exceed in any 60 s window; None (the default) learns
@@ -129,6 +132,7 @@ class RequestQuota:
         max_pause: float = 120.0,
         delay_allowance: float = 0.25,
         create_share: float = 0.5,
+        poll_patience: float = 20.0,
         max_consecutive_rate_limits: int | None = None,
         bucket: AdmissionBucket | None = None,
         tpm: float | None = None,
@@ -154,6 +158,8 @@ class RequestQuota:
         )
         if not 0 < create_share <= 1:
             raise ValueError(f"create_share must be in (0, 1], got {create_share!r}")
+        if not poll_patience >= 0:
+            raise ValueError(f"poll_patience must be >= 0, got {poll_patience!r}")
         if max_consecutive_rate_limits is not None and max_consecutive_rate_limits < 1:
             got = max_consecutive_rate_limits
             raise ValueError(f"max_consecutive_rate_limits must be at least 1, got {got!r}")
@@ -166,21 +172,26 @@ class RequestQuota:
         if per_second is not None:
             self._cap = WindowCap(per_second, per_second_window, delay_allowance)
         self._bucket: AdmissionBucket = bucket if bucket is not None else LeakyBucket()
-        self._queue = AdmissionQueue(self._reserve, create_share=create_share)
         self._filled_for = -math.inf  # the pause end the bucket was last filled for
         self._rpm_in_force = self._governor.rpm
+        self._queue = AdmissionQueue(
+            self._reserve,
+            create_share=create_share,
+            patience=lambda: poll_patience * 60.0 / self._rpm_in_force,
+        )
         self._last_now = 0.0
 
-    async def acquire(self, priority: Priority) -> None:
+    async def acquire(self, priority: Priority, *, since: float | None = None) -> None:
         """Wait until one request of this priority may go out, then return; spend it at once.
 
-        Cancelling a waiting call is safe: it leaves the queue, and a slot granted to it in the
-        meantime passes to the next waiter.
+        ``since``: when a poll's run came due, so a late poll goes before creates. Cancelling
+        a waiting call is safe: it leaves the queue, and a slot granted to it in the meantime
+        passes to the next waiter.
 
         Raises:
             QuotaExhausted: 429s persisted past ``max_consecutive_rate_limits``.
         """
-        await self._queue.admit(Priority(priority))
+        await self._queue.admit(Priority(priority), since=since)
 
     async def _reserve(self, now: float) -> float:
         """Return 0.0 if a slot was taken at ``now``, else the seconds until one may be."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import gc
 import json
 import sys
 from pathlib import Path
@@ -135,6 +137,12 @@ def add_batch_parser(sub: Any) -> None:
 
 def run_batch_command(args: argparse.Namespace) -> int:
     import anyio
+
+    # After SIGTERM the exit is on a supervisor's clock. The interpreter's teardown collects
+    # the ~200,000 objects the SDK's import made, several times: ~1 s on an idle 2-core
+    # machine, several under load (tests/reliability/test_sigterm_in_flight.py). Frozen just
+    # before it, they are left to the OS: the batch's files are closed by then.
+    atexit.register(gc.freeze)
 
     from ..batch.preflight import BatchConfig, BatchError, BatchStopped, load_tools, run_batch
 

@@ -66,7 +66,8 @@ class PollLoop:
                     await self._wake.wait()
                 continue
             try:
-                ticket = await self._gate.admit(RequestKind.RETRIEVE)
+                # Since when the run is due: a poll late past its patience goes before creates.
+                ticket = await self._gate.admit(RequestKind.RETRIEVE, since=due)
             except QuotaExhausted as exc:
                 self._exhausted(exc)
                 continue
