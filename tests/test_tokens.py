@@ -172,7 +172,7 @@ def test_an_answer_does_not_count_requests_it_came_back_before() -> None:
     # An answer to an earlier request, with the same count: 5,000 - 4,000 remain for us.
     budget.learn(0.0, RateLimitHeaders(limit=60_000, remaining=30_000, reset=5.0))
     assert budget.server_available(0.0) == 1_000
-    budget.answered(entry)  # its own answer counts it from here
+    budget.answered(entry, 0.0)  # its own answer counts it from here
     budget.learn(0.0, RateLimitHeaders(limit=60_000, remaining=6_000, reset=9.0))
     assert budget.server_available(0.0) == pytest.approx(1_000)
 
@@ -200,8 +200,8 @@ def test_an_answer_read_late_does_not_forget_a_request_answered_meanwhile() -> N
     create = budget.take(0.0, 4_000)
     budget.sent(create, 0.0)
     create_left = budget.mark()
-    own = budget.answered(create)
-    assert (own, budget.answered(create)) == (4_000, 0.0)
+    own = budget.answered(create, 0.0)
+    assert (own, budget.answered(create, 0.0)) == (4_000, 0.0)
     # The create's own answer counts it: its ``since`` leaves itself out.
     after = RateLimitHeaders(limit=60_000, remaining=6_000, reset=9.0)
     budget.learn(0.0, after, since=create_left + own)

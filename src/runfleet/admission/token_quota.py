@@ -53,15 +53,13 @@ class Reservation:
         """The request leaves now: its tokens count 60 s from here."""
         self.quota.stamp(self)
 
-    def answered(self) -> float:
-        """The request is over (answered, or dropped): later answers count it if it was.
+    def answered(self, *, heard: bool = True) -> float:
+        """The request is over (answered, or dropped: ``heard`` False): later answers count it.
 
         Returns what this added to the budget's :meth:`~TokenBudget.mark`: the headers of
         this very answer count the request, so their ``since`` must not.
         """
-        added = self.quota.budget.answered(self.entry)
-        self.quota.wake()
-        return added
+        return self.quota.answered(self, heard=heard)
 
     def release(self) -> None:
         """The server refused the request and charged nothing: give every token back."""
@@ -194,6 +192,12 @@ class TokenQuota:
         """Count a reservation's tokens from now (its request leaves)."""
         self.budget.sent(reservation.entry, self._now())
         self.wake()
+
+    def answered(self, reservation: Reservation, *, heard: bool = True) -> float:
+        """Date a reservation's answer (see :meth:`Reservation.answered`); wake the waiter."""
+        added = self.budget.answered(reservation.entry, self._now(), heard=heard)
+        self.wake()  # the ledger may free it a minute from now, not from its departure
+        return added
 
     def release(self, reservation: Reservation) -> None:
         """Give all of a reservation back: the server charged nothing for its request."""

@@ -8,10 +8,15 @@ Two checks, each for its own reason:
 
 * **The ledger** holds invariant 1 for tokens exactly: the tokens of every request sent in the
   last 60 s, plus those admitted and not yet sent, plus the new one, never exceed the limit.
-  An entry is stamped when its request *leaves* (not when it is admitted: a create may still
-  wait for a request slot), and counts in full until then, so any 60 s window of departures
-  holds at most the limit: the entry admitted last in such a window saw every other one of it
-  either in flight or stamped within the 60 s before its own admission.
+  An entry counts in full from its admission (a create may still wait for a request slot)
+  until a minute after its request's *answer*: the server admitted it at some moment between
+  its departure and its answer, so a request admitted later than that minute cannot share a
+  minute of the server's with it. The entry admitted last in any 60 s window of the server's
+  saw every other one of it either in flight or answered within the minute before its own
+  admission. The answer, not the departure plus an allowance for the way: at time scale 0.1
+  a quarter second of allowance was 2.5 s of the account's minute, 4 % of its limit unspent.
+  A request still unanswered, or dropped, counts a minute and ``delay_allowance`` past its
+  departure (or its drop), as before answers were dated.
 * **The bucket** spreads the minute: a ledger alone would let a whole minute's tokens out at
   once, which a server enforcing sub-minute windows refuses. It drains at ``limit / 60`` per
   second from a capacity of one second's share; a request larger than that waits for an empty
@@ -57,11 +62,12 @@ _ROUNDING = 0.002  # of the server's bucket: more than its headers' rounding can
 class TokenEntry:
     """The tokens one request holds against the budget; ``stamp`` is None until it is sent."""
 
-    __slots__ = ("answered", "live", "stamp", "tokens")
+    __slots__ = ("answered", "live", "stamp", "tokens", "until")
 
     def __init__(self, tokens: float) -> None:
         self.tokens = tokens
         self.stamp: float | None = None
+        self.until = math.inf  # when it leaves the ledger: set when sent, moved when answered
         self.live = True  # still counted in the ledger (not expired, not released)
         self.answered = False  # the server's answer to its request came back
 
@@ -117,7 +123,7 @@ class TokenBudget:
         self._used: deque[tuple[float, float]] = deque()  # (settled at, tokens used)
         self._used_sum = 0.0
         self._pending = 0.0  # admitted, not yet sent
-        self._sent: deque[TokenEntry] = deque()  # in stamp order
+        self._sent: deque[TokenEntry] = deque()  # in stamp order (``until`` nearly so)
         self._sent_sum = 0.0
         self._level = 0.0
         self._as_of = -math.inf
@@ -195,6 +201,7 @@ class TokenBudget:
         """Stamp the entry as sent at ``now``: it counts 60 s from here."""
         if entry.live and entry.stamp is None:
             entry.stamp = now
+            entry.until = now + self._span
             self._pending -= entry.tokens
             self._sent.append(entry)
             self._sent_sum += entry.tokens
@@ -203,13 +210,18 @@ class TokenBudget:
         """Return a mark to pass to :meth:`learn` with the answer of a request sent now."""
         return self._answered_total
 
-    def answered(self, entry: TokenEntry) -> float:
+    def answered(self, entry: TokenEntry, now: float, *, heard: bool = True) -> float:
         """The server answered the entry's request: later answers count its tokens themselves.
 
-        Returns the tokens this added to :meth:`mark` (none if it was answered before).
+        ``heard`` False: the request was dropped or cancelled on its way, and the server may
+        still admit it; it counts a minute and the delay allowance from ``now``. Returns the
+        tokens this added to :meth:`mark` (none if it was answered before).
         """
         if entry.answered:
             return 0.0
+        if entry.stamp is not None:
+            # Admitted by the server before its answer: a minute from the answer covers it.
+            entry.until = now + self.minute if heard else max(entry.until, now + self._span)
         entry.answered = True
         self._unanswered -= entry.tokens
         self._answered_total += entry.tokens
@@ -312,18 +324,20 @@ class TokenBudget:
         return (need - available) / (self.limit / self.minute)
 
     def _until_freed(self, now: float, excess: float) -> float:
-        freed = 0.0
+        # In stamp order, leaving at the latest ``until`` so far: ``_expire`` lets an entry
+        # go only behind the ones sent before it (answers are dated a round trip apart).
+        freed, until = 0.0, -math.inf
         for entry in self._sent:
             freed += entry.tokens if entry.live else 0.0
+            until = max(until, entry.until)
             if freed >= excess - _SLIVER:
-                assert entry.stamp is not None
-                return max(0.0, entry.stamp + self._span - now)
+                return max(0.0, until - now)  # inf: an answer must come (or a settlement)
         return math.inf  # what is in flight must be sent (or settled) first
 
     def _expire(self, now: float) -> None:
-        horizon = now - self._span + _SLIVER  # what ``_until_freed`` waited for has left
+        horizon = now + _SLIVER  # what ``_until_freed`` waited for has left
         sent = self._sent
-        while sent and sent[0].stamp is not None and sent[0].stamp <= horizon:
+        while sent and sent[0].until <= horizon:
             entry = sent.popleft()
             if entry.live:
                 entry.live = False
