@@ -8,10 +8,12 @@ the simulator's time scaled, where the token limit the fleet learns is per real 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from runfleet import Fleet
 from runfleet.errors import RequestTooLarge
@@ -128,6 +130,34 @@ def test_tpm_beside_a_shared_quota_is_refused() -> None:
 
     with pytest.raises(ValueError, match="tpm cannot be set beside a shared quota"):
         Fleet(AsyncOpenAI(api_key="sk-x"), rpm=60, tpm=1000, quota=RequestQuota(60))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_server_without_token_headers_is_run_on_requests_alone(
+    start_sim: StartSim, kind: str
+) -> None:
+    """No token headers and no ``tpm``: the first answer ends the one-at-a-time start, said once.
+
+    Every answer takes 2 s of the simulator's: one at a time, its 16 creates would arrive one
+    every 2 s (at most 2 requests in any of its seconds, measured so); here the first goes
+    alone and the others together, however many tokens they reserve (14 in one second).
+    """
+    scenario = {
+        "quota": {"rpm": 6000, "token_headers": False},
+        "lifecycle": {"queued": 0.0, "in_progress": 2.0},
+        "faults": {"slow": 1.0, "slow_delay": 2.0},
+    }
+    with capture_logs() as logs:
+        async with start_sim(scenario, time_scale=0.15) as sim, fleet_on(sim) as fleet:
+            starts = [start(fleet, kind, "x" * 400, **reservation(kind, 50_000)) for _ in range(16)]
+            for handle in await asyncio.gather(*starts):
+                await handle.result()
+            tokens = fleet.stats().tokens
+    per_second = sim.stats(timeline=True)["timeline"]["requests"]
+    assert max(map(sum, itertools.pairwise(per_second))) >= 10
+    assert (tokens.limit, tokens.server_limit, tokens.rate_limited) == (None, None, 0)
+    assert tokens.used == sim.stats()["tokens"]["used"] > 0  # still counted from usage
+    assert [e["event"] for e in logs].count("tokens_not_limited") == 1
 
 
 @pytest.mark.looptime
