@@ -172,13 +172,7 @@ class TokenQuota:
                     now = self._now()
                     limit = self.budget.limit
                     room = headroom if limit is None else min(headroom, limit)
-                    wait = self.budget.wait_for(now, charge, room)
-                    if wait == 0.0 and limit is None and not self._heard and self.budget.unanswered:
-                        # Nothing says yet whether tokens are limited: one request at a time
-                        # until an answer does, not a burst into a limit learned too late.
-                        wait = math.inf
-                    elif wait == 0.0 and self._shared is not None and limit is not None:
-                        wait = await self._shared.reserve_tokens(charge, limit)  # the account's
+                    wait = await self._wait(now, charge, room)
                     if wait == 0.0:
                         break
                     await self._sleep(wait)
@@ -187,6 +181,20 @@ class TokenQuota:
         entry = self.budget.take(now, charge)
         self._charged += charge
         return Reservation(self, entry, cost, raw, charge)
+
+    async def _wait(self, now: float, charge: int, room: float) -> float:
+        """Return the seconds before ``charge`` may go (0.0: now); the account is asked last."""
+        wait = self.budget.wait_for(now, charge, room)
+        if wait > 0.0:
+            return wait  # this process's own budget holds it back
+        limit = self.budget.limit
+        if limit is None:
+            # Nothing says yet whether tokens are limited: one request at a time until an
+            # answer does, not a burst into a limit learned too late.
+            return math.inf if not self._heard and self.budget.unanswered else 0.0
+        if self._shared is not None:
+            return await self._shared.reserve_tokens(charge, limit)  # the account's, on Redis
+        return 0.0
 
     def stamp(self, reservation: Reservation) -> None:
         """Count a reservation's tokens from now (its request leaves)."""
