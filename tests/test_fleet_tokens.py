@@ -58,9 +58,10 @@ async def test_the_fleet_keeps_every_minute_within_the_token_limit(kind: str) ->
     tokens = fleet.stats().tokens
     assert tokens.peak_window <= 12_000
     assert tokens.used == 60 * 200
-    # The first ten count the default reservation, the rest the output learned (100, its p95).
-    assert tokens.charged == 10 * 1_100 + 50 * 200
-    assert tokens.given_back == 10 * 900  # each run's unused reservation came back
+    # The first eleven (sent before ten runs had ended) count the default reservation, the
+    # rest the output learned (100, its p95).
+    assert tokens.charged == 11 * 1_100 + 49 * 200
+    assert tokens.given_back == 11 * 900  # each run's unused reservation came back
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -78,21 +79,23 @@ async def test_the_token_limit_is_learned_and_usage_settles(start_sim: StartSim,
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_polls_go_on_while_a_create_waits_for_tokens(start_sim: StartSim, kind: str) -> None:
-    """A 5,100-token run holds the bucket 2.5 s; it is polled and done before the next starts."""
+    """A 6,000-token run empties the account's bucket (3 s to refill): the next 5,100-token
+    create waits for its refund, which the fleet learns by polling it to its end."""
     async with (
         start_sim(account(6_000, run=8.0), time_scale=SCALE) as sim,
         fleet_on(sim, tpm=6_000 / SCALE) as fleet,
     ):
         loop = asyncio.get_running_loop()
-        big = await start(fleet, kind, "x" * 400, **reservation(kind, 5_000))
+        big = await start(fleet, kind, "x" * 400, **reservation(kind, 5_900))
         begun = loop.time()
-        small = await start(fleet, kind, "x" * 400)
+        second = await start(fleet, kind, "x" * 400, **reservation(kind, 5_000))
         waited = loop.time() - begun
         assert big.done()  # polled to its end while the second create waited for tokens
-        await small.result()
+        await second.result()
     big_result = await big.result()
-    assert waited > 0.3  # the run took 0.4 s; its refund let the second create go
+    assert 0.3 < waited < 2.0  # the run took 0.4 s; its refund, not the refill, let it go
     assert big_result.figures.polls >= 1
+    assert sim.stats()["rate_limited_by_type"]["tokens"] == 0
 
 
 @pytest.mark.parametrize("kind", KINDS)

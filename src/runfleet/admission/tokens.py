@@ -59,6 +59,10 @@ __all__ = ["TokenBudget", "TokenEntry"]
 WINDOW = 60.0  # seconds: the limit is per minute, and headers count per minute of the clock
 _SLIVER = 1e-9  # waits shorter than the clock can represent are admitted (see bucket.py)
 _ROUNDING = 0.002  # of the server's bucket: more than its headers' rounding can hide
+# Seconds an answered entry counts past its minute: a request sent exactly a minute after
+# another's answer shares a 60 s window with it in float arithmetic (298.025361 - 60 rounds
+# below 238.025361), as a server answering in no time (in-process, on a fake clock) shows.
+_EDGE = 1e-3
 
 
 class TokenEntry:
@@ -222,7 +226,7 @@ class TokenBudget:
             return 0.0
         if entry.stamp is not None:
             # Admitted by the server before its answer: a minute from the answer covers it.
-            entry.until = now + self.minute if heard else max(entry.until, now + self._span)
+            entry.until = now + self.minute + _EDGE if heard else max(entry.until, now + self._span)
         entry.answered = True
         self._unanswered -= entry.tokens
         self._answered_total += entry.tokens
