@@ -8,10 +8,12 @@ the simulator's time scaled, where the token limit the fleet learns is per real 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from runfleet import Fleet
 from runfleet.errors import RequestTooLarge
@@ -56,9 +58,10 @@ async def test_the_fleet_keeps_every_minute_within_the_token_limit(kind: str) ->
     tokens = fleet.stats().tokens
     assert tokens.peak_window <= 12_000
     assert tokens.used == 60 * 200
-    # The first ten count the default reservation, the rest the output learned (100, its p95).
-    assert tokens.charged == 10 * 1_100 + 50 * 200
-    assert tokens.given_back == 10 * 900  # each run's unused reservation came back
+    # The first eleven (sent before ten runs had ended) count the default reservation, the
+    # rest the output learned (100, its p95).
+    assert tokens.charged == 11 * 1_100 + 49 * 200
+    assert tokens.given_back == 11 * 900  # each run's unused reservation came back
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -76,21 +79,23 @@ async def test_the_token_limit_is_learned_and_usage_settles(start_sim: StartSim,
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_polls_go_on_while_a_create_waits_for_tokens(start_sim: StartSim, kind: str) -> None:
-    """A 5,100-token run holds the bucket 2.5 s; it is polled and done before the next starts."""
+    """A 6,000-token run empties the account's bucket (3 s to refill): the next 5,100-token
+    create waits for its refund, which the fleet learns by polling it to its end."""
     async with (
         start_sim(account(6_000, run=8.0), time_scale=SCALE) as sim,
         fleet_on(sim, tpm=6_000 / SCALE) as fleet,
     ):
         loop = asyncio.get_running_loop()
-        big = await start(fleet, kind, "x" * 400, **reservation(kind, 5_000))
+        big = await start(fleet, kind, "x" * 400, **reservation(kind, 5_900))
         begun = loop.time()
-        small = await start(fleet, kind, "x" * 400)
+        second = await start(fleet, kind, "x" * 400, **reservation(kind, 5_000))
         waited = loop.time() - begun
         assert big.done()  # polled to its end while the second create waited for tokens
-        await small.result()
+        await second.result()
     big_result = await big.result()
-    assert waited > 0.3  # the run took 0.4 s; its refund let the second create go
+    assert 0.3 < waited < 2.0  # the run took 0.4 s; its refund, not the refill, let it go
     assert big_result.figures.polls >= 1
+    assert sim.stats()["rate_limited_by_type"]["tokens"] == 0
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -128,6 +133,37 @@ def test_tpm_beside_a_shared_quota_is_refused() -> None:
 
     with pytest.raises(ValueError, match="tpm cannot be set beside a shared quota"):
         Fleet(AsyncOpenAI(api_key="sk-x"), rpm=60, tpm=1000, quota=RequestQuota(60))
+
+
+@pytest.mark.parametrize(
+    "kind",  # the token half is the same for both kinds: Assistants in make soak (budget)
+    ["responses", pytest.param("assistants", marks=pytest.mark.soak)],
+)
+async def test_a_server_without_token_headers_is_run_on_requests_alone(
+    start_sim: StartSim, kind: str
+) -> None:
+    """No token headers and no ``tpm``: the first answer ends the one-at-a-time start, said once.
+
+    Every answer takes 2 s of the simulator's: one at a time, its 16 creates would arrive one
+    every 2 s (at most 2 requests in any of its seconds, measured so); here the first goes
+    alone and the others together, however many tokens they reserve (14 in one second).
+    """
+    scenario = {
+        "quota": {"rpm": 6000, "token_headers": False},
+        "lifecycle": {"queued": 0.0, "in_progress": 2.0},
+        "faults": {"slow": 1.0, "slow_delay": 2.0},
+    }
+    with capture_logs() as logs:
+        async with start_sim(scenario, time_scale=0.15) as sim, fleet_on(sim) as fleet:
+            starts = [start(fleet, kind, "x" * 400, **reservation(kind, 50_000)) for _ in range(16)]
+            for handle in await asyncio.gather(*starts):
+                await handle.result()
+            tokens = fleet.stats().tokens
+    per_second = sim.stats(timeline=True)["timeline"]["requests"]
+    assert max(map(sum, itertools.pairwise(per_second))) >= 10
+    assert (tokens.limit, tokens.server_limit, tokens.rate_limited) == (None, None, 0)
+    assert tokens.used == sim.stats()["tokens"]["used"] > 0  # still counted from usage
+    assert [e["event"] for e in logs].count("tokens_not_limited") == 1
 
 
 @pytest.mark.looptime

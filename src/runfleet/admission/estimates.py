@@ -20,9 +20,12 @@ __all__ = ["CHARS_PER_TOKEN", "TokenCost", "TokenEstimates", "count_tokens"]
 CHARS_PER_TOKEN = 4
 """The character rule: OpenAI's own rule of thumb for English text, about 4 characters a token.
 
-The hook for an exact count is :class:`TokenEstimates`' ``counter``: pass a function that
-counts with an offline tokenizer (one that ships its encodings; nothing may download at run
-time). What the rule gets wrong is learned per model from ``usage`` either way.
+It is also what OpenAI's limiter charges: its rate-limit guide counts a request as "the
+estimated number of tokens based on the character count of your request" (and the output
+reservation), not as the model's tokenizer does, so an exact count would not predict the
+charge better; the ``usage`` a run reports is the tokenizer's, and what the rule gets wrong
+against it is learned per model either way. :class:`TokenEstimates`' ``counter`` takes any
+other count (an offline tokenizer that ships its encodings; nothing may download at run time).
 """
 
 

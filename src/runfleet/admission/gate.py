@@ -239,11 +239,11 @@ class RequestGate:
             # but no answer will come: later answers count it if the server did.
             self.stats.request_done(classify(exc), kind)
             if tokens is not None:
-                tokens.answered()
+                tokens.answered(heard=False)
             raise
         except BaseException:
             if tokens is not None:
-                tokens.answered()  # cancelled on the way: no answer will come either
+                tokens.answered(heard=False)  # cancelled on the way: no answer will come
             raise
         if tokens is not None:
             since += tokens.answered()  # before the headers that count it are read

@@ -53,15 +53,13 @@ class Reservation:
         """The request leaves now: its tokens count 60 s from here."""
         self.quota.stamp(self)
 
-    def answered(self) -> float:
-        """The request is over (answered, or dropped): later answers count it if it was.
+    def answered(self, *, heard: bool = True) -> float:
+        """The request is over (answered, or dropped: ``heard`` False): later answers count it.
 
         Returns what this added to the budget's :meth:`~TokenBudget.mark`: the headers of
         this very answer count the request, so their ``since`` must not.
         """
-        added = self.quota.budget.answered(self.entry)
-        self.quota.wake()
-        return added
+        return self.quota.answered(self, heard=heard)
 
     def release(self) -> None:
         """The server refused the request and charged nothing: give every token back."""
@@ -174,13 +172,7 @@ class TokenQuota:
                     now = self._now()
                     limit = self.budget.limit
                     room = headroom if limit is None else min(headroom, limit)
-                    wait = self.budget.wait_for(now, charge, room)
-                    if wait == 0.0 and limit is None and not self._heard and self.budget.unanswered:
-                        # Nothing says yet whether tokens are limited: one request at a time
-                        # until an answer does, not a burst into a limit learned too late.
-                        wait = math.inf
-                    elif wait == 0.0 and self._shared is not None and limit is not None:
-                        wait = await self._shared.reserve_tokens(charge, limit)  # the account's
+                    wait = await self._wait(now, charge, room)
                     if wait == 0.0:
                         break
                     await self._sleep(wait)
@@ -190,10 +182,30 @@ class TokenQuota:
         self._charged += charge
         return Reservation(self, entry, cost, raw, charge)
 
+    async def _wait(self, now: float, charge: int, room: float) -> float:
+        """Return the seconds before ``charge`` may go (0.0: now); the account is asked last."""
+        wait = self.budget.wait_for(now, charge, room)
+        if wait > 0.0:
+            return wait  # this process's own budget holds it back
+        limit = self.budget.limit
+        if limit is None:
+            # Nothing says yet whether tokens are limited: one request at a time until an
+            # answer does, not a burst into a limit learned too late.
+            return math.inf if not self._heard and self.budget.unanswered else 0.0
+        if self._shared is not None:
+            return await self._shared.reserve_tokens(charge, limit)  # the account's, on Redis
+        return 0.0
+
     def stamp(self, reservation: Reservation) -> None:
         """Count a reservation's tokens from now (its request leaves)."""
         self.budget.sent(reservation.entry, self._now())
         self.wake()
+
+    def answered(self, reservation: Reservation, *, heard: bool = True) -> float:
+        """Date a reservation's answer (see :meth:`Reservation.answered`); wake the waiter."""
+        added = self.budget.answered(reservation.entry, self._now(), heard=heard)
+        self.wake()  # the ledger may free it a minute from now, not from its departure
+        return added
 
     def release(self, reservation: Reservation) -> None:
         """Give all of a reservation back: the server charged nothing for its request."""

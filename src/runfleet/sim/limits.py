@@ -59,6 +59,8 @@ class AccountLimits:
             "x-ratelimit-reset-requests": go_duration(self.requests.until_full(now) * scale),
         }
         tpm = self.scenario.quota.tpm
+        if not self.scenario.quota.token_headers:
+            return out
         if tpm is None:
             return out | _UNLIMITED_TOKENS
         tokens = self._per_real_minute(tpm)

@@ -125,6 +125,9 @@ class Quota(_Strict):
     # (full bucket plus refill). "log": a log of arrivals, at most rpm * window / 60 in any
     # window at all, as servers that count per second strictly do.
     enforce: Literal["bucket", "log"] = "bucket"
+    # False: send no x-ratelimit-*-tokens headers at all, as some OpenAI-compatible servers
+    # and proxies do (a ``tpm`` is then enforced without a word before its 429s).
+    token_headers: bool = True
 
 
 class TokenRules(_Strict):
