@@ -87,9 +87,10 @@ async def test_a_fleet_exposes_its_runs_requests_429s_and_latency(start_sim: Sta
 
 async def test_429s_by_type_and_runs_in_flight_by_state(start_sim: StartSim) -> None:
     registry = CollectorRegistry()
-    # Runs of 10-20 s, on an account of 5 requests per (scaled) minute: the creates meet 429s.
+    # Runs of 10-20 s; every request of the first 200 scenario seconds meets a 429 storm (a
+    # quota of a few requests is not enough: the fleet learns it from the headers and obeys).
     lifecycle = {"queued": 1.0, "in_progress": {"dist": "uniform", "low": 1000, "high": 2000}}
-    scenario = {"lifecycle": lifecycle, "quota": {"rpm": 5}}
+    scenario = {"lifecycle": lifecycle, "faults": {"storms": {"every": 10**6, "duration": 200}}}
     async with start_sim(scenario) as sim:
         rpm = 20 * sim.app.scenario.quota.rpm / sim.app.scenario.time_scale
         async with fleet_on(sim, rpm=rpm, metrics=registry, on_exit="cancel") as fleet:
