@@ -45,7 +45,7 @@ SCENARIO: dict[str, Any] = {
 async def test_kill_9_at_random_points_loses_and_doubles_nothing_unmarked(
     start_sim: StartSim, tmp_path: Path, trials: int, items: int, kills: int
 ) -> None:
-    rng = random.Random(13)
+    rng = random.Random(int(os.environ.get("RUNFLEET_KILL_SEED", "13")))
     totals = {"recreated": 0, "created_twice": 0, "kills": 0}
     for trial in range(trials):
         where = tmp_path / f"t{trial}"
