@@ -116,6 +116,18 @@ def test_next_due_skips_stale_entries_and_is_none_when_empty() -> None:
     assert schedule.next_due() is None
 
 
+def test_head_names_the_earliest_live_key_past_stale_entries() -> None:
+    """The poll loop reads the head's run (its age) before it is admitted."""
+    schedule = PollSchedule[str]()
+    assert schedule.head() is None
+    schedule.schedule("a", 1.0)
+    schedule.schedule("b", 2.0)
+    schedule.schedule("a", 3.0)  # a's first entry is stale now
+    assert schedule.head() == (2.0, "b")
+    schedule.cancel("b")
+    assert schedule.head() == (3.0, "a")
+
+
 def test_contains_due_of_and_len_see_live_entries_only() -> None:
     schedule = PollSchedule[str]()
     schedule.schedule("a", 1.0)

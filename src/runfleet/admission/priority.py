@@ -22,8 +22,10 @@ A share alone does not bound how late polls get: a run costs about one poll when
 late, so a half is just enough on average, and every slot creates take while no poll waits
 starts runs whose polls come due later, all at once. The backlog of due polls then grew with
 the backlog of creates (150 runs of 2 s at once on 600 RPM: detection p95 10 s; 600: 14 s).
-So a poll *ages into priority*: the poll loop says since when its run has been due, and a
-poll due for longer than its patience goes before any create. The patience is counted in
+So a poll *ages into priority*: the poll loop says since when its run has been late (its
+due time plus half its run's age: no later than the classic loop would have seen it,
+:data:`runfleet.engine.loop.LATE_SHARE`), and a poll late for longer than its patience goes
+before any create. The patience is counted in
 admissions at the rate in force (``poll_patience``, 20: two seconds at 600 RPM), so it
 scales with the quota and with a time-scaled simulator. Creates then get what polls leave
 over, and detection stays within the patience of the schedule's own lateness, however long

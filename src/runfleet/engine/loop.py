@@ -20,7 +20,21 @@ from ..errors import QuotaExhausted
 from ..polling.schedule import PollSchedule
 from .run import Tracked
 
-__all__ = ["PollLoop"]
+__all__ = ["LATE_SHARE", "PollLoop"]
+
+LATE_SHARE = 0.5
+"""The share of its run's age a due poll may wait behind creates before its patience starts.
+
+A poll ages into priority over creates (:mod:`runfleet.admission.priority`); counted from its
+due time alone, every poll is punctual under a backlog and the learned schedule is paid in
+full: ``make demo`` (1,000 runs, 600 RPM at 10x) spent 3.12 requests a run and 41 s, against
+2.13 and 29 s with polls behind creates until the backlog ends (noticed late p95 0.8 s against
+4.2 s). Half the run's age is how late the classic loop's gaps (``0.5 + 0.5 * age``) may see a
+run anyway, so a poll is not counted late before the classic loop would have seen it: 2.79
+requests, 37 s, noticed late p95 1.1 s; the create backlog's detection p95 3.9 s -> 4.8 s
+(``tests/reliability/test_create_backlog.py``). A share of 1: 2.56 requests, 33 s, backlog
+p95 5.2 s.
+"""
 
 
 class PollLoop:
@@ -54,20 +68,27 @@ class PollLoop:
         """The heap's head moved earlier: look again now."""
         self._wake.set()
 
+    def _late_from(self, due: float, key: int) -> float:
+        """When the poll of ``key`` starts to count as late: its due time, plus a share of
+        its phase's age then (:data:`LATE_SHARE`)."""
+        run = self._take(key)
+        age = 0.0 if run is None else max(0.0, due - run.phase_start)
+        return due + LATE_SHARE * age
+
     async def run(self, tg: TaskGroup) -> None:
         """Poll due runs until cancelled."""
         schedule = self._schedule
         while True:
             self._wake = anyio.Event()  # before reading the heap, so no wake-up is missed
             now = anyio.current_time()
-            due = schedule.next_due()
-            if due is None or due > now:
-                with anyio.move_on_after(math.inf if due is None else due - now):
+            head = schedule.head()
+            if head is None or head[0] > now:
+                with anyio.move_on_after(math.inf if head is None else head[0] - now):
                     await self._wake.wait()
                 continue
             try:
-                # Since when the run is due: a poll late past its patience goes before creates.
-                ticket = await self._gate.admit(RequestKind.RETRIEVE, since=due)
+                # Since when the run is late: past its patience, its poll goes before creates.
+                ticket = await self._gate.admit(RequestKind.RETRIEVE, since=self._late_from(*head))
             except QuotaExhausted as exc:
                 self._exhausted(exc)
                 continue

@@ -103,6 +103,13 @@ class PollSchedule(Generic[K]):
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
+    def head(self) -> tuple[float, K] | None:
+        """Return the earliest live due time and its key, or ``None`` when nothing is scheduled."""
+        if self.next_due() is None:
+            return None
+        due, _, key = self._heap[0]
+        return due, key
+
     def due_of(self, key: K) -> float | None:
         """Return when ``key`` is due, or ``None`` if it is not scheduled."""
         entry = self._entries.get(key)
