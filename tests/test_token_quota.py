@@ -86,6 +86,18 @@ def test_without_max_output_tokens_the_output_counted_is_the_p95_of_real_outputs
     assert estimates.charge(spec, 100) == estimates.headroom(spec, 100) == 100 + 3_000
 
 
+def test_the_bound_is_the_input_and_the_output_a_server_reserves() -> None:
+    """Counted at the p95 of outputs, a request may use up to its reservation: the bound."""
+    estimates = TokenEstimates(default_output=1000)
+    spec = cost(400, output=None)  # 100 tokens by the rule
+    assert estimates.bound(spec, 100) == estimates.charge(spec, 100) == 1100  # nothing learned
+    for out in range(1, 21):  # twenty outputs: 20, 40, ... 400
+        estimates.learn("m", 100, 100, out * 20)
+    assert estimates.charge(spec, 100) == 100 + 380
+    assert estimates.bound(spec, 100) == 100 + 1000
+    assert estimates.bound(cost(400, output=50), 100) == 150  # its own reservation is its bound
+
+
 async def test_only_runs_without_max_output_tokens_teach_the_output() -> None:
     quota = TokenQuota(600_000)
     for output, reserved in ((40, 50), (300, None)):

@@ -104,10 +104,10 @@ def test_a_backlog_of_realistic_prompts_spends_over_92_percent_of_the_limit(scal
     The server (as in the ``tokens`` scenario, at time scale ``scale``): 40,000 TPM over 10 s
     windows, each request charged its input and 1,000 reserved, the unused output given back
     at its end; its answer 0.05 s after departure tells what remains. Over 92 % of the limit
-    really used over 15 minutes (93.1 %, both scales; its busiest minute 39,957), no 429.
+    really used over 15 minutes (93.2 %, both scales; its busiest minute 39,957), no 429.
     Entries counted from their departure plus 0.25 s and a one-second bucket: 91.2 % at
     scale 1 (and a minute of 40,079), 88.5 % at 0.1 (a quarter second is 2.5 s of the
-    account's minute there).
+    account's minute there). Room in the ledger for the estimate alone: 93.1 %.
     """
     rng = random.Random(1)
     rate = 40_000 / 60 / scale  # tokens a second of the clock
@@ -128,8 +128,9 @@ def test_a_backlog_of_realistic_prompts_spends_over_92_percent_of_the_limit(scal
     budget.learn(0.0, server(0.0))
     while now < 900 * scale:
         inp = rng.uniform(50, 4_000)
-        # Room on the server's count for the largest input and the reservation (its p99).
-        while (wait := budget.wait_for(now, inp + 804, headroom=5_000)) > 0.0:
+        # Room on the server's count for the largest input and the reservation (its p99),
+        # and in the ledger for all this request can use (its input and the reservation).
+        while (wait := budget.wait_for(now, inp + 804, 5_000, inp + 1_000)) > 0.0:
             now = min(now + wait, due[0][0]) if due else now + wait
             while due and due[0][0] <= now:
                 when, _, entry, usage, refund = heapq.heappop(due)
@@ -149,7 +150,7 @@ def test_a_backlog_of_realistic_prompts_spends_over_92_percent_of_the_limit(scal
         spent.append((now / scale, inp + output))
         used += inp + output
     assert most_in_window(spent) <= 40_000
-    assert used / (40_000 * now / scale / 60) > 0.92
+    assert used / (40_000 * now / scale / 60) > 0.92, used / (40_000 * now / scale / 60)
 
 
 def test_a_scaled_minute_holds_the_limit_per_minute_of_the_simulation() -> None:
@@ -275,6 +276,21 @@ def test_a_request_waits_for_its_headroom_and_counts_only_its_estimate() -> None
     entry = budget.take(1.0, 300)
     assert entry.tokens == 300
     assert budget.server_available(1.0) == pytest.approx(1_700)
+
+
+def test_the_newest_request_finds_room_in_the_ledger_for_its_bound() -> None:
+    """Counted at its estimate, a request that used its whole reservation would carry a full
+    minute over; it waits until the minute has room for all it can use, and counts only its
+    estimate once admitted."""
+    budget = TokenBudget(40_000, delay_allowance=0.0)
+    first = admit(budget, 0.0, 39_000)
+    budget.answered(first, 0.0)
+    later = 59.0  # the bucket has drained; the ledger holds the minute until 60 s
+    assert budget.wait_for(later, 900) == 0.0  # the estimate alone fits: 39,900
+    assert budget.wait_for(later, 900, bound=1_100) == pytest.approx(1.0 + 1e-3)
+    assert budget.wait_for(60.01, 900, bound=1_100) == 0.0  # the first request has left
+    entry = budget.take(60.01, 900)
+    assert entry.tokens == 900
 
 
 def test_an_answer_read_late_does_not_forget_a_request_answered_meanwhile() -> None:

@@ -147,6 +147,19 @@ class TokenEstimates:
         high = quantile(sorted(inputs), self.quantile, upper=True)
         return max(charge, math.ceil(high) + out)
 
+    def bound(self, cost: TokenCost, raw_input: int) -> int:
+        """Return the most the request can really use: its input as estimated, and the output
+        the server reserves for it (``max_output_tokens``, else at least ``default_output``).
+
+        The ledger keeps room for it beside what the last minute used: counted at the learned
+        p95, the newest request is the one whose excess nothing else can absorb.
+        """
+        charge = self.charge(cost, raw_input)
+        if cost.output is not None:
+            return charge
+        out = max(self.default_output, self.output(cost))
+        return max(charge, charge - self.output(cost) + out)
+
     def learn(self, model: str, raw_input: int, real_input: int, output: int | None = None) -> None:
         """Move the model's ratio towards ``real_input / raw_input``; keep the real sizes.
 

@@ -172,7 +172,9 @@ class TokenQuota:
                     now = self._now()
                     limit = self.budget.limit
                     room = headroom if limit is None else min(headroom, limit)
-                    wait = await self._wait(now, charge, room)
+                    bound: float = self.estimates.bound(cost, raw)
+                    bound = bound if limit is None else min(bound, limit)
+                    wait = await self._wait(now, charge, room, bound)
                     if wait == 0.0:
                         break
                     await self._sleep(wait)
@@ -182,9 +184,9 @@ class TokenQuota:
         self._charged += charge
         return Reservation(self, entry, cost, raw, charge)
 
-    async def _wait(self, now: float, charge: int, room: float) -> float:
+    async def _wait(self, now: float, charge: int, room: float, bound: float) -> float:
         """Return the seconds before ``charge`` may go (0.0: now); the account is asked last."""
-        wait = self.budget.wait_for(now, charge, room)
+        wait = self.budget.wait_for(now, charge, room, bound)
         if wait > 0.0:
             return wait  # this process's own budget holds it back
         limit = self.budget.limit
