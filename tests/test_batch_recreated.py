@@ -58,7 +58,14 @@ async def test_items_killed_mid_create_are_created_again_and_each_is_marked(
     journal = tmp_path / "out.jsonl.journal"
     async with start_sim(LATE) as sim:
         args = [str(inp), "--out", str(out), "--model", "m", "--max-in-flight", "8", *on(sim)]
-        await kill_9_when(args, lambda: journal_states(journal).get("submitting", 0) >= 8, 90)
+
+        def creating() -> bool:
+            # Journaled before sent: eight intents, and at least one create arrived (a kill
+            # between the two, seen once on a fresh clone, would leave no first copy).
+            arrived = sim.stats()["requests"].get("responses.create", 0)
+            return journal_states(journal).get("submitting", 0) >= 8 and arrived >= 1
+
+        await kill_9_when(args, creating, 90)
         on_the_wire = journal_states(journal)["submitting"]
         # The creates the killed batch had sent are applied after it died: wait for them.
         sent = sim.stats()["requests"]["responses.create"]  # arrived; applied 0.5 s later
