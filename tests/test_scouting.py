@@ -81,6 +81,23 @@ def test_held_runs_are_released_when_a_run_of_their_key_is_seen_done() -> None:
     assert scouting.release(KEY, 4.1, now=6.0) == []  # released once
 
 
+def test_a_released_run_counts_the_classic_polls_of_its_age_not_the_ones_it_skipped() -> None:
+    """Found still working after its release, it waits the classic gap at its age."""
+    scouting: Scouting[tuple[str, str], Run] = Scouting(scouts=1)
+    first_delay(scouting, Run(0), None)
+    held = Run(1)
+    first_delay(scouting, held, None)
+    assert held.attempt == 5  # its first four polls skipped: next gap 3.8 s
+
+    [(run, due)] = scouting.release(
+        KEY, 1.3, now=1.3, polls_by=lambda age: CLASSIC.polls_for(age) - 1
+    )
+
+    assert (run, due) == (held, 1.3)
+    assert held.attempt == 2  # the classic loop's polls before 1.3 s: 0.5 and 1.25
+    assert CLASSIC.base_delay(held.attempt) == pytest.approx(1.125)  # next near its 2.375 s
+
+
 def test_a_scout_that_ends_frees_its_place() -> None:
     scouting: Scouting[tuple[str, str], Run] = Scouting(scouts=1)
     scout = Run(0)

@@ -164,7 +164,12 @@ class Pacer(Generic[R]):
         earliest = self.times.earliest_done(key)
         if earliest is None:
             return
-        for held, due in self.scouting.release(key, earliest, now):
+        classic = self.times.policy_for(key).backoff
+
+        def polls_before(age: float) -> int:
+            return classic.polls_for(age) - 1  # the last one is at or after ``age``
+
+        for held, due in self.scouting.release(key, earliest, now, polls_before):
             if held.key in self._runs and not held.busy:
                 current = self.schedule.due_of(held.key)
                 if current is None or due < current:

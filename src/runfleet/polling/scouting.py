@@ -91,16 +91,34 @@ class Scouting(Generic[K, R]):
             self._held.setdefault(key, {})[run.key] = (run, run.phase_start)
         return delay
 
-    def release(self, key: K, earliest: float, now: float) -> list[tuple[R, float]]:
-        """A run of ``key`` was seen done; return the runs held back with when to poll each."""
+    def release(
+        self,
+        key: K,
+        earliest: float,
+        now: float,
+        polls_by: Callable[[float], int] | None = None,
+    ) -> list[tuple[R, float]]:
+        """A run of ``key`` was seen done; return the runs held back with when to poll each.
+
+        ``polls_by(age)``: the classic polls a run makes before ``age``. Holding counted the
+        skipped polls as made, so a released run found still working would next wait the
+        gap after its last *skipped* poll (3.8 s for four skipped), not the gap at its age:
+        a first wave of 100 runs of 1 s saw p95 detection 3.5 s against the classic loop's
+        1.3 s. Released, a run's count goes back to its age's, and it goes on from there as
+        the classic loop would.
+        """
         held = self._held.pop(key, None)
         if not held:
             return []
-        return [
-            (run, max(now, phase + earliest))
-            for run, phase in held.values()
-            if run.phase_start == phase  # still the phase it was held in
-        ]
+        out = []
+        for run, phase in held.values():
+            if run.phase_start != phase:
+                continue  # a new phase since it was held
+            due = max(now, phase + earliest)
+            if polls_by is not None:
+                run.attempt = min(run.attempt, polls_by(due - phase))
+            out.append((run, due))
+        return out
 
     def ended(self, run: R, key: K) -> None:
         """The run's phase ended (seen done, restarted, or the run is gone): free its place."""
