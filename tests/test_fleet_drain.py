@@ -56,14 +56,22 @@ async def test_drain_waits_for_runs_then_ends_the_rest_and_refuses_new_work(
     ended = [h for h in handles if h.exception() is not None]
     assert finished, "none finished within the drain's timeout"
     assert ended, "every run finished: nothing was left to end"
-    assert left == len(ended)
+    if then == "detach":
+        assert left == len(ended)
+    else:
+        # A run left at the timeout may end on the server while its cancel is on the way (seen
+        # once, on a fresh clone under load): the server's word wins, and it is a result.
+        assert len(ended) <= left <= len(ended) + len(finished)
     assert {(await h).status for h in finished} == {"completed"}
     for handle in ended:
         error = handle.exception()
         assert isinstance(error, RunCancelled)
         # Handed back: alive on the server, ids good for watch. Cancelled: on the server too.
         assert isinstance(error, RunDetached) == (then == "detach")
-    assert cancels(stats) == (len(ended) if then == "cancel" else 0)
+    if then == "cancel":
+        assert len(ended) <= cancels(stats) <= left  # one each, unless seen done first
+    else:
+        assert cancels(stats) == 0
     assert creates_of(stats, kind) == 16  # nothing started after the drain began
 
 
