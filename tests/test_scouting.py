@@ -26,6 +26,11 @@ def step(_age: float, attempt: int) -> float:
     return CLASSIC.base_delay(attempt)
 
 
+def polls_before(age: float) -> int:
+    """The classic loop's polls before ``age``, as the pacer counts them."""
+    return CLASSIC.polls_for(age) - 1
+
+
 def first_delay(
     scouting: Scouting[tuple[str, str], Run], run: Run, earliest: float | None
 ) -> float:
@@ -74,11 +79,11 @@ def test_held_runs_are_released_when_a_run_of_their_key_is_seen_done() -> None:
         first_delay(scouting, run, None)
     moved_on.phase_start = 4.0  # a new phase (its tool outputs went out) since it was held
 
-    released = scouting.release(KEY, 4.1, now=5.0)
+    released = scouting.release(KEY, 4.1, now=5.0, polls_by=polls_before)
 
     # At least as old as the evidence: now; younger: when it reaches that age.
     assert released == [(old, 5.0), (young, pytest.approx(7.1))]
-    assert scouting.release(KEY, 4.1, now=6.0) == []  # released once
+    assert scouting.release(KEY, 4.1, now=6.0, polls_by=polls_before) == []  # released once
 
 
 def test_a_released_run_counts_the_classic_polls_of_its_age_not_the_ones_it_skipped() -> None:
@@ -89,9 +94,7 @@ def test_a_released_run_counts_the_classic_polls_of_its_age_not_the_ones_it_skip
     first_delay(scouting, held, None)
     assert held.attempt == 5  # its first four polls skipped: next gap 3.8 s
 
-    [(run, due)] = scouting.release(
-        KEY, 1.3, now=1.3, polls_by=lambda age: CLASSIC.polls_for(age) - 1
-    )
+    [(run, due)] = scouting.release(KEY, 1.3, now=1.3, polls_by=polls_before)
 
     assert (run, due) == (held, 1.3)
     assert held.attempt == 2  # the classic loop's polls before 1.3 s: 0.5 and 1.25

@@ -135,17 +135,13 @@ class TokenEstimates:
 
         That is what the server may take on admission: the input, and the output it reserves
         (``max_output_tokens``, else at least ``default_output``). Until a model has settled a
-        few runs the input is its estimate; nothing is known yet.
+        few runs the input is its estimate (the :meth:`bound`); nothing is known yet.
         """
-        charge = self.charge(cost, raw_input)
-        out = (
-            cost.output if cost.output is not None else max(self.default_output, self.output(cost))
-        )
         inputs = self._inputs.get(cost.model)
         if inputs is None or len(inputs) < _MIN_SAMPLES:
-            return max(charge, charge - self.output(cost) + out)
+            return self.bound(cost, raw_input)
         high = quantile(sorted(inputs), self.quantile, upper=True)
-        return max(charge, math.ceil(high) + out)
+        return max(self.charge(cost, raw_input), math.ceil(high) + self._reserved(cost))
 
     def bound(self, cost: TokenCost, raw_input: int) -> int:
         """Return the most the request can really use: its input as estimated, and the output
@@ -155,10 +151,13 @@ class TokenEstimates:
         p95, the newest request is the one whose excess nothing else can absorb.
         """
         charge = self.charge(cost, raw_input)
+        return max(charge, charge - self.output(cost) + self._reserved(cost))
+
+    def _reserved(self, cost: TokenCost) -> int:
+        """The output a server reserves on admission, as far as the fleet knows."""
         if cost.output is not None:
-            return charge
-        out = max(self.default_output, self.output(cost))
-        return max(charge, charge - self.output(cost) + out)
+            return cost.output
+        return max(self.default_output, self.output(cost))
 
     def learn(self, model: str, raw_input: int, real_input: int, output: int | None = None) -> None:
         """Move the model's ratio towards ``real_input / raw_input``; keep the real sizes.

@@ -172,9 +172,7 @@ class TokenQuota:
                     now = self._now()
                     limit = self.budget.limit
                     room = headroom if limit is None else min(headroom, limit)
-                    bound: float = self.estimates.bound(cost, raw)
-                    bound = bound if limit is None else min(bound, limit)
-                    wait = await self._wait(now, charge, room, bound)
+                    wait = await self._wait(now, charge, room, self.estimates.bound(cost, raw))
                     if wait == 0.0:
                         break
                     await self._sleep(wait)

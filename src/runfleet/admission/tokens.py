@@ -190,7 +190,8 @@ class TokenBudget:
         room = max(0.0, self._burst(limit) - tokens)
         waits = [max(0.0, self._level - room) / rate]
         # The ledger: the oldest sent entries must leave until ``tokens`` fits beside the rest.
-        excess = self.held(now) + (tokens if bound is None else max(tokens, bound)) - limit
+        need = tokens if bound is None else max(tokens, min(bound, limit))  # an empty minute fits
+        excess = self.held(now) + need - limit
         if excess > _SLIVER:
             waits.append(self._until_freed(now, excess))
         waits.append(self._server_wait(now, room_for))

@@ -96,7 +96,7 @@ class Scouting(Generic[K, R]):
         key: K,
         earliest: float,
         now: float,
-        polls_by: Callable[[float], int] | None = None,
+        polls_by: Callable[[float], int],
     ) -> list[tuple[R, float]]:
         """A run of ``key`` was seen done; return the runs held back with when to poll each.
 
@@ -115,8 +115,7 @@ class Scouting(Generic[K, R]):
             if run.phase_start != phase:
                 continue  # a new phase since it was held
             due = max(now, phase + earliest)
-            if polls_by is not None:
-                run.attempt = min(run.attempt, polls_by(due - phase))
+            run.attempt = min(run.attempt, polls_by(due - phase))
             out.append((run, due))
         return out
 
