@@ -43,6 +43,7 @@ class Tracked:
     attempt: int = 0
     polls_in_phase: int = 0
     first_poll_at: float = 0.0  # age of the phase's first poll (what the learned fit checks)
+    planned: bool = False  # the phase's first poll was the learned schedule's
     seen_working: float = 0.0  # last poll that found it working: detection latency's start
     queued_until: float | None = None
     requests: int = 0

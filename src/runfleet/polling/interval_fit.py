@@ -114,16 +114,18 @@ class IntervalFit:
             self.recent.append((done_first, predicted))
         self.since_fit += 1
 
-    def refit(self) -> LognormalFit | None:
+    def refit(self, working: Sequence[float] = (), weight: float = 1.0) -> LognormalFit | None:
         """Return the fit, refitted if enough has been observed since the last.
 
         Refitting every ``1/_REFIT_SHARE`` of the window keeps an observation cheap (tens of
         µs) while the fit still follows the runs; whether it is trusted is checked on every
         one. ``None`` while fewer than ``_FIT_MIN_OBSERVED`` runs were seen working before they
         were seen done: with only "done before the first poll" to go on, nothing places the fit.
+        ``working``: ages at which runs still working were last seen so, each standing for
+        ``weight`` runs: they took at least that long (:mod:`.survival` says when they count).
         """
         logs, previous = self.logs, self.fit
-        if previous is None or self.since_fit >= max(1, int(len(logs) * _REFIT_SHARE)):
+        if working or previous is None or self.since_fit >= max(1, int(len(logs) * _REFIT_SHARE)):
             seen = [upper for lower, upper in logs if lower > -math.inf]
             if len(seen) < _FIT_MIN_OBSERVED:
                 self.fit = None
@@ -132,8 +134,9 @@ class IntervalFit:
                 mu, sigma, steps = math.fsum(seen) / len(seen), 0.5, _EM_FIRST
             else:
                 mu, sigma, steps = previous.mu, previous.sigma, _EM_STEPS
+            censored = [math.log(age) for age in working if age > 0]
             for _ in range(steps):
-                mu, sigma = _em_step(logs, mu, sigma)
+                mu, sigma = _em_step(logs, mu, sigma, censored, weight)
             self.since_fit = 0
         else:
             mu, sigma = previous.mu, previous.sigma
@@ -177,7 +180,13 @@ class _Tally:
         self.expected += sign * expected
 
 
-def _em_step(logs: Sequence[tuple[float, float]], mu: float, sigma: float) -> tuple[float, float]:
+def _em_step(
+    logs: Sequence[tuple[float, float]],
+    mu: float,
+    sigma: float,
+    censored: Sequence[float] = (),
+    weight: float = 1.0,
+) -> tuple[float, float]:
     """One expectation-maximisation step of a normal fit of log run times known by interval.
 
     Each run's log time is replaced by its expectation (and that of its square) under the
@@ -215,7 +224,19 @@ def _em_step(logs: Sequence[tuple[float, float]], mu: float, sigma: float) -> tu
                 )
         total += y
         total_sq += y2
-    n = len(logs)
+    for lower in censored:  # still working at ``lower``: the run's time is above it
+        alpha = (lower - mu) * inv
+        mass = 0.5 * erfc(alpha * _INV_SQRT2)
+        if mass < 1e-12:
+            y, y2 = lower, lower * lower
+        else:
+            pa = exp(-0.5 * alpha * alpha) * _INV_SQRT_2PI
+            mean = pa / mass
+            y = mu + sigma * mean
+            y2 = mu * mu + 2 * mu * sigma * mean + sigma * sigma * (1.0 + alpha * pa / mass)
+        total += weight * y
+        total_sq += weight * y2
+    n = len(logs) + weight * len(censored)
     mu = total / n
     return mu, max(math.sqrt(max(total_sq / n - mu * mu, 0.0)), _MIN_SIGMA)
 

@@ -60,68 +60,57 @@ from __future__ import annotations
 import math
 import random
 from collections import OrderedDict, deque
-from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
 from ..stats import quantile
 from .comb import cheapest_comb, classic_p95
 from .completion_sketch import CompletionSketch
 from .interval_fit import IntervalFit
+from .key_plan import Plan, clamped, gap_cap, plan_for, target_gap
 from .latency_guard import LatencyGuard
 from .policy import PollPolicy
 from .schedule import floor_delay, jittered
+from .survival import with_working
 from .windows import window_policy, window_span
 
-__all__ = ["RunTimes"]
+__all__ = ["RunTimes", "Working"]
 
 K = TypeVar("K", bound=Hashable)
+Working = Callable[[], tuple[Sequence[float], float]]
+"""Ages at which a key's runs still working were last seen so, and the runs each stands for."""
 
-_MIN_WINDOW_POLLS = 2
-"""A narrow window still gets this many polls: its runs are then detected quickly for free."""
-_MAX_WINDOW_POLLS = 10
-"""A wide window gets at most this many polls, unless ``latency_target`` asks for more."""
 _START_STEP = 0.5
 """How far one observation moves the first poll, as a fraction of the window's gap."""
 _STALL_QUANTILE = 0.99
 _COMB_MARGIN = 0.9
+"""The comb aims at this share of the classic loop's p95 latency: the estimate is a sample."""
 _COMB_FIRST = 10
 _COMB_EARLY = 1.0
 """Share of runs a comb may leave done before its first poll: none kept back (a cap at
 ``low_quantile`` kept the p95 on sharp lower edges but spent 1.2-1.6 times the oracle's polls)."""
-"""The comb aims at this share of the classic loop's p95 latency: the estimate is a sample."""
-_CAP_SHARE = 0.1
-"""The learned cap on gaps as a share of the learned median, where that passes the policy's:
-a tenth of the median keeps the detection latency a small part of the run time."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """The learned schedule of one key, recomputed on each of its completions."""
-
-    start: float
-    gap: float
-    tail: float
-    tail_gap: float
-    cap: float
+_SEEN_UNFITTED = 0.5
+"""Without a trusted fit, a key is planned only once half the runs in flight and done were
+seen done, so that the median at least is not read off the fastest of a cohort."""
 
 
 class _KeyTimes:
     """Observations and derived plan of one key, and the policy its runs are polled by."""
 
     __slots__ = (
-        "comb", "done", "earliest", "guard", "intervals", "plan", "policy", "queue", "sketch",
-        "stall_after", "start",
+        "comb", "done", "earliest", "ended", "guard", "intervals", "plan", "policy", "queue",
+        "sketch", "stall_after", "start",
     )  # fmt: skip
 
     def __init__(self, policy: PollPolicy) -> None:
         self.policy = policy
         self.done: deque[float] = deque(maxlen=policy.max_samples)
+        self.ended = 0  # runs seen done, forgotten ones too
         self.intervals = IntervalFit(policy.max_samples, tolerance=policy.fit_tolerance)
         self.earliest = math.inf
         self.queue: deque[float] = deque(maxlen=policy.max_samples)
         self.start: float | None = None
-        self.plan: _Plan | None = None
+        self.plan: Plan | None = None
         self.stall_after = policy.stall_unlearned
         self.guard = LatencyGuard(policy.backoff)
         self.sketch = CompletionSketch(policy.max_samples)
@@ -207,6 +196,8 @@ class RunTimes(Generic[K]):
         first_poll: bool,
         previous: float | None = None,
         first_at: float | None = None,
+        working: Working | None = None,
+        planned: bool = True,
     ) -> None:
         """Learn that a run of ``key`` was seen done (terminal or needing the client).
 
@@ -223,6 +214,13 @@ class RunTimes(Generic[K]):
             first_at: seconds from the (re)start to the first poll of this (re)start, whoever
                 placed it; ``None`` if not known or if a webhook prompted it. It is what the
                 fit's prediction of runs found done at the first poll is checked against.
+            working: returns the ages at which the key's runs still working were last seen
+                so, and how many runs each stands for; asked only while every run seen done
+                is remembered (:mod:`.survival`).
+            planned: whether this phase's first poll was placed by the key's learned schedule.
+                Only then does a run found done there steer the first poll: a scout's release
+                polls a whole held cohort at one age, and fifteen of them found done at once
+                once pulled the first poll of 4 s runs down to 1.7 s.
 
         Raises:
             ValueError: if ``seconds``, ``previous`` or ``first_at`` is negative or not finite.
@@ -236,6 +234,7 @@ class RunTimes(Generic[K]):
         if times.plan is not None and not first_poll and previous is not None:
             times.guard.observe(seconds, seconds - min(previous, seconds))
         times.done.append(seconds)
+        times.ended += 1
         times.earliest = min(times.earliest, seconds)
         since = None if first_poll else seconds if previous is None else min(previous, seconds)
         times.intervals.add(since, seconds, first_at)
@@ -254,15 +253,22 @@ class RunTimes(Generic[K]):
                 times.plan = _comb_plan(times, points)
                 times.start = times.plan.start
                 return
-        values = sorted(times.done)
+        ages: Sequence[float] = ()
+        weight = 1.0
+        if working is not None and times.ended <= policy.max_samples:
+            ages, weight = working()
+        fit = times.intervals.refit(ages, weight)
+        trusted = fit is not None and fit.surprise is None
+        values, seen = with_working(sorted(times.done), ages, weight)
+        if seen < _SEEN_UNFITTED and not trusted:
+            return  # most of a cohort still working, and no fit to say how long: wait for it
         low = quantile(values, policy.low_quantile)
-        fit = times.intervals.refit()
-        if fit is not None and fit.surprise is None:
+        if fit is not None and trusted:
             early = fit.quantile(policy.early_share)
             median = fit.quantile(0.5)
             squeeze = times.guard.squeeze
-            gap = _clamped(
-                policy, squeeze * _target(policy, values), squeeze * _cap(policy, values)
+            gap = clamped(
+                policy, squeeze * target_gap(policy, values), squeeze * gap_cap(policy, values)
             )
             times.start = min(early + gap, median)
         elif times.start is None or times.plan is None:
@@ -275,12 +281,12 @@ class RunTimes(Generic[K]):
             late = 1.0 if first_poll else 0.0
             gap = times.plan.gap
             first = max(times.start, gap)
-            step = _START_STEP * gap * (policy.low_quantile - late)
-            if first_poll and fit is not None and fit.surprise == "recent":
+            step = _START_STEP * gap * (policy.low_quantile - late) if planned else 0.0
+            if planned and first_poll and fit is not None and fit.surprise == "recent":
                 step = min(step, -first / 2)  # the runs changed: halve, don't creep
             times.start = min(first + step, low)
         if window_span(self._policy, key) is None:
-            times.plan = _plan(policy, values, times.start, times.guard.squeeze)
+            times.plan = plan_for(policy, values, times.start, times.guard.squeeze)
             return
         # In a discounted window the wait before the first poll is hours, so a start read off
         # a biased fit costs hours of latency (on `overnight`, 500 runs under load: a p95 of
@@ -288,10 +294,10 @@ class RunTimes(Generic[K]):
         # poll on, at the learned gap but never past the window's cap (1/32 of it), whatever
         # the learned median: no run waits more than one such gap to be seen done.
         times.start = min(times.start, policy.backoff.initial)
-        plan = _plan(policy, values, times.start, times.guard.squeeze)
+        plan = plan_for(policy, values, times.start, times.guard.squeeze)
         cap = policy.backoff.cap
         most = cap * (1 - policy.backoff.jitter)
-        times.plan = _Plan(
+        times.plan = Plan(
             plan.start, min(plan.gap, most), plan.tail, min(plan.tail_gap, most), min(plan.cap, cap)
         )
 
@@ -355,45 +361,7 @@ class RunTimes(Generic[K]):
         return times
 
 
-def _target(policy: PollPolicy, values: Sequence[float]) -> float:
-    """Return the gap a key's runs should be polled at where they finish, before any clamp."""
-    if policy.latency_target is not None:
-        return policy.latency_target
-    return policy.latency_fraction * quantile(values, 0.5)
-
-
-def _clamped(policy: PollPolicy, gap: float, cap: float) -> float:
-    """Clamp a gap to the floor, and under the cap with jitter included, so that where runs
-    finish the learned schedule polls at least as often as the classic loop at its slowest."""
-    backoff = policy.backoff
-    return min(max(gap, backoff.min_interval), cap * (1 - backoff.jitter))
-
-
-def _cap(policy: PollPolicy, values: Sequence[float]) -> float:
-    """Return the longest gap of a learned key: the classic loop's cap, or a share of the
-    learned median when that is longer, so runs that take minutes are not polled every 5 s."""
-    return max(policy.backoff.cap, _CAP_SHARE * quantile(values, 0.5))
-
-
-def _plan(policy: PollPolicy, values: Sequence[float], start: float, squeeze: float) -> _Plan:
-    """Derive a key's schedule from its sorted observed run times and its first poll, every
-    gap narrowed by the latency guard's ``squeeze``."""
-    cap = max(squeeze * _cap(policy, values), policy.backoff.min_interval)
-    tail = quantile(values, policy.high_quantile)
-    target = widest = squeeze * _target(policy, values)
-    if policy.latency_target is None:
-        widest = max(target, (tail - start) / _MAX_WINDOW_POLLS)
-    gap = min(widest, max(tail - start, 0.0) / _MIN_WINDOW_POLLS)
-    return _Plan(
-        start=start,
-        gap=_clamped(policy, gap, cap),
-        tail=tail,
-        tail_gap=_clamped(policy, target, cap),
-        cap=cap,
-    )
-
-
-def _comb_plan(times: _KeyTimes, points: list[float]) -> _Plan:
+def _comb_plan(times: _KeyTimes, points: list[float]) -> Plan:
     """The cheapest comb at the classic loop's p95 latency on the sketch's points (replanned
     when the sketch refits), every gap narrowed by the latency guard's squeeze; it keeps its
     gap up to the longest run seen, then backs off as the tail does."""
@@ -406,9 +374,9 @@ def _comb_plan(times: _KeyTimes, points: list[float]) -> _Plan:
         )
     _, start, gap = times.comb
     gap = max(squeeze * gap, backoff.min_interval)
-    cap = max(squeeze * _cap(policy, points), gap / (1 - backoff.jitter))
+    cap = max(squeeze * gap_cap(policy, points), gap / (1 - backoff.jitter))
     tail = max(high for _, high in times.sketch.samples)
-    return _Plan(start=start, gap=gap, tail=tail, tail_gap=gap, cap=cap)
+    return Plan(start=start, gap=gap, tail=tail, tail_gap=gap, cap=cap)
 
 
 def _check_seconds(seconds: float) -> None:

@@ -18,6 +18,7 @@ from typing import Generic, Protocol, TypeVar
 from .learning import RunTimes
 from .schedule import PollSchedule, jittered
 from .scouting import Scouting
+from .survival import WorkingRuns
 from .windows import window_span
 
 __all__ = ["Paced", "Pacer"]
@@ -45,6 +46,7 @@ class Paced(Protocol):
     attempt: int
     polls_in_phase: int
     first_poll_at: float
+    planned: bool
     seen_working: float
     busy: bool
     scout: bool | None
@@ -91,6 +93,7 @@ class Pacer(Generic[R]):
     ) -> None:
         self.schedule: PollSchedule[int] = PollSchedule()
         self.scouting: Scouting[tuple[str, ...], R] = Scouting()
+        self.working: WorkingRuns[R] = WorkingRuns()  # polled and found working, by key
         self.times = times
         self.safety_poll = safety_poll
         self.by_response: dict[str, R] = {}  # waiting Responses runs, for notified()
@@ -133,7 +136,10 @@ class Pacer(Generic[R]):
             self.poll_at(run, now + delay)
             return
         key = _learn_key(run)
+        self.working.add(key, run)
         times, rng = self.times, self._rng
+        if run.polls_in_phase == 0:
+            run.planned = times.is_learned(key)
         age = now - run.phase_start
         delay = times.next_delay(key, age, run.attempt, rng, poll_after=poll_after)
         run.attempt += 1
@@ -152,6 +158,13 @@ class Pacer(Generic[R]):
         # A poll a webhook prompted says nothing about where the model's first goes.
         pushed = self.pushed(run)
         key = _learn_key(run)
+        self.working.remove(run)
+
+        def working() -> tuple[list[float], float]:
+            runs, weight = self.working.sample(key, self._rng)
+            ages = [r.seen_working - r.phase_start for r in runs]
+            return [age for age in ages if age > 0], weight
+
         self.times.observe_done(
             key,
             now - run.phase_start,
@@ -159,6 +172,8 @@ class Pacer(Generic[R]):
             previous=None if pushed else run.seen_working - run.phase_start,
             # No poll of this phase (done as created or as answered): nothing to check.
             first_at=None if pushed or run.polls_in_phase == 0 else run.first_poll_at,
+            working=working,
+            planned=run.planned,
         )
         self.scouting.ended(run, key)
         earliest = self.times.earliest_done(key)
@@ -178,6 +193,7 @@ class Pacer(Generic[R]):
     def restarted(self, run: R) -> None:
         """Forget a run's place among the scouts: it was recreated and starts over."""
         self.scouting.ended(run, _learn_key(run))
+        self.working.remove(run)
         self.moved_on(run.run_id)
 
     def moved_on(self, response_id: str) -> None:
