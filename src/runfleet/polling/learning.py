@@ -45,6 +45,11 @@ of runs are already done: earlier by most of a step after each run found done th
 when the latest runs changed), later by a small one after each that was not, never later than
 the learned ``low_quantile``. The same fallback catches runs that got faster.
 
+A batch's first runs start together, and the first seen done are the fastest of them: until
+the key's window first fills, the runs of the key still working count as well, as runs that
+take at least the age they were last seen working at (:mod:`runfleet.polling.survival`); and
+only first polls this schedule placed move its first poll, not a scout's release of a cohort.
+
 Measured against the classic loop by ``benchmarks/learned_race.py`` (:mod:`runfleet.bench.race`:
 1,000 runs polled one after another, the model learning online from its own polls; seeds 0-19;
 ``tests/test_learning.py`` asserts looser bounds on seeds 0-4). For runs of 8 s or more with
