@@ -162,8 +162,7 @@ class Pacer(Generic[R]):
 
         def working() -> tuple[list[float], float]:
             runs, weight = self.working.sample(key, self._rng)
-            ages = [r.seen_working - r.phase_start for r in runs]
-            return [age for age in ages if age > 0], weight
+            return [r.seen_working - r.phase_start for r in runs], weight
 
         self.times.observe_done(
             key,
