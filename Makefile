@@ -19,8 +19,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
-# One test process per core (-n auto): the suite is mostly waiting on simulators and subprocesses.
-TEST_WORKERS ?= auto
+# Two test processes per core: the suite is mostly waiting on simulators and subprocesses (on
+# 2 cores: 270 s with 2 workers, 222 s with 3, 191 s with 4, all passing).
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) * 2 )))
 test: lint
 	$(BIN)/pytest -n $(TEST_WORKERS)
 

@@ -28,7 +28,7 @@ async def test_unreadable_polls_are_retried_and_every_run_completes(
         "missing_output": 0.5,
     }
     async with start_sim({**FAST, "faults": faults}) as sim, fleet_on(sim) as fleet:
-        handles = [await start(fleet, kind, f"q{i}") for i in range(12)]
+        handles = await asyncio.gather(*(start(fleet, kind, f"q{i}") for i in range(12)))
         outcomes = await asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
         stats = fleet.stats()
     assert [o for o in outcomes if isinstance(o, BaseException)] == []
@@ -63,10 +63,13 @@ async def test_ambiguous_creates_are_retried_and_each_copy_is_marked(
     """Every item the server created twice is one the fleet says it recreated, and why."""
     faults = {"malformed": 0.15, "truncated": 0.1, "bad_bodies_on": ["create"], "drop": 0.05}
     async with start_sim({**FAST, "faults": faults}) as sim, fleet_on(sim) as fleet:
-        handles = [
-            await start(fleet, kind, metadata={"runfleet_item": f"item{i}", "mine": "kept"})
-            for i in range(30)
-        ]
+        # Started together: a create retried after a lost answer waits out its backoff.
+        handles = await asyncio.gather(
+            *(
+                start(fleet, kind, metadata={"runfleet_item": f"item{i}", "mine": "kept"})
+                for i in range(30)
+            )
+        )
         results = [await h for h in handles]
         stats = fleet.stats()
     marked = {f"item{i}": r.figures.recreated for i, r in enumerate(results) if r.figures.recreated}
@@ -117,12 +120,14 @@ async def test_ambiguous_tool_round_follow_ups_are_marked(start_sim: StartSim) -
         return q
 
     async with start_sim(scenario) as sim, fleet_on(sim, tools=[lookup]) as fleet:
-        handles = [
-            await fleet.submit_response(
-                model="m", input=f"q{i}", metadata={"runfleet_item": f"item{i}"}
+        handles = await asyncio.gather(
+            *(
+                fleet.submit_response(
+                    model="m", input=f"q{i}", metadata={"runfleet_item": f"item{i}"}
+                )
+                for i in range(12)
             )
-            for i in range(12)
-        ]
+        )
         results = await asyncio.gather(*(h.result() for h in handles))
         stats = fleet.stats()
     items = sim.stats()["items"]
@@ -143,10 +148,12 @@ async def test_an_ambiguous_run_create_on_a_known_thread_is_found_and_adopted(
     async with start_sim({**FAST, "faults": faults}) as sim, fleet_on(sim) as fleet:
         async with sdk(sim) as client:
             threads = [(await client.beta.threads.create()).id for _ in range(10)]
-        handles = [
-            await start(fleet, "assistants", thread_id=t, metadata={"runfleet_item": f"item{i}"})
-            for i, t in enumerate(threads)
-        ]
+        handles = await asyncio.gather(
+            *(
+                start(fleet, "assistants", thread_id=t, metadata={"runfleet_item": f"item{i}"})
+                for i, t in enumerate(threads)
+            )
+        )
         results = [await h for h in handles]
         stats = fleet.stats()
     items = sim.stats()["items"]
@@ -164,10 +171,9 @@ async def test_after_an_ambiguous_create_and_run_later_tries_make_their_own_thre
     later tries create their thread first, so theirs are looked for: one copy at most."""
     faults = {"malformed": 0.6, "bad_bodies_on": ["create"]}
     async with start_sim({**FAST, "faults": faults}) as sim, fleet_on(sim) as fleet:
-        handles = [
-            await start(fleet, "assistants", metadata={"runfleet_item": f"item{i}"})
-            for i in range(12)
-        ]
+        handles = await asyncio.gather(
+            *(start(fleet, "assistants", metadata={"runfleet_item": f"item{i}"}) for i in range(12))
+        )
         results = [await h for h in handles]
     items = sim.stats()["items"]
     marked_items = {f"item{i}" for i, r in enumerate(results) if r.figures.recreated}

@@ -131,6 +131,13 @@ class SimApp:
         settles = costs or name.endswith(".cancel")
 
         async def endpoint(request: Request) -> Response:
+            self.stats.open += 1
+            try:
+                return await answer(request)
+            finally:
+                self.stats.open -= 1
+
+        async def answer(request: Request) -> Response:
             now = self.now()
             self.stats.record(name, now)
             try:

@@ -46,6 +46,9 @@ class SimStats:
         self.created: Counter[str] = Counter()
         self.followups: Counter[str] = Counter()  # applied follow-ups by previous response
         self.refollowed: Counter[str] = Counter()  # follow-ups beyond the first, by item
+        # Requests arrived and not yet answered (or dropped): a test that kills a client must
+        # wait for these to settle, as one whose body never fully arrived is never applied.
+        self.open = 0
 
     def record_created(self, item: str) -> None:
         """Count one applied create of a run that names its item (``runfleet_item``)."""
@@ -132,6 +135,7 @@ class SimStats:
             "now": now,
             "requests": dict(sorted(self.requests.items())),
             "requests_total": sum(self.requests.values()),
+            "open_requests": self.open,
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "rate_limited": self.rate_limited,
             "rate_limited_by_type": {kind: self.limited_by[kind] for kind in _LIMIT_KINDS},
