@@ -31,6 +31,7 @@ into ``--out``.
 
     .venv/bin/python benchmarks/grid.py [--runs 500] [--cells m4-s0.6,bimodal] [--out docs/bench]
     .venv/bin/python benchmarks/grid.py --render   # table and plot again from grid.json
+    .venv/bin/python benchmarks/grid.py --append --cells bimodal   # into the same grid.json
 """
 
 from __future__ import annotations
@@ -373,11 +374,18 @@ async def main() -> None:
         "--comb", action="store_true", help="offline: the learned schedule as PollPolicy(comb=True)"
     )
     parser.add_argument("--time-scale", type=float, help="for every cell (default: per cell)")
+    parser.add_argument(
+        "--append", action="store_true", help="keep --out/grid.json's other cells (one table)"
+    )
     args = parser.parse_args()
     every = {c.name: c for c in cells(args.runs)}
     chosen = [every[n] for n in args.cells.split(",")] if args.cells else list(every.values())
     args.out.mkdir(parents=True, exist_ok=True)
     grid: list[dict[str, Any]] = []
+    if args.append and (args.out / "grid.json").exists():
+        names = {cell.name for cell in chosen}
+        kept = json.loads((args.out / "grid.json").read_text())
+        grid = [judged for judged in kept if judged["cell"] not in names]
     if args.render:
         grid = json.loads((args.out / "grid.json").read_text())
         chosen = []
