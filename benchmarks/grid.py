@@ -18,8 +18,10 @@ at that p95. ``bound`` is the most any polling can save on the cell: one create 
 oracle's polls at the classic loop's p95, over the classic loop's requests per run; where it is
 above 0.5 no schedule gets half the classic loop's requests at its latency. ``form`` is the
 fewest polls of the learned schedule's own form (a first poll one gap after the 2 % point,
-jittered gaps) that knows the distribution, at the fleet's p95: ``form/oracle`` is what keeping
-the lower tail in sight costs, ``fleet/form`` what learning costs.
+jittered gaps) that knows the distribution, at the fleet's p95: over the oracle's, what keeping
+the lower tail in sight costs. ``design`` adds the first ``min_samples`` runs on the classic
+loop: the fewest polls the fleet's design allows, knowing the cell; ``fleet/design`` is what
+learning online costs on top.
 
 Long cells run time-scaled (a run's mean near 1.5 real seconds, the scale at least 0.25) so
 the grid fits in ``make bench``; network and CPU time are then magnified by the same factor,
@@ -215,7 +217,9 @@ def offline(
 
     classic = row(mean(r.classic_polls for r in races), mean(r.classic_p95 for r in races))
     fleet = row(mean(r.learned_polls for r in races), mean(r.learned_p95 for r in races))
-    return _judged(cell, None, 0.0, {"classic": classic, "fleet": fleet})
+    judged = _judged(cell, runs, None, 0.0, {"classic": classic, "fleet": fleet})
+    judged["comb"] = bool(policy and policy.comb)
+    return judged
 
 
 def time_scale(cell: Cell) -> float:
@@ -252,11 +256,11 @@ async def measure(
     rows = {row.strategy.split(":")[0] + (":latency" if ":" in row.strategy else ""): row
             for row in result.rows}  # fmt: skip
     wall = time.monotonic() - started
-    return _judged(cell, scale, wall, {name: asdict(row) for name, row in rows.items()})
+    return _judged(cell, runs, scale, wall, {name: asdict(row) for name, row in rows.items()})
 
 
 def _judged(
-    cell: Cell, scale: float | None, wall: float, rows: dict[str, dict[str, Any]]
+    cell: Cell, runs: int, scale: float | None, wall: float, rows: dict[str, dict[str, Any]]
 ) -> dict[str, Any]:
     """A cell's figures with the oracle's at the fleet's and at the classic loop's p95."""
     classic, fleet = rows["classic"], rows["fleet"]
@@ -266,6 +270,7 @@ def _judged(
     requests = classic["requests_per_run"]
     return {
         "cell": cell.name,
+        "runs": runs,
         "time_scale": scale,
         "wall": wall,
         "rows": rows,
@@ -297,25 +302,36 @@ def table(grid: list[dict[str, Any]]) -> str:
     head = (
         "| cell | scale | classic req/run, p95 | fixed2s req/run, p95 | fleet req/run, polls, p95 "
         "| fleet:latency req/run, p95 | oracle polls at fleet p95 | fleet/oracle polls "
-        "| fleet/classic req | fleet/classic p95 | bound | form/oracle | fleet/form | holds |\n"
+        "| fleet/classic req | fleet/classic p95 | bound | design/oracle | fleet/design | holds |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     lines = [head]
     for cell in grid:
         r = cell["rows"]
         v = verdict(cell)
-        form, oracle = cell.get("form_at_fleet_p95"), cell["oracle_at_fleet_p95"]
+        design = design_polls(cell)
         lines.append(
             f"| {cell['cell']} | {_num(cell['time_scale'], '{:.3g}')} | {_pair(r['classic'])} "
             f"| {_pair(r.get('fixed2s'))} | {_num(r['fleet']['requests_per_run'])}, "
             f"{_num(r['fleet']['polls_per_run'])}, {_num(r['fleet']['p95'])} "
             f"| {_pair(r.get('fleet:latency'))} | {_num(cell['oracle_at_fleet_p95'])} "
             f"| {_num(v['oracle'])} | {_num(v['requests'])} | {_num(v['p95'])} "
-            f"| {_num(cell['bound'])} | {_num(_ratio(form, oracle))} "
-            f"| {_num(_ratio(r['fleet']['polls_per_run'], form))} "
+            f"| {_num(cell['bound'])} | {_num(_ratio(design, cell['oracle_at_fleet_p95']))} "
+            f"| {_num(_ratio(r['fleet']['polls_per_run'], design))} "
             f"| {'yes' if v['holds'] else '**no**'} |"
         )
     return "\n".join(lines)
+
+
+def design_polls(cell: dict[str, Any]) -> float | None:
+    """The fewest polls per run the fleet's design allows on a judged cell: its first
+    ``min_samples`` runs on the classic loop, then its form knowing the distribution."""
+    form, runs = cell.get("form_at_fleet_p95"), cell.get("runs", 500)
+    if form is None or cell.get("comb"):  # the comb's form is another
+        return None
+    first = min(PollPolicy().min_samples, runs)
+    classic = cell["rows"]["classic"]["polls_per_run"]
+    return float((form * (runs - first) + classic * first) / runs)
 
 
 def _num(value: float | None, form: str = "{:.2f}") -> str:
