@@ -15,10 +15,10 @@ widens them to ``_RELAX_MARGIN`` of the classic loop's, at most twice as wide: t
 "no worse than the classic loop", and latency bought far below it costs requests for nothing
 (offline grid, 500 runs: on runs of 1-4 s requests fell 0-16 %, on runs of 1 s, sigma 1.2,
 from 1.04 to 0.87 of the classic loop's; their p95 went from 0.44-0.73 of its to 0.65-0.80;
-the rest kept theirs). The margin is room for what the gaps do not show: the round trip, and where in a gap
-runs finish. Each gap is remembered as it would have been unsqueezed (divided by the squeeze
-it was placed under), so the squeeze is solved for directly rather than stepped, which would
-overshoot while the window still holds gaps placed before it.
+the rest kept theirs). The margin is room for what the gaps do not show: the round trip, and
+where in a gap runs finish. Each gap is remembered as it would have been unsqueezed (divided
+by the squeeze it was placed under), so the squeeze is solved for directly rather than
+stepped, which would overshoot while the window still holds gaps placed before it.
 
 Runs of a minute or more need it: the learned cap is a tenth of their median, wider than the
 classic loop's 5 s (on lognormal runs of 60 s, sigma 0.3 to 1.2, the p95 went from 1.14-1.18
