@@ -493,3 +493,30 @@ def test_invalid_next_delay_arguments_are_refused_learned_or_not(
     for key in [KEY, ("responses", "unlearned")]:
         with pytest.raises(ValueError, match=message):
             eight_seconds.next_delay(key, elapsed, attempt, random.Random(0), poll_after=poll_after)
+
+
+def test_the_tail_leaves_the_classic_floor_once_a_key_has_seen_a_full_window() -> None:
+    """A key's first cohort keeps the tail at the classic loop's gaps (its learned tail comes
+    too early); once a window of runs was seen, a run past the tail is polled at the learned
+    tail gap backing off, narrower here than the classic loop's gap at that age."""
+    policy = PollPolicy(backoff=Backoff(jitter=0.0), max_samples=64)
+    model = RunTimes[str](policy)
+    rng = random.Random(3)
+    times = [10.0 * math.exp(0.2 * NormalDist().inv_cdf((i + 0.5) / 40)) for i in range(40)]
+
+    def seen(runs: list[float]) -> tuple[float, float, float]:
+        for seconds in runs:
+            model.observe_done("k", seconds, first_poll=False, previous=seconds - 3.0)
+        plan = model._keys["k"].plan
+        assert plan is not None
+        age = plan.tail + 0.5
+        learned = plan.tail_gap + (policy.backoff.factor - 1) * 0.5
+        floor = min(policy.backoff.gap_at(age), plan.cap)  # the classic gap, under the cap
+        return model.next_delay("k", age, 6, rng), learned, floor
+
+    delay, learned, classic = seen(times)  # 40 runs seen: floored
+    assert learned < classic
+    assert delay == pytest.approx(classic)
+    delay, learned, classic = seen(times)  # 80 > 64: the learned tail gap
+    assert learned < classic
+    assert delay == pytest.approx(learned)
