@@ -55,6 +55,7 @@ from typing import Any
 
 import numpy as np
 
+from poll_bound import evenly, fleet_form
 from runfleet.bench.race import race
 from runfleet.bench.runner import BenchConfig, run_bench
 from runfleet.polling.policy import PollPolicy
@@ -122,12 +123,6 @@ def cells(runs: int) -> list[Cell]:
     return out
 
 
-def evenly(times: np.ndarray, first: float, gap: float) -> tuple[float, float]:
-    """Mean polls and p95 latency of polls at ``first + k * gap`` (as ``poll_bound.py``)."""
-    k = np.maximum(np.ceil((times - first) / gap), 0)
-    return float((k + 1).mean()), float(np.percentile(first + k * gap - times, 95))
-
-
 def oracle(times: np.ndarray, latency: float) -> float:
     """The fewest mean polls of any ``first + k * gap`` with p95 latency at most ``latency``."""
     firsts = np.quantile(times, np.linspace(0.0, 0.9, 37))
@@ -149,27 +144,11 @@ def oracle_polls(cell: Cell, latency: float | None, seed: int = 0) -> float | No
     return float(np.mean([oracle(times, latency) for times in halves]))
 
 
-EARLY = 0.02  # PollPolicy.early_share
-JITTER = 0.2  # Backoff.jitter
-
-
-def fleet_form(times: np.ndarray, gap: float, rng: np.random.Generator) -> tuple[float, float]:
-    """Mean polls and p95 latency of the learned schedule's form, knowing the distribution:
-    a first poll one gap after the point where 2 % of runs are done, then every gap, each gap
-    jittered by 20 % (the backing-off tail past the 95th percentile left out)."""
-    at = np.quantile(times, EARLY) + gap * rng.uniform(1 - JITTER, 1 + JITTER, times.shape)
-    polls = np.ones_like(times)
-    while (live := at < times).any():
-        at[live] += gap * rng.uniform(1 - JITTER, 1 + JITTER, int(live.sum()))
-        polls[live] += 1
-    return float(polls.mean()), float(np.percentile(at - times, 95))
-
-
 def form_polls(cell: Cell, latency: float | None, seed: int = 0) -> float | None:
-    """The fewest polls of the fleet's form (:func:`fleet_form`) at p95 ``latency``: what the
-    learned schedule would cost if it knew the distribution exactly. Its first poll where only
-    2 % of runs are done keeps the lower tail in sight, where the oracle's skips it; this
-    prices that choice, and the fleet's polls over it are what learning costs."""
+    """The fewest polls of the fleet's form at p95 ``latency`` (``poll_bound.fleet_form``: a
+    first poll one gap after the point where 2 % of runs are done, then every gap, jittered;
+    the backing-off tail left out), knowing the distribution. That first poll keeps the lower
+    tail in sight where the oracle's skips it: this prices the choice."""
     if latency is None or latency <= 0:
         return None
     best = []
@@ -177,7 +156,7 @@ def form_polls(cell: Cell, latency: float | None, seed: int = 0) -> float | None
         rng = np.random.default_rng(seed + 1)
         found = math.inf
         for gap in latency * np.linspace(0.5, 3.0, 51):
-            polls, p95 = fleet_form(times, float(gap), rng)
+            polls, p95 = fleet_form(times, rng, PollPolicy().early_share, float(gap))
             if p95 <= latency:
                 found = min(found, polls)
         best.append(found)
