@@ -507,7 +507,7 @@ def test_the_tail_leaves_the_classic_floor_once_a_key_has_seen_a_full_window() -
     def seen(runs: list[float]) -> tuple[float, float, float]:
         for seconds in runs:
             model.observe_done("k", seconds, first_poll=False, previous=seconds - 3.0)
-        plan = model._keys["k"].plan
+        plan = model._keys["k"].plan  # where the probes must go is the plan's
         assert plan is not None
         age = plan.tail + 0.5
         learned = plan.tail_gap + (policy.backoff.factor - 1) * 0.5
@@ -520,3 +520,19 @@ def test_the_tail_leaves_the_classic_floor_once_a_key_has_seen_a_full_window() -
     delay, learned, classic = seen(times)  # 80 > 64: the learned tail gap
     assert learned < classic
     assert delay == pytest.approx(learned)
+
+
+def test_a_comb_probes_every_eighth_run_below_its_first_poll() -> None:
+    model = RunTimes[str](PollPolicy(comb=True))
+    rng = random.Random(13)
+    for _ in range(300):
+        learned_run(model, "k", rng.uniform(4.0, 12.0), rng)
+    plan = model._keys["k"].plan  # where the probes must go is the plan's
+    assert plan is not None
+    assert plan.start > 2 * plan.gap
+    firsts = [model.next_delay("k", 0.0, 0, rng) for _ in range(2000)]
+    probes = [d for d in firsts if d < plan.start - plan.gap * (1 + 1e-9)]
+    assert len(probes) / len(firsts) == pytest.approx(1 / 8, abs=0.03)
+    assert min(probes) >= plan.start - 2 * plan.gap - 1e-9
+    # Only a run's first poll is a probe; a run already polled once waits for the comb.
+    assert model.next_delay("k", 0.5, 1, rng) > plan.start - plan.gap - 0.5

@@ -65,6 +65,9 @@ def test_a_scale_that_is_not_a_positive_number_is_refused(scale: float) -> None:
         ({"stall_factor": -1.0}, "stall_factor must be a finite number >= 0"),
         ({"stall_floor": math.nan}, "stall_floor must be a finite number >= 0"),
         ({"stall_unlearned": -5.0}, "stall_unlearned must be a finite number >= 0"),
+        ({"probe_share": 1.0}, "probe_share must be >= 0 and < 1"),
+        ({"probe_share": -0.1}, "probe_share must be >= 0 and < 1"),
+        ({"probe_share": math.nan}, "probe_share must be >= 0 and < 1"),
     ],
 )
 def test_invalid_policy_is_refused_with_a_clear_message(

@@ -94,6 +94,8 @@ _COMB_FIRST = 10
 _COMB_EARLY = 1.0
 """Share of runs a comb may leave done before its first poll: none kept back (a cap at
 ``low_quantile`` kept the p95 on sharp lower edges but spent 1.2-1.6 times the oracle's polls)."""
+_PROBE_GAPS = 2
+"""Probes go from this many gaps below the comb's first poll to one gap below it."""
 _SEEN_UNFITTED = 0.5
 """Without a trusted fit, a key is planned only once half the runs in flight and done were
 seen done, so that the median at least is not read off the fastest of a cohort."""
@@ -182,7 +184,11 @@ class RunTimes(Generic[K]):
         plan, jitter, cap = times.plan, backoff.jitter, times.plan.cap
         if elapsed < plan.tail:
             wait = plan.start - elapsed
-            if wait > plan.gap:
+            probe = _probe_window(times, plan) if attempt == 0 else None
+            share = times.policy.probe_share
+            if probe is not None and elapsed < probe[1] and rng.random() < share:
+                delay = rng.uniform(max(probe[0], elapsed), probe[1]) - elapsed
+            elif wait > plan.gap:
                 # Jitter the first poll by a share of the gap, not of the wait: a long wait
                 # jittered by 20 % would land far past the runs it is meant to catch.
                 delay = wait + plan.gap * (rng.uniform(-jitter, jitter) if jitter else 0.0)
@@ -253,7 +259,9 @@ class RunTimes(Generic[K]):
         times.earliest = min(times.earliest, seconds)
         since = None if first_poll else seconds if previous is None else min(previous, seconds)
         times.intervals.add(since, seconds, first_at)
-        if policy.comb and times.sketch.add(since, seconds):
+        window = _probe_window(times, times.plan) if planned and times.plan else None
+        probe = first_at if window and first_at is not None and first_at < window[1] else None
+        if policy.comb and times.sketch.add(since, seconds, probe):
             times.done.clear()
             times.done.extend(high for _, high in times.sketch.samples)
         if len(times.done) < (
@@ -392,6 +400,16 @@ def _comb_plan(times: _KeyTimes, points: list[float]) -> Plan:
     cap = max(squeeze * gap_cap(policy, points), gap / (1 - backoff.jitter))
     tail = max(high for _, high in times.sketch.samples)
     return Plan(start=start, gap=gap, tail=tail, tail_gap=gap, cap=cap)
+
+
+def _probe_window(times: _KeyTimes, plan: Plan) -> tuple[float, float] | None:
+    """Return the span a comb key's probes go in, or ``None`` if it has none (not a comb, or
+    its first poll is under two gaps in: the lower tail is then seen by the comb itself)."""
+    if times.comb is None or plan.start < 2 * plan.gap:
+        return None
+    return max(plan.start - _PROBE_GAPS * plan.gap, times.policy.backoff.min_interval), (
+        plan.start - plan.gap
+    )
 
 
 def _check_seconds(seconds: float) -> None:
