@@ -210,15 +210,18 @@ def time_scale(cell: Cell) -> float:
 
 
 async def measure(
-    cell: Cell, runs: int, folder: Path, scale: float | None = None
+    cell: Cell, runs: int, folder: Path, scale: float | None = None, comb: bool = False
 ) -> dict[str, Any]:
-    """Run the four strategies on one cell; return their rows and the oracle's figures."""
+    """Run the four strategies on one cell (with ``comb``: the classic loop and
+    ``fleet:comb``); return their rows and the oracle's figures."""
     path = folder / f"{cell.name}.json"
     path.write_text(json.dumps(cell.scenario(runs)))
     times = np.concatenate(cell.halves(np.random.default_rng(2), 20_000))
     longest = float(np.quantile(times, 0.9999))
     latency = min(2.0, cell.median / 2)
     specs = [s if s != "fleet:latency" else f"fleet:latency={latency:g}s" for s in STRATEGIES]
+    if comb:
+        specs = ["classic", "fleet:comb"]
     scale = scale or time_scale(cell)
     cfg = BenchConfig(
         scenario=path,
@@ -232,10 +235,12 @@ async def measure(
     )
     started = time.monotonic()
     result = await run_bench(cfg)
-    rows = {row.strategy.split(":")[0] + (":latency" if ":" in row.strategy else ""): row
+    rows = {row.strategy.split(":")[0] + (":latency" if "latency" in row.strategy else ""): row
             for row in result.rows}  # fmt: skip
     wall = time.monotonic() - started
-    return _judged(cell, runs, scale, wall, {name: asdict(row) for name, row in rows.items()})
+    judged = _judged(cell, runs, scale, wall, {name: asdict(row) for name, row in rows.items()})
+    judged["comb"] = comb
+    return judged
 
 
 def _judged(
@@ -366,7 +371,9 @@ async def main() -> None:
     parser.add_argument("--render", action="store_true", help="redraw from --out/grid.json")
     parser.add_argument("--offline", action="store_true", help="the schedule alone (bench.race)")
     parser.add_argument(
-        "--comb", action="store_true", help="offline: the learned schedule as PollPolicy(comb=True)"
+        "--comb",
+        action="store_true",
+        help="the learned schedule as PollPolicy(comb=True); on the simulator only it and classic",
     )
     parser.add_argument("--time-scale", type=float, help="for every cell (default: per cell)")
     parser.add_argument(
@@ -394,7 +401,8 @@ async def main() -> None:
             if args.offline:
                 grid.append(offline(cell, args.runs, policy=PollPolicy(comb=args.comb)))
             else:
-                grid.append(await measure(cell, args.runs, Path(folder), args.time_scale))
+                measured = await measure(cell, args.runs, Path(folder), args.time_scale, args.comb)
+                grid.append(measured)
             print(f"{cell.name}: {grid[-1]['wall']:.0f} s, {verdict(grid[-1])}", file=sys.stderr)
             (args.out / "grid.json").write_text(json.dumps(grid, indent=1))
     text = table(grid)

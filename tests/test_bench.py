@@ -114,6 +114,7 @@ def test_no_strategies_means_every_one_that_applies_to_the_kind(
         ("fleet:latency=2", ["fleet:latency=2s"]),  # a bare number is seconds
         ("fleet:fraction=0.9", ["fleet:fraction=0.9"]),
         ("fleet:webhooks,safety=5s", ["fleet:webhooks,safety=5s"]),
+        ("fleet:comb,latency=2s", ["fleet:comb,latency=2s"]),
         ("fleet:", ["fleet"]),
         ("naive; classic", ["naive", "classic"]),
         ("naive classic", ["naive", "classic"]),

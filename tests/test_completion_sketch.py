@@ -139,6 +139,36 @@ def test_a_doubled_median_is_detected_and_older_runs_are_forgotten() -> None:
     assert points[64] > 1.4 * 4.0
 
 
+def test_a_cohort_ending_fastest_first_is_no_change_when_not_watched() -> None:
+    # A hundred runs started together end in order of their times: every one after the
+    # median's is above it, which the sign test would read as runs getting slower.
+    cohort = sorted(bracketed(4.0, 0.3, 200, seed=10), key=lambda interval: interval[1])
+    watched, unwatched = CompletionSketch(256), CompletionSketch(256)
+    changes = 0
+    for low, high in cohort:
+        changes += watched.add(low, high)
+        watched.points()
+        assert not unwatched.add(low, high, watch=False)
+        unwatched.points()
+    assert changes > 0
+    assert len(unwatched.samples) == 200
+
+
+def test_runs_still_working_count_as_longer_than_their_age() -> None:
+    # The 31 fastest of 100 runs (lognormal 8 s) are seen done by 7 s; 69 still work.
+    cohort = sorted(bracketed(8.0, 0.3, 100, seed=14), key=lambda interval: interval[1])
+    blind, told = CompletionSketch(256), CompletionSketch(256)
+    for low, high in cohort[:31]:
+        blind.add(low, high, watch=False)
+        told.add(low, high, watch=False)
+    alone = blind.points()
+    with_cohort = told.points(working=([cohort[30][1]] * 69, 1.0))
+    assert alone is not None
+    assert with_cohort is not None
+    assert alone[64] < cohort[30][1]  # the median of the fastest 31
+    assert with_cohort[64] >= cohort[30][1] / 1.08  # where they work, within one bin (8 %)
+
+
 def test_steady_runs_are_not_taken_for_a_change() -> None:
     sketch = CompletionSketch(256)
     for low, high in bracketed(6.0, 0.6, 1000, seed=9):

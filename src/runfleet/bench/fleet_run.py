@@ -55,6 +55,8 @@ async def run_fleet(
         settings["latency_target"] = spec.number("latency", 0)
     if "fraction" in spec.options:
         settings["latency_fraction"] = spec.number("fraction", 0)
+    if spec.options.get("comb"):
+        settings["comb"] = True
     policy = PollPolicy(**settings).scaled(w.scale)
     webhooks = bool(spec.options.get("webhooks"))
     share = spec.number("per_second", 1.0) if "per_second" in spec.options else None

@@ -48,6 +48,7 @@ _OPTIONS: dict[str, dict[str, str]] = {
         "drop": "fraction",
         "safety": "duration",
         "per_second": "factor",  # requests in any scenario second (a number >= 1)
+        "comb": "flag",  # PollPolicy(comb=True)
     },
 }
 

@@ -95,6 +95,11 @@ _COMB_EARLY = 1.0
 """Share of runs a comb may leave done before its first poll: none kept back (a cap at
 ``low_quantile`` kept the p95 on sharp lower edges but spent 1.2-1.6 times the oracle's polls)."""
 _PROBE_GAPS = 2
+_FIRST_PROBES = 8
+"""A comb key's first runs once planned are all probed, up to this many probes, so that the
+floor is there from the start (uniform 4-12 s, seeds 0-9: 2 over the classic loop's p95
+without, up to 1.09 times; 1 with, 1.02). 16 got none over but cost the sigma 0.3 cells of
+the grid up to 0.07 of the oracle's polls (``benchmarks/comb_race.py``, ``grid.py``)."""
 """Probes go from this many gaps below the comb's first poll to one gap below it."""
 _SEEN_UNFITTED = 0.5
 """Without a trusted fit, a key is planned only once half the runs in flight and done were
@@ -105,8 +110,8 @@ class _KeyTimes:
     """Observations and derived plan of one key, and the policy its runs are polled by."""
 
     __slots__ = (
-        "comb", "done", "earliest", "ended", "guard", "intervals", "plan", "policy", "queue",
-        "sketch", "stall_after", "start",
+        "comb", "done", "earliest", "ended", "guard", "intervals", "plan", "policy", "probed",
+        "queue", "sketch", "stall_after", "start",
     )  # fmt: skip
 
     def __init__(self, policy: PollPolicy) -> None:
@@ -122,6 +127,7 @@ class _KeyTimes:
         self.guard = LatencyGuard(policy.backoff)
         self.sketch = CompletionSketch(policy.max_samples)
         self.comb: tuple[list[float], float, float] | None = None
+        self.probed = 0  # probes placed, for the first ones (_FIRST_PROBES)
 
     @property
     def filling(self) -> bool:
@@ -186,7 +192,10 @@ class RunTimes(Generic[K]):
             wait = plan.start - elapsed
             probe = _probe_window(times, plan) if attempt == 0 else None
             share = times.policy.probe_share
+            if times.probed < _FIRST_PROBES and share > 0:
+                share = 1.0
             if probe is not None and elapsed < probe[1] and rng.random() < share:
+                times.probed += 1
                 delay = rng.uniform(max(probe[0], elapsed), probe[1]) - elapsed
             elif wait > plan.gap:
                 # Jitter the first poll by a share of the gap, not of the wait: a long wait
@@ -261,7 +270,7 @@ class RunTimes(Generic[K]):
         times.intervals.add(since, seconds, first_at)
         window = _probe_window(times, times.plan) if planned and times.plan else None
         probe = first_at if window and first_at is not None and first_at < window[1] else None
-        if policy.comb and times.sketch.add(since, seconds, probe):
+        if policy.comb and times.sketch.add(since, seconds, probe, watch=not times.filling):
             times.done.clear()
             times.done.extend(high for _, high in times.sketch.samples)
         if len(times.done) < (
@@ -271,7 +280,12 @@ class RunTimes(Generic[K]):
         if policy.comb and policy.latency_target is None and window_span(self._policy, key) is None:
             fit, tally = times.intervals.refit(), times.intervals.predicted
             excess = max(0.0, tally.done - tally.expected) / max(tally.done, 1)
-            points = times.sketch.points(*((fit.done_by, excess) if fit else ()))
+            cohort = working() if working is not None and times.filling else None
+            points = (
+                times.sketch.points(fit.done_by, excess, cohort)
+                if fit
+                else times.sketch.points(working=cohort)
+            )
             if points is not None:
                 times.plan = _comb_plan(times, points)
                 times.start = times.plan.start

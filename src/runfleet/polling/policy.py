@@ -69,11 +69,12 @@ class PollPolicy:
     estimate of their times that forgets them when they change
     (:mod:`~runfleet.polling.completion_sketch`, :mod:`~runfleet.polling.comb`), instead of the
     lognormal fit's window; every eighth run's first poll is a probe below the comb's, so
-    that a sharp lower edge is seen. Off by default: it follows mixtures, drifts and runs of
-    minutes more closely (``benchmarks/grid.py --offline --comb``: polls within 1.2 times the
-    oracle's on 13 of 14 shapes, the default 6), but is measured offline only, not yet on the
-    simulator's first wave, and on runs spread evenly (uniform 4-12 s, 0-16 s, 1-3 s) 1 to 2
-    seeds in 10 still end over the classic loop's p95, by up to 1.12 times."""
+    that a sharp lower edge is seen. Off by default: offline it is within 1.2 times the
+    oracle's polls on 12 of the grid's 14 shapes (the default: 6) at a p95 under the classic
+    loop's on all (``benchmarks/grid.py --offline --comb``), but on runs spread evenly
+    (uniform 4-12 s, 0-16 s, 1-3 s) one seed in 10 still ends over the classic loop's p95, by
+    up to 1.07 times (``benchmarks/comb_race.py``), and on the simulator's runs of about 1 s
+    its p95 was over the classic loop's on some runs of the grid (README, "the grid")."""
     probe_share: float = 0.125
     """With ``comb``: the share of runs whose first poll is a probe, at a random time from two
     gaps to one gap below the comb's first poll. 0 turns probes off; more see the lower tail
