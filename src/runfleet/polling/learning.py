@@ -95,12 +95,14 @@ _COMB_EARLY = 1.0
 """Share of runs a comb may leave done before its first poll: none kept back (a cap at
 ``low_quantile`` kept the p95 on sharp lower edges but spent 1.2-1.6 times the oracle's polls)."""
 _PROBE_GAPS = 2
+"""Probes go from this many gaps below the comb's first poll to one gap below it: where what
+is done decides the comb's p95 (four gaps cost the grid's sigma 0.3 cells 0.02-0.07 of the
+oracle's polls for probes that found nothing done)."""
 _FIRST_PROBES = 8
 """A comb key's first runs once planned are all probed, up to this many probes, so that the
 floor is there from the start (uniform 4-12 s, seeds 0-9: 2 over the classic loop's p95
 without, up to 1.09 times; 1 with, 1.02). 16 got none over but cost the sigma 0.3 cells of
 the grid up to 0.07 of the oracle's polls (``benchmarks/comb_race.py``, ``grid.py``)."""
-"""Probes go from this many gaps below the comb's first poll to one gap below it."""
 _SEEN_UNFITTED = 0.5
 """Without a trusted fit, a key is planned only once half the runs in flight and done were
 seen done, so that the median at least is not read off the fastest of a cohort."""
