@@ -69,7 +69,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
 from ..stats import quantile
-from .comb import cheapest_comb, classic_p95
+from .comb import cheapest_comb, classic_p95, probe_span
 from .completion_sketch import CompletionSketch
 from .interval_fit import IntervalFit
 from .key_plan import Plan, clamped, gap_cap, plan_for, target_gap
@@ -94,10 +94,6 @@ _COMB_FIRST = 10
 _COMB_EARLY = 1.0
 """Share of runs a comb may leave done before its first poll: none kept back (a cap at
 ``low_quantile`` kept the p95 on sharp lower edges but spent 1.2-1.6 times the oracle's polls)."""
-_PROBE_GAPS = 2
-"""Probes go from this many gaps below the comb's first poll to one gap below it: where what
-is done decides the comb's p95 (four gaps cost the grid's sigma 0.3 cells 0.02-0.07 of the
-oracle's polls for probes that found nothing done)."""
 _FIRST_PROBES = 8
 """A comb key's first runs once planned are all probed, up to this many probes, so that the
 floor is there from the start (uniform 4-12 s, seeds 0-9: 2 over the classic loop's p95
@@ -192,7 +188,7 @@ class RunTimes(Generic[K]):
         plan, jitter, cap = times.plan, backoff.jitter, times.plan.cap
         if elapsed < plan.tail:
             wait = plan.start - elapsed
-            probe = _probe_window(times, plan) if attempt == 0 else None
+            probe = probe_span(plan, backoff.min_interval) if times.comb and not attempt else None
             share = times.policy.probe_share
             if times.probed < _FIRST_PROBES and share > 0:
                 share = 1.0
@@ -270,7 +266,8 @@ class RunTimes(Generic[K]):
         times.earliest = min(times.earliest, seconds)
         since = None if first_poll else seconds if previous is None else min(previous, seconds)
         times.intervals.add(since, seconds, first_at)
-        window = _probe_window(times, times.plan) if planned and times.plan else None
+        plan = times.plan if planned and times.comb else None
+        window = probe_span(plan, policy.backoff.min_interval) if plan else None
         probe = first_at if window and first_at is not None and first_at < window[1] else None
         if policy.comb and times.sketch.add(since, seconds, probe, watch=not times.filling):
             times.done.clear()
@@ -416,16 +413,6 @@ def _comb_plan(times: _KeyTimes, points: list[float]) -> Plan:
     cap = max(squeeze * gap_cap(policy, points), gap / (1 - backoff.jitter))
     tail = max(high for _, high in times.sketch.samples)
     return Plan(start=start, gap=gap, tail=tail, tail_gap=gap, cap=cap)
-
-
-def _probe_window(times: _KeyTimes, plan: Plan) -> tuple[float, float] | None:
-    """Return the span a comb key's probes go in, or ``None`` if it has none (not a comb, or
-    its first poll is under two gaps in: the lower tail is then seen by the comb itself)."""
-    if times.comb is None or plan.start < 2 * plan.gap:
-        return None
-    return max(plan.start - _PROBE_GAPS * plan.gap, times.policy.backoff.min_interval), (
-        plan.start - plan.gap
-    )
 
 
 def _check_seconds(seconds: float) -> None:
