@@ -25,9 +25,7 @@ median of the estimate: under no change, as many land above it as below. When ``
 the latest ``_RECENT`` decided runs fall on one side (about 2 in 100,000 by chance), the older
 samples describe runs that no longer happen and are forgotten; the estimate restarts from the
 latest ``_RECENT``. Not while a key's first window fills: its first runs started together and
-end fastest first, which the sign test reads as runs getting slower (on the simulator, 500
-runs of a minute, 100 at once, one run each: p95 1.37 times the classic loop's with it; 4.25 s
-without, the classic loop's 4.72 s in the run before).
+end fastest first, which the sign test reads as runs getting slower.
 Pure: no clock, no I/O.
 """
 
@@ -73,9 +71,9 @@ class CompletionSketch:
         self._median: float | None = None
         self._since_fit = 0
         self._signs: deque[int] = deque(maxlen=_RECENT)
-        self.probed: deque[float | None] = deque(maxlen=size)
-        """Per sample: when its run's first poll was, if that was a probe (placed early on
-        purpose, at a random time below where the plan's first poll goes)."""
+        self.probed: deque[bool] = deque(maxlen=size)
+        """Per sample: whether its run's first poll was a probe (placed early on purpose, at a
+        random time below where the plan's first poll goes)."""
         self.probes: deque[tuple[float, bool]] = deque(maxlen=size // 4)
         """``(at, done)`` of the latest probes, kept when older samples are forgotten: they
         only ever add early runs to the fit's guess (:meth:`points`), so stale ones err on the
@@ -93,7 +91,7 @@ class CompletionSketch:
         if len(self.samples) == self.samples.maxlen and self.samples[0][0] > 0:
             self._bracketed -= 1
         self.samples.append((lower, high))
-        self.probed.append(probe)
+        self.probed.append(probe is not None)
         if probe is not None:
             self.probes.append((probe, low is None))
         self._bracketed += lower > 0
@@ -136,7 +134,7 @@ class CompletionSketch:
         cohort's slow runs count before they end (:mod:`.survival`)."""
         if self._bracketed < _MIN_BRACKETED:
             return None
-        if self._points is None or self._since_fit >= max(1, len(self.samples) * _REFIT_SHARE):
+        if self.fresh():
             lower = _lower_cdf(self.samples, self.probed, self.probes)
             if lower is not None:
                 done_by = _floored(done_by, lower) if done_by is not None else lower
@@ -231,7 +229,7 @@ def _floored(
 
 def _lower_cdf(
     samples: deque[tuple[float, float]],
-    probed: deque[float | None],
+    probed: deque[bool],
     probes: deque[tuple[float, bool]],
 ) -> Callable[[float], float] | None:
     """Return the share of runs done by a time below the plan's first poll, as the probes saw
@@ -246,24 +244,17 @@ def _lower_cdf(
     loop's); a step between the probes let a sharp lower edge through (uniform 4-12 s: 4 of 10
     seeds over the classic loop's p95, up to 1.09 times).
     """
-    status: list[tuple[float, float, int]] = []  # (time, done, weight)
-    firsts = 0
-    at_first: list[float] = []
-    status = [(at, float(done), 1) for at, done in probes]
-    for (low, high), probe in zip(samples, probed, strict=True):
-        if probe is not None:
-            continue
-        firsts += 1
-        if low <= 0:
-            at_first.append(high)
+    status = [(at, float(done), 1) for at, done in probes]  # (time, done, weight)
+    firsts = [(low, high) for (low, high), probe in zip(samples, probed, strict=True) if not probe]
+    at_first = [high for low, high in firsts if low <= 0]
     if len(status) < _MIN_PROBES or not at_first:
         return None
     at_first.sort()
-    status.append((at_first[len(at_first) // 2], len(at_first) / firsts, firsts))
+    status.append((at_first[len(at_first) // 2], len(at_first) / len(firsts), len(firsts)))
     status.sort()
     blocks: list[list[float]] = []  # [weighted done, weight, first time, the first polls']
     for time, done, weight in status:
-        blocks.append([done * weight, float(weight), time, float(weight == firsts)])
+        blocks.append([done * weight, float(weight), time, float(weight == len(firsts))])
         while len(blocks) > 1 and blocks[-2][0] * blocks[-1][1] > blocks[-1][0] * blocks[-2][1]:
             done_sum, weight_sum, _, anchor = blocks.pop()
             blocks[-1][0] += done_sum

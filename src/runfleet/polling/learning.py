@@ -189,9 +189,8 @@ class RunTimes(Generic[K]):
         if elapsed < plan.tail:
             wait = plan.start - elapsed
             probe = probe_span(plan, backoff.min_interval) if times.comb and not attempt else None
-            share = times.policy.probe_share
-            if times.probed < _FIRST_PROBES and share > 0:
-                share = 1.0
+            share = times.policy.probe_share  # all of a key's first probes, if it has any
+            share = 1.0 if share and times.probed < _FIRST_PROBES else share
             if probe is not None and elapsed < probe[1] and rng.random() < share:
                 times.probed += 1
                 delay = rng.uniform(max(probe[0], elapsed), probe[1]) - elapsed
@@ -279,7 +278,8 @@ class RunTimes(Generic[K]):
         if policy.comb and policy.latency_target is None and window_span(self._policy, key) is None:
             fit, tally = times.intervals.refit(), times.intervals.predicted
             excess = max(0.0, tally.done - tally.expected) / max(tally.done, 1)
-            cohort = working() if working is not None and times.filling else None
+            fresh = times.filling and times.sketch.fresh()  # working() samples the runs in flight
+            cohort = working() if working is not None and fresh else None
             points = (
                 times.sketch.points(fit.done_by, excess, cohort)
                 if fit
