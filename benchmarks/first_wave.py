@@ -6,7 +6,7 @@ per-run record (``/_sim/stats?runs=1``) and prints polls and detection latency b
 order, then replays the drawn run times, in order, through ``bench.race``'s learned and classic
 schedules (no first wave, no network).
 
-    # cell, runs, strategy, in flight:
+    # cell, runs, strategy, in flight[, a file for every run's record]:
     .venv/bin/python benchmarks/first_wave.py m4-s0.3 500 fleet 100
 """
 
@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import numpy as np
@@ -32,7 +33,7 @@ from runfleet.polling.policy import PollPolicy
 from runfleet.sim.server import announced_url, sim_command
 
 
-async def main() -> None:
+async def main() -> list[dict[str, Any]]:
     name, runs = sys.argv[1], int(sys.argv[2])
     strategy = sys.argv[3] if len(sys.argv) > 3 else "fleet"
     in_flight = int(sys.argv[4]) if len(sys.argv) > 4 else 100
@@ -76,7 +77,10 @@ async def main() -> None:
     print(f"  offline on the same run times: learned {np.mean(learned):.2f} polls, p95 {p95:.2f} s;"
           f" classic {np.mean(classic):.2f}; oracle at {row.p95:.2f} s: "
           f"{oracle_polls(cell, row.p95) or 0:.2f}")  # fmt: skip
+    return items  # type: ignore[no-any-return]
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    records = asyncio.run(main())
+    if len(sys.argv) > 5:  # every run's record, its polls' ages too, for a closer look
+        Path(sys.argv[5]).write_text(json.dumps(records))

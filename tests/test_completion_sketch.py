@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 
 import pytest
 
@@ -167,6 +168,28 @@ def test_runs_still_working_count_as_longer_than_their_age() -> None:
     assert with_cohort is not None
     assert alone[64] < cohort[30][1]  # the median of the fastest 31
     assert with_cohort[64] >= cohort[30][1] / 1.08  # where they work, within one bin (8 %)
+
+
+def test_runs_still_working_past_every_run_seen_are_spread_as_the_fit_guesses() -> None:
+    # As above; nothing says how much longer than 7 s the 69 take, so ``beyond`` (here the
+    # true lognormal, given longer than 7 s) places them: the 90 % point near the true one
+    # (11.7 s), not at the age they were seen working (which made the first wave's comb
+    # plan a gap of a tenth of the runs' median).
+    cohort = sorted(bracketed(8.0, 0.3, 100, seed=14), key=lambda interval: interval[1])
+    sketch = CompletionSketch(256)
+    for low, high in cohort[:31]:
+        sketch.add(low, high, watch=False)
+    normal = statistics.NormalDist(math.log(8.0), 0.3)
+
+    def beyond(top: float, u: float) -> float:
+        done = normal.cdf(math.log(top))
+        return math.exp(normal.inv_cdf(done + u * (1 - done)))
+
+    points = sketch.points(working=([cohort[30][1]] * 69, 1.0), beyond=beyond)
+    assert points is not None
+    assert points == sorted(points)
+    assert abs(points[115] / math.exp(normal.inv_cdf(0.9)) - 1) < 0.1
+    assert points[-1] > 2 * cohort[30][1]  # the slowest past where the bins end
 
 
 def test_steady_runs_are_not_taken_for_a_change() -> None:

@@ -55,6 +55,10 @@ async def test_background_response_is_queued_then_completes(start_sim: StartSim,
     stats = sim.stats()
     assert stats["requests"]["responses.create"] == 1
     assert stats["responses"]["detection"]["count"] == 1
+    (item,) = sim.stats(per_run=True)["responses"]["items"]
+    assert item["retrieves"] == len(item["polled"]) >= 1  # each retrieve's age, for benchmarks
+    assert item["polled"] == sorted(item["polled"])
+    assert item["polled"][-1] >= item["seconds"]  # the last one saw it done
 
 
 async def test_store_false_with_background_is_refused(start_sim: StartSim) -> None:

@@ -124,6 +124,7 @@ class CompletionSketch:
         done_by: Callable[[float], float] | None = None,
         excess: float = 1.0,
         working: tuple[Sequence[float], float] | None = None,
+        beyond: Callable[[float, float], float] | None = None,
     ) -> list[float] | None:
         """Return ``_POINTS`` run times, the estimate's quantiles at ``(i + 0.5) / _POINTS``,
         sorted; refitted when enough was added since the last fit. ``None`` while fewer than
@@ -131,7 +132,9 @@ class CompletionSketch:
 
         ``working``: the ages at which runs still working were last seen so, and how many runs
         each stands for; each is a run that takes longer than its age (right-censored), so a
-        cohort's slow runs count before they end (:mod:`.survival`)."""
+        cohort's slow runs count before they end (:mod:`.survival`). Past the longest run seen
+        done the estimate only knows that they take longer: ``beyond(top, u)`` places them
+        (the ``u`` quantile of runs longer than ``top``, as a fit guesses)."""
         if self._bracketed < _MIN_BRACKETED:
             return None
         if self.fresh():
@@ -139,6 +142,8 @@ class CompletionSketch:
             if lower is not None:
                 done_by = _floored(done_by, lower) if done_by is not None else lower
             self._points = _quantile_points(self.samples, done_by, excess, working)
+            if working is not None and beyond is not None:
+                _extend(self._points, max(high for _, high in self.samples), beyond)
             self._median = self._points[_POINTS // 2]
             self._since_fit = 0
         return self._points
@@ -165,7 +170,8 @@ def _quantile_points(
     seen = [(low, high) for low, high in samples if low > 0]
     ages, each = working if working is not None else ((), 0.0)
     lo = min(low for low, _ in seen) / _BIN_RATIO
-    hi = max(max(high for _, high in samples), max(ages, default=0.0)) * 1.0001
+    # Runs still working may take longer than any seen: room past both for them.
+    hi = max(max(high for _, high in samples), max(ages, default=0.0)) * (2.0 if ages else 1.0001)
     count = max(2, min(_MAX_BINS, math.ceil(math.log(hi / lo) / math.log(_BIN_RATIO))))
     ratio = (hi / lo) ** (1 / count)
     edges = [lo * ratio**i for i in range(count + 1)]
@@ -219,6 +225,17 @@ def _quantile_points(
         inside = (q - cumulative) / weights[j] if weights[j] > 0 else 0.5
         out.append(edges[j - 1] * ratio ** min(max(inside, 0.0), 1.0))
     return out
+
+
+def _extend(points: list[float], top: float, beyond: Callable[[float, float], float]) -> None:
+    """Spread the points past ``top`` (runs still working, which Turnbull's estimate puts
+    at the oldest age seen, since nothing says how much longer they take) as ``beyond``
+    says: a cohort's first plan read them as ending there, and its classic p95 and gap with
+    them (runs of 4 s planned a gap of 0.7 s for the first 50 of a hundred)."""
+    first = bisect_right(points, top)
+    count = len(points) - first
+    for i in range(first, len(points)):
+        points[i] = max(points[i], beyond(top, (i - first + 0.5) / count))
 
 
 def _floored(

@@ -44,6 +44,7 @@ _RECENT = 16
 _RECENT_TOLERANCE = 0.25
 """The same check over the latest ``_RECENT`` samples: looser, since they are few."""
 _NORMAL = NormalDist()
+_MOST_QUANTILE = 0.999
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,12 @@ class LognormalFit:
     def done_by(self, seconds: float) -> float:
         """Return the share of runs done within ``seconds``."""
         return _cdf((math.log(seconds) - self.mu) / self.sigma) if seconds > 0 else 0.0
+
+    def beyond(self, top: float, u: float) -> float:
+        """Return the ``u`` quantile of runs longer than ``top``: where the fit places runs
+        still working past every run seen done (never its last thousandth, which is far)."""
+        done = self.done_by(top)
+        return self.quantile(min(done + u * (1 - done), _MOST_QUANTILE))
 
 
 class IntervalFit:

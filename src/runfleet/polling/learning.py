@@ -276,12 +276,12 @@ class RunTimes(Generic[K]):
         ):
             return
         if policy.comb and policy.latency_target is None and window_span(self._policy, key) is None:
-            fit, tally = times.intervals.refit(), times.intervals.predicted
-            excess = max(0.0, tally.done - tally.expected) / max(tally.done, 1)
             fresh = times.filling and times.sketch.fresh()  # working() samples the runs in flight
             cohort = working() if working is not None and fresh else None
+            fit, tally = times.intervals.refit(*(cohort or ())), times.intervals.predicted
+            excess = max(0.0, tally.done - tally.expected) / max(tally.done, 1)
             points = (
-                times.sketch.points(fit.done_by, excess, cohort)
+                times.sketch.points(fit.done_by, excess, cohort, fit.beyond)
                 if fit
                 else times.sketch.points(working=cohort)
             )

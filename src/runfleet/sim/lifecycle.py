@@ -125,6 +125,8 @@ class Job:
     retrieves: int = 0
     last_detected: float | None = None
     latencies: list[float] = field(default_factory=list)
+    polled: list[float] = field(default_factory=list)
+    """Seconds from creation to each retrieve: where a strategy's polls went."""
     segments: list[Segment] = field(default_factory=list)
 
     def status_at(self, now: float) -> tuple[JobStatus, float]:
@@ -202,6 +204,7 @@ class Job:
         """Record a retrieve: count it, and the detection latency if it saw a new state."""
         status, since = self.status_at(now)
         self.retrieves += 1
+        self.polled.append(round(now - self.created, 3))
         if status in NEEDS_CLIENT and self.last_detected != since:
             self.last_detected = since
             self.latencies.append(max(0.0, now - since))

@@ -170,6 +170,7 @@ class SimStats:
                         "status": job.status_at(now)[0].value,
                         "retrieves": job.retrieves,
                         "latencies": job.latencies,
+                        "polled": job.polled,
                         "window": job.window,
                         "seconds": round(job.done_at - job.created, 3),
                     }
