@@ -4,7 +4,8 @@ on the very same run times.
 Runs ``runfleet bench``'s runner against a ``runfleet sim`` child, reads the simulator's
 per-run record (``/_sim/stats?runs=1``) and prints polls and detection latency by creation
 order, then replays the drawn run times, in order, through ``bench.race``'s learned and classic
-schedules (no first wave, no network).
+schedules (no first wave, no network). Cells of medians over 4 s run time-scaled as in
+``make bench`` (``grid.time_scale``); the seconds printed are scenario seconds.
 
     # cell, runs, strategy, in flight[, a file for every run's record]:
     .venv/bin/python benchmarks/first_wave.py m4-s0.3 500 fleet 100
@@ -25,7 +26,7 @@ from typing import Any
 import httpx2
 import numpy as np
 
-from grid import cells, oracle_polls
+from grid import cells, oracle_polls, time_scale
 from runfleet.bench.race import classic_run, learned_run
 from runfleet.bench.runner import BenchConfig, run_bench
 from runfleet.polling.learning import RunTimes
@@ -48,8 +49,9 @@ async def main() -> list[dict[str, Any]]:
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / f"{name}.json"
             path.write_text(json.dumps(cell.scenario(runs)))
+            scale = 1.0 if cell.median <= 4 else time_scale(cell)  # as `make bench` runs them
             cfg = BenchConfig(
-                scenario=path, runs=runs, strategies=strategy, time_scale=1.0, timeout=120,
+                scenario=path, runs=runs, strategies=strategy, time_scale=scale, timeout=120,
                 limit=600, base_url=url, in_flight=in_flight,
             )  # fmt: skip
             row = (await run_bench(cfg)).rows[0]

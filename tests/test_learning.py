@@ -536,3 +536,24 @@ def test_a_comb_probes_every_eighth_run_below_its_first_poll() -> None:
     assert min(probes) >= plan.start - 2 * plan.gap - 1e-9
     # Only a run's first poll is a probe; a run already polled once waits for the comb.
     assert model.next_delay("k", 0.5, 1, rng) > plan.start - plan.gap - 0.5
+
+
+def test_only_gaps_the_learned_schedule_placed_move_the_latency_guard() -> None:
+    """A first wave's runs started before the key was learned are polled by the classic loop,
+    whose jittered gaps at its cap are wider than its un-jittered cap: counted by the guard,
+    they narrowed the learned gaps of runs of a minute to 0.6 of the classic loop's on the
+    simulator. Gaps of such runs say nothing of the learned schedule's latency."""
+    policy = PollPolicy(backoff=Backoff(jitter=0.0))
+    learned, told = RunTimes[str](policy), RunTimes[str](policy)
+    for model in (learned, told):
+        for i in range(40):
+            seconds = 60.0 + i * 0.5
+            model.observe_done("k", seconds, first_poll=False, previous=seconds - 2.0)
+        assert model.is_learned("k")
+    for i in range(48):  # classic polls 6 s apart, at the 5 s cap jittered 20 %
+        seconds = 60.0 + i * 0.5
+        learned.observe_done("k", seconds, first_poll=False, previous=seconds - 6.0, planned=False)
+        told.observe_done("k", seconds, first_poll=False, previous=seconds - 6.0)
+    # The same runs seen, the same plan, but only ``told`` narrowed its gaps for them.
+    unmoved = learned.next_delay("k", 62.0, 30, random.Random(0))
+    assert told.next_delay("k", 62.0, 30, random.Random(0)) < 0.9 * unmoved

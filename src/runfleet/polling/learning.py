@@ -245,9 +245,9 @@ class RunTimes(Generic[K]):
                 so, and how many runs each stands for; asked only while every run seen done
                 is remembered (:mod:`.survival`).
             planned: whether this phase's first poll was placed by the key's learned schedule.
-                Only then does a run found done there steer the first poll: a scout's release
-                polls a whole held cohort at one age, and fifteen of them found done at once
-                once pulled the first poll of 4 s runs down to 1.7 s.
+                Only then does a run found done there steer the first poll (a scout's release
+                polls a held cohort at one age: fifteen found done at once pulled the first
+                poll of 4 s runs down to 1.7 s) and its gap feed the latency guard.
 
         Raises:
             ValueError: if ``seconds``, ``previous`` or ``first_at`` is negative or not finite.
@@ -258,7 +258,7 @@ class RunTimes(Generic[K]):
                 _check_seconds(given)
         times = self._touch(key)
         policy = times.policy
-        if times.plan is not None and not first_poll and previous is not None:
+        if times.plan is not None and planned and not first_poll and previous is not None:
             times.guard.observe(seconds, seconds - min(previous, seconds))
         times.done.append(seconds)
         times.ended += 1
