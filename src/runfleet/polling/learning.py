@@ -204,14 +204,14 @@ class RunTimes(Generic[K]):
             # Stateless exponential backoff: after polls spaced g, g*f, g*f**2... the next gap
             # is g plus (f - 1) times the time spent in the tail.
             gap = plan.tail_gap + (backoff.factor - 1) * (elapsed - plan.tail)
-            # Never denser than the classic loop at this age while a key's first window fills:
-            # its first samples come from the quickest runs of a cohort that started together,
-            # the learned tail is too early, and the cohort's other runs would otherwise be
-            # polled at short gaps. Past it the tail is known; the floor would only make runs
-            # that end late (a drift to slower runs) wait (offline grid, 500 runs: m1-s1.2
-            # 1.33 -> 1.21 of the oracle's polls, drift p95 0.72 -> 0.66 of classic's).
+            # The classic loop's gap while a key's first window fills: its first samples are a
+            # cohort's quickest, the learned tail is too early, and its other runs would be
+            # polled at short gaps, or past the classic cap at a tenth of the median (m60-s0.3
+            # on the simulator: held runs seen 5.4 s late, the classic loop's p95 4.8 s). Past
+            # it the floor would only make runs that end late (a drift) wait (offline grid:
+            # m1-s1.2 1.33 -> 1.21 of the oracle's polls, drift p95 0.72 -> 0.66 of classic's).
             if times.filling:
-                gap = max(gap, backoff.gap_at(elapsed))
+                gap, cap = max(gap, backoff.gap_at(elapsed)), min(cap, backoff.cap)
             delay = min(jittered(min(gap, cap), jitter, rng), cap)
         return floor_delay(delay, backoff.min_interval, poll_after)
 
