@@ -377,7 +377,7 @@ async def main() -> None:
     )
     parser.add_argument("--time-scale", type=float, help="for every cell (default: per cell)")
     parser.add_argument(
-        "--append", action="store_true", help="keep --out/grid.json's other cells (one table)"
+        "--append", action="store_true", help="keep --out/grid.json's cells, replacing those run"
     )
     args = parser.parse_args()
     every = {c.name: c for c in cells(args.runs)}
@@ -385,9 +385,8 @@ async def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     grid: list[dict[str, Any]] = []
     if args.append and (args.out / "grid.json").exists():
-        names = {cell.name for cell in chosen}
-        kept = json.loads((args.out / "grid.json").read_text())
-        grid = [judged for judged in kept if judged["cell"] not in names]
+        # Each cell's old row stays until its new one replaces it: a stopped run loses none.
+        grid = json.loads((args.out / "grid.json").read_text())
     if args.render:
         grid = json.loads((args.out / "grid.json").read_text())
         chosen = []
@@ -399,11 +398,15 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for cell in chosen:
             if args.offline:
-                grid.append(offline(cell, args.runs, policy=PollPolicy(comb=args.comb)))
+                judged = offline(cell, args.runs, policy=PollPolicy(comb=args.comb))
             else:
-                measured = await measure(cell, args.runs, Path(folder), args.time_scale, args.comb)
-                grid.append(measured)
-            print(f"{cell.name}: {grid[-1]['wall']:.0f} s, {verdict(grid[-1])}", file=sys.stderr)
+                judged = await measure(cell, args.runs, Path(folder), args.time_scale, args.comb)
+            names = [row["cell"] for row in grid]
+            if cell.name in names:
+                grid[names.index(cell.name)] = judged
+            else:
+                grid.append(judged)
+            print(f"{cell.name}: {judged['wall']:.0f} s, {verdict(judged)}", file=sys.stderr)
             (args.out / "grid.json").write_text(json.dumps(grid, indent=1))
     text = table(grid)
     (args.out / "grid.md").write_text(text + "\n")
