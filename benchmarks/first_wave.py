@@ -56,21 +56,21 @@ async def main() -> list[dict[str, Any]]:
             )  # fmt: skip
             row = (await run_bench(cfg)).rows[0]
         async with httpx2.AsyncClient() as http:
-            items = (await http.get(f"{url}/_sim/stats", params={"runs": "1"})).json()
+            stats = (await http.get(f"{url}/_sim/stats", params={"runs": "1"})).json()
     finally:
         proc.terminate()
-    items = items["responses"]["items"]
+    records: list[dict[str, Any]] = stats["responses"]["items"]
     print(f"{strategy}: {row.polls_per_run:.3f} polls/run, p95 {row.p95:.2f} s")
-    edges = sorted({0, 10, in_flight, 2 * in_flight, len(items)} & set(range(len(items) + 1)))
+    edges = sorted({0, 10, in_flight, 2 * in_flight, len(records)} & set(range(len(records) + 1)))
     for lo, hi in itertools.pairwise(edges):
-        polls = [it["retrieves"] for it in items[lo:hi]]
-        late = [it["latencies"][-1] for it in items[lo:hi] if it["latencies"]]
+        polls = [it["retrieves"] for it in records[lo:hi]]
+        late = [it["latencies"][-1] for it in records[lo:hi] if it["latencies"]]
         print(f"  runs {lo}-{hi}: {np.mean(polls):.2f} polls, p95 {np.percentile(late, 95):.2f} s")
     model, rng, crng = RunTimes[tuple[str, str]](PollPolicy()), random.Random(5), random.Random(6)
     learned: list[int] = []
     classic: list[int] = []
     lat: list[float] = []
-    for it in items:
+    for it in records:
         made, seen = learned_run(model, ("m", "x"), it["seconds"], rng)
         learned.append(made)
         lat.append(seen - it["seconds"])
@@ -79,7 +79,7 @@ async def main() -> list[dict[str, Any]]:
     print(f"  offline on the same run times: learned {np.mean(learned):.2f} polls, p95 {p95:.2f} s;"
           f" classic {np.mean(classic):.2f}; oracle at {row.p95:.2f} s: "
           f"{oracle_polls(cell, row.p95) or 0:.2f}")  # fmt: skip
-    return items  # type: ignore[no-any-return]
+    return records
 
 
 if __name__ == "__main__":

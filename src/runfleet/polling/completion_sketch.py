@@ -165,7 +165,8 @@ def _quantile_points(
     A run found done at its first poll ``t`` is spread below ``t`` as ``done_by`` (the
     lognormal fit's share done by a time) says, except an ``excess`` share of it (the runs
     found done there beyond what the fit predicted), spread evenly from 0 s. A run still
-    working at ``age`` covers every bin past it; past the longest seen, it is put there.
+    working at ``age`` covers every bin past it, up to twice the oldest age seen; how it is
+    spread past the longest run seen done is :func:`_extend`'s.
     """
     seen = [(low, high) for low, high in samples if low > 0]
     ages, each = working if working is not None else ((), 0.0)
