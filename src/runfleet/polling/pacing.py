@@ -137,6 +137,7 @@ class Pacer(Generic[R]):
             return
         key = _learn_key(run)
         self.working.add(key, run)
+        self.scouting.polled(run, key)
         times, rng = self.times, self._rng
         if run.polls_in_phase == 0:
             run.planned = times.is_learned(key)
@@ -174,6 +175,7 @@ class Pacer(Generic[R]):
             working=working,
             planned=run.planned,
         )
+        scout = bool(run.scout)
         self.scouting.ended(run, key)
         earliest = self.times.earliest_done(key)
         if earliest is None:
@@ -183,7 +185,13 @@ class Pacer(Generic[R]):
         def polls_before(age: float) -> int:
             return classic.polls_for(age) - 1  # the last one is at or after ``age``
 
-        for held, due in self.scouting.release(key, earliest, now, polls_before):
+        def gap(age: float) -> float:
+            return min(classic.gap_at(age), classic.cap)
+
+        released = self.scouting.release(
+            key, earliest, now, polls_before, gap, self._rng, scout=scout
+        )
+        for held, due in released:
             if held.key in self._runs and not held.busy:
                 current = self.schedule.due_of(held.key)
                 if current is None or due < current:
